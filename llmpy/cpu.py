@@ -1,0 +1,205 @@
+"""Every GPT-2 op in NumPy, fp32: the readable reference (llm.c's train_gpt2.c).
+
+Conventions shared with the CUDA backend (llmpy/cuda):
+- every op writes into preallocated outputs; `d*` gradient outputs of *parameters* accumulate
+  (+=), so gradient accumulation over micro-steps needs no extra pass; gradient outputs of
+  *activations* are overwritten, except where the docstring says they accumulate;
+- shapes: B batch, T time, C channels, NH heads, hs = C/NH head size, OC output channels,
+  V real vocab, Vp padded vocab. Matrices are stored (out, in) row-major as in llm.c.
+"""
+import numpy as np
+
+xp = np
+param_dtype = np.float32    # model weights and their gradients
+act_dtype = np.float32      # activations
+name = "cpu"
+
+
+def to_device(a):
+    return np.asarray(a)
+
+
+def to_host(a):
+    return np.asarray(a)
+
+
+def synchronize():
+    pass
+
+
+# ----------------------------------------------------------------------------------------------
+# encoder: out[b,t,:] = wte[inp[b,t],:] + wpe[t,:]
+
+def encoder_forward(out, inp, wte, wpe):
+    T = inp.shape[1]
+    np.take(wte, inp, axis=0, out=out)
+    out += wpe[:T]
+
+
+def encoder_backward(dwte, dwpe, dout, inp):
+    """dwte[inp[b,t]] += dout[b,t]; dwpe[t] += sum_b dout[b,t]"""
+    T = inp.shape[1]
+    np.add.at(dwte, inp.reshape(-1), dout.reshape(-1, dout.shape[-1]))
+    dwpe[:T] += dout.sum(axis=0)
+
+
+# ----------------------------------------------------------------------------------------------
+# layernorm over the last axis: out = (x - mean) * rstd * w + b, rstd = 1/sqrt(var + 1e-5).
+# mean and rstd (B,T) are saved for the backward.
+
+LN_EPS = 1e-5
+
+
+def layernorm_forward(out, mean, rstd, inp, weight, bias):
+    np.mean(inp, axis=-1, out=mean)
+    xc = inp - mean[..., None]
+    var = np.mean(xc * xc, axis=-1)
+    np.divide(1.0, np.sqrt(var + LN_EPS), out=rstd)
+    np.multiply(xc, rstd[..., None], out=out)
+    out *= weight
+    out += bias
+
+
+def layernorm_backward(dinp, dweight, dbias, dout, inp, weight, mean, rstd):
+    """dinp accumulates (+=): the residual stream's gradient flows through it.
+    With n = (x - mean) * rstd and g = dout * w:
+    dx = rstd * (g - mean(g) - n * mean(g * n))."""
+    norm = (inp - mean[..., None]) * rstd[..., None]
+    dbias += dout.sum(axis=tuple(range(dout.ndim - 1)))
+    dweight += (dout * norm).sum(axis=tuple(range(dout.ndim - 1)))
+    g = dout * weight
+    dx = g - g.mean(axis=-1, keepdims=True) - norm * (g * norm).mean(axis=-1, keepdims=True)
+    dx *= rstd[..., None]
+    dinp += dx
+
+
+# ----------------------------------------------------------------------------------------------
+# matmul: out (B,T,OC) = inp (B,T,C) @ weight(OC,C)^T + bias (OC)
+
+def matmul_forward(out, inp, weight, bias):
+    OC, C = weight.shape
+    out2d = out.reshape(-1, OC)
+    np.matmul(inp.reshape(-1, C), weight.T, out=out2d)
+    if bias is not None:
+        out2d += bias
+
+
+def matmul_backward(dinp, dweight, dbias, dout, inp, weight):
+    """dinp = dout @ W (overwritten); dW += dout^T @ inp; dbias += sum over rows of dout."""
+    OC, C = weight.shape
+    dout2d = dout.reshape(-1, OC)
+    inp2d = inp.reshape(-1, C)
+    np.matmul(dout2d, weight, out=dinp.reshape(-1, C))
+    dweight += dout2d.T @ inp2d
+    if dbias is not None:
+        dbias += dout2d.sum(axis=0)
+
+
+# ----------------------------------------------------------------------------------------------
+# causal self-attention. qkv (B,T,3C) holds q, k, v side by side, each split into NH heads of hs.
+# att (B,NH,T,T) = softmax(q k^T / sqrt(hs) with the future masked), saved for the backward;
+# out (B,T,C) = att @ v with heads concatenated.
+
+def attention_saved_shape(B, NH, T):
+    return (B, NH, T, T)
+
+
+def _split_heads(qkv, NH):
+    B, T, C3 = qkv.shape
+    hs = C3 // 3 // NH
+    q, k, v = qkv.reshape(B, T, 3, NH, hs).transpose(2, 0, 3, 1, 4)   # each (B,NH,T,hs)
+    return q, k, v, hs
+
+
+def attention_forward(out, att, qkv, NH):
+    q, k, v, hs = _split_heads(qkv, NH)
+    B, _, T, _ = q.shape
+    np.matmul(q, k.transpose(0, 1, 3, 2), out=att)
+    att *= 1.0 / np.sqrt(hs)
+    att[:, :, np.triu(np.ones((T, T), dtype=bool), k=1)] = -np.inf
+    att -= att.max(axis=-1, keepdims=True)
+    np.exp(att, out=att)
+    att /= att.sum(axis=-1, keepdims=True)
+    out[...] = (att @ v).transpose(0, 2, 1, 3).reshape(B, T, NH * hs)
+
+
+def attention_backward(dqkv, dout, qkv, att, NH):
+    """dqkv overwritten. Softmax backward: dpre = att * (datt - sum_j(datt * att))."""
+    q, k, v, hs = _split_heads(qkv, NH)
+    B, _, T, _ = q.shape
+    dq, dk, dv = dqkv.reshape(B, T, 3, NH, hs).transpose(2, 0, 3, 1, 4)
+    dy = dout.reshape(B, T, NH, hs).transpose(0, 2, 1, 3)              # (B,NH,T,hs)
+    dv[...] = att.transpose(0, 1, 3, 2) @ dy
+    datt = dy @ v.transpose(0, 1, 3, 2)
+    dpre = att * (datt - (datt * att).sum(axis=-1, keepdims=True))    # masked entries: att = 0
+    dpre *= 1.0 / np.sqrt(hs)
+    dq[...] = dpre @ k
+    dk[...] = dpre.transpose(0, 1, 3, 2) @ q
+
+
+# ----------------------------------------------------------------------------------------------
+# GELU, tanh approximation (GPT-2's): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+
+GELU_SCALE = np.sqrt(2.0 / np.pi).astype(np.float32)
+
+
+def gelu_forward(out, inp):
+    np.multiply(0.5 * inp, 1.0 + np.tanh(GELU_SCALE * (inp + 0.044715 * inp ** 3)), out=out)
+
+
+def gelu_backward(dinp, inp, dout):
+    """dinp overwritten (may alias dout)."""
+    u = GELU_SCALE * (inp + 0.044715 * inp ** 3)
+    th = np.tanh(u)
+    du = GELU_SCALE * (1.0 + 3.0 * 0.044715 * inp * inp)
+    np.multiply(dout, 0.5 * (1.0 + th) + 0.5 * inp * (1.0 - th * th) * du, out=dinp)
+
+
+# ----------------------------------------------------------------------------------------------
+# residual: out = a + b
+
+def residual_forward(out, a, b):
+    np.add(a, b, out=out)
+
+
+# ----------------------------------------------------------------------------------------------
+# fused classifier: softmax over the V real columns of logits (B,T,Vp), then
+#   losses[b,t] = -log p[b,t,target]       (fp32)
+#   logits[b,t,:] <- dloss * (p - onehot(target)), padded columns V..Vp <- 0
+# The gradient is written in place into the logits buffer: no (B,T,Vp) probabilities tensor.
+
+def classifier_forward_backward(logits, losses, targets, V, dloss):
+    lv = logits[..., :V]
+    lv -= lv.max(axis=-1, keepdims=True)
+    target_logit = np.take_along_axis(lv, targets[..., None], axis=-1)[..., 0]
+    np.exp(lv, out=lv)
+    sumexp = lv.sum(axis=-1, keepdims=True)
+    np.subtract(np.log(sumexp[..., 0]), target_logit, out=losses)
+    lv *= dloss / sumexp
+    np.put_along_axis(lv, targets[..., None],
+                      np.take_along_axis(lv, targets[..., None], axis=-1) - dloss, axis=-1)
+    logits[..., V:] = 0.0
+
+
+# ----------------------------------------------------------------------------------------------
+# optimizer
+
+def global_norm_squared(grads):
+    """sum of squares over the flat gradient buffer, accumulated in fp64 for an exact-enough
+    reference (fp32 sums of 10^8 squares would drift)."""
+    return float(np.dot(grads.astype(np.float64), grads.astype(np.float64)))
+
+
+def adamw_update(param, grad, m, v, master, lr, beta1, beta2, eps, weight_decay, step,
+                 grad_scale, seed):
+    """AdamW (decoupled weight decay, as PyTorch's), bias-corrected, on one tensor.
+    grad_scale folds in gradient clipping. master and seed are for bf16 params with fp32
+    master weights and stochastic rounding (GPU); fp32 params here are their own master."""
+    g = grad * grad_scale
+    m *= beta1
+    m += (1.0 - beta1) * g
+    v *= beta2
+    v += (1.0 - beta2) * g * g
+    mhat = m / (1.0 - beta1 ** step)
+    vhat = v / (1.0 - beta2 ** step)
+    param -= lr * (mhat / (np.sqrt(vhat) + eps) + weight_decay * param)

@@ -1,0 +1,248 @@
+"""GPT-2: parameter and activation layout, forward, backward and AdamW update.
+
+Written once for both backends: `ops` is llmpy.cpu (NumPy, fp32) or llmpy.cuda (CuPy, bf16
+with fp32 master weights); `ops.xp` is the array module. As in llm.c, every tensor is a view
+into one flat buffer (params, grads, AdamW m and v, master weights, activations), and nothing
+is allocated inside a training step.
+"""
+import math
+
+import numpy as np
+
+from llmpy.config import PARAM_NAMES, num_parameters, param_shapes
+
+# parameters that get weight decay: the 2-D matrices (llm.c's train_gpt2.cu and nanoGPT)
+DECAYED = {"wte", "wpe", "qkvw", "attprojw", "fcw", "fcprojw"}
+
+
+def init_params(cfg, seed=42):
+    """llm.c's fresh-model initialisation, as flat fp32: matrices N(0, 0.02), the residual
+    projections (attprojw, fcprojw) scaled by 1/sqrt(2L), layernorm weights 1, biases 0.
+    wte's padded rows stay zero: they never produce a logit that counts."""
+    rng = np.random.default_rng(seed)
+    params = np.zeros(num_parameters(cfg), dtype=np.float32)
+    views = split_flat(params, param_shapes(cfg))
+    for name, view in views.items():
+        if name in DECAYED:
+            std = 0.02 / math.sqrt(2 * cfg.num_layers) if name in ("attprojw", "fcprojw") else 0.02
+            rows = view[:cfg.vocab_size] if name == "wte" else view
+            rows[...] = rng.normal(0.0, std, size=rows.shape)
+        elif name in ("ln1w", "ln2w", "lnfw"):
+            view[...] = 1.0
+    return params
+
+
+def split_flat(flat, shapes):
+    """Views of a flat buffer, back to back in the given order: {name: view of that shape}."""
+    views, offset = {}, 0
+    for name, shape in shapes.items():
+        n = math.prod(shape)
+        views[name] = flat[offset:offset + n].reshape(shape)
+        offset += n
+    return views
+
+
+def carve(xp, specs, align=256):
+    """One byte buffer holding tensors of mixed dtypes: {name: (shape, dtype)} -> (buffer, views).
+    Each view starts on an `align`-byte boundary, so GPU kernels can use 16-byte vector access."""
+    offsets, total = {}, 0
+    for name, (shape, dtype) in specs.items():
+        offsets[name] = total
+        total += -(-math.prod(shape) * np.dtype(dtype).itemsize // align) * align
+    buffer = xp.zeros(total, dtype=np.uint8)
+    views = {}
+    for name, (shape, dtype) in specs.items():
+        nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+        views[name] = buffer[offsets[name]:offsets[name] + nbytes].view(dtype).reshape(shape)
+    return buffer, views
+
+
+class GPT2:
+    """A GPT-2 for micro-batches of up to B sequences of up to T tokens on one backend."""
+
+    def __init__(self, cfg, ops, B, T, params=None, seed=42):
+        if T > cfg.max_seq_len:
+            raise ValueError(f"T={T} is larger than the model's max_seq_len {cfg.max_seq_len}")
+        self.cfg, self.ops, self.B, self.T = cfg, ops, B, T
+        xp = ops.xp
+        shapes = param_shapes(cfg)
+        n = num_parameters(cfg)
+        if params is None:
+            params = init_params(cfg, seed)
+        # fp32 master weights exist only where params are stored in lower precision
+        self.master = None
+        if np.dtype(ops.param_dtype) != np.float32:
+            self.master = ops.to_device(params.astype(np.float32))
+        self.params_flat = ops.to_device(params.astype(ops.param_dtype))
+        self.grads_flat = xp.zeros(n, dtype=ops.param_dtype)
+        self.m_flat = xp.zeros(n, dtype=np.float32)
+        self.v_flat = xp.zeros(n, dtype=np.float32)
+        self.params = split_flat(self.params_flat, shapes)
+        self.grads = split_flat(self.grads_flat, shapes)
+        self.m, self.v = split_flat(self.m_flat, shapes), split_flat(self.v_flat, shapes)
+        self.master_views = split_flat(self.master, shapes) if self.master is not None else None
+        self.step = 0           # AdamW steps taken (its bias correction needs it)
+        self.acts_bytes, self._acts_full = carve(xp, self._act_specs(B, T))
+        self._acts_cache = {}
+        self.inputs = xp.zeros((B, T), dtype=np.int32)
+        self.targets = xp.zeros((B, T), dtype=np.int32)
+
+    # ------------------------------------------------------------------------------------------
+    # activations
+
+    def _act_specs(self, B, T):
+        """Every activation the backward needs, plus scratch, as {name: (shape, dtype)}.
+        Per-layer tensors carry a leading L axis. LayerNorm statistics and losses are fp32."""
+        cfg, ops = self.cfg, self.ops
+        L, C, NH, Vp = cfg.num_layers, cfg.channels, cfg.num_heads, cfg.padded_vocab_size
+        a, f = ops.act_dtype, np.float32
+        return {
+            "encoded": ((B, T, C), a),                  # token + position embeddings
+            "ln1": ((L, B, T, C), a), "ln1_mean": ((L, B, T), f), "ln1_rstd": ((L, B, T), f),
+            "qkv": ((L, B, T, 3 * C), a),
+            "att": ((L,) + ops.attention_saved_shape(B, NH, T), a),
+            "atty": ((L, B, T, C), a),                  # attention output, heads concatenated
+            "residual2": ((L, B, T, C), a),             # residual + attention branch
+            "ln2": ((L, B, T, C), a), "ln2_mean": ((L, B, T), f), "ln2_rstd": ((L, B, T), f),
+            "fch": ((L, B, T, 4 * C), a), "fch_gelu": ((L, B, T, 4 * C), a),
+            "residual3": ((L, B, T, C), a),             # residual2 + MLP branch: next layer's input
+            "lnf": ((B, T, C), a), "lnf_mean": ((B, T), f), "lnf_rstd": ((B, T), f),
+            "logits": ((B, T, Vp), a),                  # dlogits after the classifier runs
+            "losses": ((B, T), f),
+            # scratch: projection outputs before their residual add, and the backward's
+            # gradients of activations (dresidual runs down the residual stream)
+            "btc": ((B, T, C), a),
+            "dresidual": ((B, T, C), a), "dbtc": ((B, T, C), a), "dbt4c": ((B, T, 4 * C), a),
+        }
+
+    def acts(self, B, T):
+        """Views of the activations for a (B, T) batch within the allocated one: each tensor
+        is laid out contiguously for (B, T) from the start of its allocated slot."""
+        if (B, T) == (self.B, self.T):
+            return self._acts_full
+        if (B, T) not in self._acts_cache:
+            views = {}
+            for name, (shape, _) in self._act_specs(B, T).items():
+                n = math.prod(shape)
+                views[name] = self._acts_full[name].reshape(-1)[:n].reshape(shape)
+            self._acts_cache[(B, T)] = views
+        return self._acts_cache[(B, T)]
+
+    # ------------------------------------------------------------------------------------------
+    # forward
+
+    def forward(self, inputs, targets=None, loss_scale=1.0):
+        """inputs (b, t) int token ids, b <= B, t <= T. Writes logits (b, t, Vp).
+        With targets, also runs the fused classifier: per-position losses, and the logits
+        buffer is overwritten by dlogits = loss_scale/(b*t) * (softmax - onehot) for backward.
+        loss_scale is 1/grad_accum_steps when gradients are accumulated over micro-steps."""
+        ops, cfg, p = self.ops, self.cfg, self.params
+        b, t = inputs.shape
+        if b > self.B or t > self.T:
+            raise ValueError(f"batch {b}x{t} exceeds the allocated {self.B}x{self.T}")
+        a = self.acts(b, t)
+        self.batch_shape = (b, t)
+        self.inputs_bt = self.inputs[:b, :t]
+        self.inputs_bt[...] = ops.to_device(inputs)
+        NH = cfg.num_heads
+
+        ops.encoder_forward(a["encoded"], self.inputs_bt, p["wte"], p["wpe"])
+        residual = a["encoded"]
+        for l in range(cfg.num_layers):
+            ops.layernorm_forward(a["ln1"][l], a["ln1_mean"][l], a["ln1_rstd"][l], residual,
+                                  p["ln1w"][l], p["ln1b"][l])
+            ops.matmul_forward(a["qkv"][l], a["ln1"][l], p["qkvw"][l], p["qkvb"][l])
+            ops.attention_forward(a["atty"][l], a["att"][l], a["qkv"][l], NH)
+            ops.matmul_forward(a["btc"], a["atty"][l], p["attprojw"][l], p["attprojb"][l])
+            ops.residual_forward(a["residual2"][l], residual, a["btc"])
+            ops.layernorm_forward(a["ln2"][l], a["ln2_mean"][l], a["ln2_rstd"][l],
+                                  a["residual2"][l], p["ln2w"][l], p["ln2b"][l])
+            ops.matmul_forward(a["fch"][l], a["ln2"][l], p["fcw"][l], p["fcb"][l])
+            ops.gelu_forward(a["fch_gelu"][l], a["fch"][l])
+            ops.matmul_forward(a["btc"], a["fch_gelu"][l], p["fcprojw"][l], p["fcprojb"][l])
+            ops.residual_forward(a["residual3"][l], a["residual2"][l], a["btc"])
+            residual = a["residual3"][l]
+        ops.layernorm_forward(a["lnf"], a["lnf_mean"], a["lnf_rstd"], residual,
+                              p["lnfw"], p["lnfb"])
+        ops.matmul_forward(a["logits"], a["lnf"], p["wte"], None)   # tied LM head
+        if targets is not None:
+            self.targets[:b, :t] = ops.to_device(targets)
+            ops.classifier_forward_backward(a["logits"], a["losses"], self.targets[:b, :t],
+                                            cfg.vocab_size, loss_scale / (b * t))
+
+    def logits(self):
+        """The last forward's logits over the real vocabulary (b, t, V), on the device."""
+        b, t = self.batch_shape
+        return self.acts(b, t)["logits"][..., :self.cfg.vocab_size]
+
+    def mean_loss(self):
+        """Mean cross-entropy of the last forward with targets (reads back to the host)."""
+        b, t = self.batch_shape
+        return float(self.acts(b, t)["losses"].astype(np.float32).mean())
+
+    # ------------------------------------------------------------------------------------------
+    # backward: runs after forward(inputs, targets), which left dlogits in the logits buffer.
+    # Parameter gradients accumulate into grads; call zero_grad() at the start of a step.
+    # The residual stream's gradient `dresidual` flows down through the layers: each residual
+    # add passes it on unchanged, and each layernorm adds its input gradient to it.
+
+    def zero_grad(self):
+        self.grads_flat.fill(0)
+
+    def backward(self):
+        ops, cfg, p, g = self.ops, self.cfg, self.params, self.grads
+        b, t = self.batch_shape
+        a = self.acts(b, t)
+        NH = cfg.num_heads
+        dresidual, dbtc, dbt4c = a["dresidual"], a["dbtc"], a["dbt4c"]
+        dqkv = dbt4c.reshape(-1)[:b * t * 3 * cfg.channels].reshape(b, t, 3 * cfg.channels)
+
+        ops.matmul_backward(dbtc, g["wte"], None, a["logits"], a["lnf"], p["wte"])
+        dresidual.fill(0)
+        last = a["residual3"][cfg.num_layers - 1]
+        ops.layernorm_backward(dresidual, g["lnfw"], g["lnfb"], dbtc, last, p["lnfw"],
+                               a["lnf_mean"], a["lnf_rstd"])
+        for l in reversed(range(cfg.num_layers)):
+            residual = a["encoded"] if l == 0 else a["residual3"][l - 1]
+            # MLP branch: residual3 = residual2 + fcproj(gelu(fc(ln2(residual2))))
+            ops.matmul_backward(dbt4c, g["fcprojw"][l], g["fcprojb"][l], dresidual,
+                                a["fch_gelu"][l], p["fcprojw"][l])
+            ops.gelu_backward(dbt4c, a["fch"][l], dbt4c)
+            ops.matmul_backward(dbtc, g["fcw"][l], g["fcb"][l], dbt4c, a["ln2"][l], p["fcw"][l])
+            ops.layernorm_backward(dresidual, g["ln2w"][l], g["ln2b"][l], dbtc,
+                                   a["residual2"][l], p["ln2w"][l], a["ln2_mean"][l],
+                                   a["ln2_rstd"][l])
+            # attention branch: residual2 = residual + attproj(attention(qkv(ln1(residual))))
+            ops.matmul_backward(dbtc, g["attprojw"][l], g["attprojb"][l], dresidual,
+                                a["atty"][l], p["attprojw"][l])
+            ops.attention_backward(dqkv, dbtc, a["qkv"][l], a["att"][l], NH)
+            ops.matmul_backward(dbtc, g["qkvw"][l], g["qkvb"][l], dqkv, a["ln1"][l],
+                                p["qkvw"][l])
+            ops.layernorm_backward(dresidual, g["ln1w"][l], g["ln1b"][l], dbtc, residual,
+                                   p["ln1w"][l], a["ln1_mean"][l], a["ln1_rstd"][l])
+        ops.encoder_backward(g["wte"], g["wpe"], dresidual, self.inputs_bt)
+
+    # ------------------------------------------------------------------------------------------
+    # update
+
+    def grad_norm(self):
+        return math.sqrt(self.ops.global_norm_squared(self.grads_flat))
+
+    def update(self, lr, beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.0, grad_clip=1.0,
+               seed=0):
+        """One AdamW step on every tensor, gradients clipped to global norm grad_clip
+        (grad_clip <= 0: no clipping). Returns the gradient norm before clipping."""
+        norm = self.grad_norm()
+        grad_scale = grad_clip / norm if 0 < grad_clip < norm else 1.0
+        self.step += 1
+        for name in PARAM_NAMES:
+            wd = weight_decay if name in DECAYED else 0.0
+            master = self.master_views[name] if self.master_views else None
+            self.ops.adamw_update(self.params[name], self.grads[name], self.m[name], self.v[name],
+                                  master, lr, beta1, beta2, eps, wd, self.step, grad_scale, seed)
+        return norm
+
+    def params_fp32(self):
+        """The weights as a host fp32 flat array: the master copy where there is one."""
+        source = self.master if self.master is not None else self.params_flat
+        return self.ops.to_host(source).astype(np.float32)

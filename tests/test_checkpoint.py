@@ -1,0 +1,257 @@
+"""Checkpoints: llm.c model files (fp32 and bf16), resume state, and the checkpoint folder."""
+import errno
+import io
+import os
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from llmpy import LlmpyError, checkpoint
+from llmpy.checkpoint import (bf16_to_fp32, checkpoint_paths, fp32_to_bf16, latest_checkpoint_step,
+                              read_model, read_state, write_done_marker, write_model, write_state)
+from llmpy.config import GPT2Config, num_parameters
+
+CFG = GPT2Config(max_seq_len=16, vocab_size=100, padded_vocab_size=128, num_layers=2, num_heads=2, channels=16)
+# llm.c's parameter shapes for CFG, written out here rather than taken from config.param_shapes
+LLMC_SHAPES = [(128, 16), (16, 16), (2, 16), (2, 16), (2, 48, 16), (2, 48), (2, 16, 16), (2, 16),
+               (2, 16), (2, 16), (2, 64, 16), (2, 64), (2, 16, 64), (2, 16), (16,), (16,)]
+
+
+def random_params(seed=0):
+    return np.random.default_rng(seed).standard_normal(num_parameters(CFG)).astype(np.float32)
+
+
+def torch_bf16_bits(x):
+    return torch.from_numpy(x).to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
+
+
+def assert_one_line_naming(error, path):
+    message = str(error.value)
+    assert str(path) in message
+    assert "\n" not in message
+
+
+# -----------------------------------------------------------------------------
+# bf16
+
+def test_fp32_to_bf16_matches_torch_rounding():
+    rng = np.random.default_rng(1)
+    normal = rng.standard_normal(10_000).astype(np.float32)
+    magnitudes = (rng.standard_normal(10_000) * 10.0 ** rng.uniform(-44, 37, 10_000)).astype(np.float32)
+    # fp32s exactly halfway between two bf16s, with even and odd kept bits, and their neighbours
+    top = (rng.integers(0, 0x7F7F, 10_000, dtype=np.uint32) | rng.integers(0, 2, 10_000, dtype=np.uint32) << 15) << 16
+    halfway = np.concatenate([top | 0x8000, top | 0x7FFF, top | 0x8001]).view(np.float32)
+    specials = np.array([0.0, -0.0, np.inf, -np.inf, 1e-45, -1e-45, 1.0 + 2 ** -8, 1.0 + 3 * 2 ** -8,
+                         np.finfo(np.float32).max, -np.finfo(np.float32).max], dtype=np.float32)
+    x = np.concatenate([normal, -np.abs(normal), magnitudes, halfway, specials])
+    np.testing.assert_array_equal(fp32_to_bf16(x), torch_bf16_bits(x))
+
+
+def test_fp32_to_bf16_keeps_nan_a_nan():
+    # payloads where rounding would carry into the exponent (inf) or wrap past 0xFFFF
+    bits = np.array([0x7FC00000, 0x7F800001, 0x7FFFFFFF, 0xFF800001, 0xFFFFFFFF, 0x7F80FFFF], dtype=np.uint32)
+    assert np.isnan(bf16_to_fp32(fp32_to_bf16(bits.view(np.float32)))).all()
+
+
+def test_bf16_to_fp32_matches_torch_for_every_bf16():
+    bits = np.arange(1 << 16, dtype=np.uint16)
+    reference = torch.from_numpy(bits.view(np.int16)).view(torch.bfloat16).float().numpy()
+    np.testing.assert_array_equal(bf16_to_fp32(bits).view(np.uint32), reference.view(np.uint32))
+
+
+# -----------------------------------------------------------------------------
+# model files
+
+def test_fp32_model_round_trips_exactly(tmp_path):
+    params = random_params()
+    write_model(tmp_path / "m.bin", CFG, params, dtype="fp32")
+    cfg, loaded = read_model(tmp_path / "m.bin")
+    assert cfg == CFG
+    np.testing.assert_array_equal(loaded, params)
+
+
+def test_bf16_model_round_trips_to_rounded_params(tmp_path):
+    params = random_params()
+    write_model(tmp_path / "m.bin", CFG, params, dtype="bf16")
+    cfg, loaded = read_model(tmp_path / "m.bin")
+    assert cfg == CFG
+    assert loaded.dtype == np.float32
+    np.testing.assert_array_equal(loaded, torch.from_numpy(params).to(torch.bfloat16).float().numpy())
+    assert os.path.getsize(tmp_path / "m.bin") == 1024 + 2 * num_parameters(CFG)
+
+
+@pytest.mark.parametrize("dtype, version", [("fp32", 3), ("bf16", 5)])
+def test_model_header_is_llmc(tmp_path, dtype, version):
+    write_model(tmp_path / "m.bin", CFG, random_params(), dtype=dtype)
+    header = np.fromfile(tmp_path / "m.bin", dtype="<i4", count=256)
+    np.testing.assert_array_equal(header[:8], [20240326, version, 16, 100, 2, 2, 16, 128])
+    assert not header[8:].any()
+
+
+@pytest.mark.parametrize("version", [3, 5])
+def test_model_written_independently_loads(tmp_path, version):
+    rng = np.random.default_rng(2)
+    tensors = [rng.standard_normal(shape).astype(np.float32) for shape in LLMC_SHAPES]
+    if version == 5:
+        tensors = [(t.view(np.uint32) & 0xFFFF0000).view(np.float32) for t in tensors]  # exact in bf16
+    with open(tmp_path / "m.bin", "wb") as f:
+        f.write(struct.pack("<256i", 20240326, version, 16, 100, 2, 2, 16, 128, *[0] * 248))
+        for t in tensors:
+            f.write((t.astype("<f4") if version == 3 else (t.view("<u4") >> 16).astype("<u2")).tobytes())
+    cfg, params = read_model(tmp_path / "m.bin")
+    assert cfg == CFG
+    np.testing.assert_array_equal(params, np.concatenate([t.ravel() for t in tensors]))
+
+
+def set_header(path, index, value):
+    with open(path, "r+b") as f:
+        f.seek(4 * index)
+        f.write(struct.pack("<i", value))
+
+
+def truncate(path, nbytes):
+    with open(path, "r+b") as f:
+        f.truncate(nbytes)
+
+
+def append(path, data):
+    with open(path, "ab") as f:
+        f.write(data)
+
+
+@pytest.mark.parametrize("corrupt, expected", [
+    (os.remove, "No such file"),
+    (lambda p: truncate(p, 100), "shorter than the 1024-byte header"),
+    (lambda p: set_header(p, 0, 20240520), "not an llm.c model file"),
+    (lambda p: set_header(p, 1, 4), "supported: 3 = fp32, 5 = bf16"),
+    (lambda p: truncate(p, os.path.getsize(p) - 10), f"needs {1024 + 4 * num_parameters(CFG)} bytes"),
+    (lambda p: append(p, b"\0"), f"file is {1025 + 4 * num_parameters(CFG)} bytes"),
+    (lambda p: set_header(p, 6, 0), "sizes must be positive"),
+    (lambda p: set_header(p, 4, -2), "sizes must be positive"),
+    (lambda p: set_header(p, 7, 0), "sizes must be positive"),  # pre-padding llm.c files
+    (lambda p: set_header(p, 7, 64), "Vp=64 is smaller than V=100"),
+    (lambda p: set_header(p, 5, 3), "C=16 is not divisible by NH=3"),
+], ids=["missing", "short-header", "bad-magic", "bad-version", "truncated-body", "trailing-bytes",
+        "zero-channels", "negative-layers", "no-padded-vocab", "Vp-below-V", "C-not-divisible-by-NH"])
+def test_bad_model_file_raises_one_line_error_naming_it(tmp_path, corrupt, expected):
+    path = tmp_path / "m.bin"
+    write_model(path, CFG, random_params())
+    corrupt(path)
+    with pytest.raises(LlmpyError, match=expected) as error:
+        read_model(path)
+    assert_one_line_naming(error, path)
+
+
+class FullDiskFile(io.FileIO):
+    """Stands in for open(): takes the first write, then fails the way a full disk does."""
+    writes = 0
+
+    def write(self, data):
+        self.writes += 1
+        if self.writes > 1:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return super().write(data)
+
+
+def write_some_state(path, seed):
+    m, v = random_params(seed), random_params(seed + 1)
+    write_state(path, step=seed, m=m, v=v, master=None, rng_state={}, loader_state={}, extra={})
+
+
+@pytest.mark.parametrize("write, read", [
+    (lambda path, seed: write_model(path, CFG, random_params(seed)), lambda path: read_model(path)[1]),
+    (write_some_state, lambda path: read_state(path)["m"]),
+], ids=["model", "state"])
+def test_failed_write_keeps_previous_file_and_leaves_no_temp(tmp_path, monkeypatch, write, read):
+    path = tmp_path / "ckpt.bin"
+    write(path, 0)
+    before = read(path)
+    monkeypatch.setattr(checkpoint, "open", FullDiskFile, raising=False)
+    with pytest.raises(OSError, match="No space left"):
+        write(path, 7)
+    np.testing.assert_array_equal(read(path), before)
+    assert os.listdir(tmp_path) == ["ckpt.bin"]
+
+
+# -----------------------------------------------------------------------------
+# training state
+
+@pytest.mark.parametrize("with_master", [True, False])
+def test_state_round_trips(tmp_path, with_master):
+    rng = np.random.default_rng(1234)
+    rng.random(5)
+    m, v, master = rng.standard_normal((3, 1000)).astype(np.float32)
+    loader_state = {"shard": 3, "position": 12_345_678_901}
+    extra = {"val_loss": 3.25, "world_size": 8, "note": "résumé"}
+    write_state(tmp_path / "s.bin", step=500, m=m, v=v, master=master if with_master else None,
+                rng_state=rng.bit_generator.state, loader_state=loader_state, extra=extra)
+    state = read_state(tmp_path / "s.bin")
+    assert state["step"] == 500
+    np.testing.assert_array_equal(state["m"], m)
+    np.testing.assert_array_equal(state["v"], v)
+    if with_master:
+        np.testing.assert_array_equal(state["master"], master)
+    else:
+        assert state["master"] is None
+    assert state["loader_state"] == loader_state
+    assert state["extra"] == extra
+    resumed = np.random.default_rng()
+    resumed.bit_generator.state = state["rng_state"]
+    np.testing.assert_array_equal(resumed.random(10), rng.random(10))
+
+
+def replace_trailer(path, data):
+    nbytes = int(np.fromfile(path, dtype="<i4", count=256)[6])
+    truncate(path, os.path.getsize(path) - nbytes)
+    append(path, data)
+    set_header(path, 6, len(data))
+
+
+@pytest.mark.parametrize("corrupt, expected", [
+    (os.remove, "No such file"),
+    (lambda p: truncate(p, 1000), "shorter than the 1024-byte header"),
+    (lambda p: set_header(p, 0, 20240326), "not an llmpy state file"),
+    (lambda p: set_header(p, 1, 2), "supported: 1"),
+    (lambda p: set_header(p, 3, 2), "bad header"),
+    (lambda p: truncate(p, os.path.getsize(p) - 10), "truncated"),
+    (lambda p: replace_trailer(p, b"{not json"), "corrupt JSON trailer"),
+    (lambda p: replace_trailer(p, b'{"rng_state": {}}'), "corrupt JSON trailer"),
+], ids=["missing", "short-header", "bad-magic", "bad-version", "unknown-flags", "truncated",
+        "bad-json", "json-missing-keys"])
+def test_bad_state_file_raises_one_line_error_naming_it(tmp_path, corrupt, expected):
+    path = tmp_path / "s.bin"
+    write_some_state(path, 0)
+    corrupt(path)
+    with pytest.raises(LlmpyError, match=expected) as error:
+        read_state(path)
+    assert_one_line_naming(error, path)
+
+
+# -----------------------------------------------------------------------------
+# checkpoint folder
+
+def test_checkpoint_paths_use_llmc_names():
+    assert checkpoint_paths("out", 5000, 3) == (os.path.join("out", "model_00005000.bin"),
+                                                os.path.join("out", "state_00005000_00003.bin"))
+
+
+def test_done_marker_is_an_empty_llmc_named_file(tmp_path):
+    write_done_marker(tmp_path, 40)
+    assert os.path.getsize(tmp_path / "DONE_00000040") == 0
+
+
+def test_latest_checkpoint_step_ignores_steps_without_done_marker(tmp_path):
+    for step in (10, 20, 30):
+        model_path, state_path = checkpoint_paths(tmp_path, step, 0)
+        write_model(model_path, CFG, random_params())
+        write_some_state(state_path, step)
+    write_done_marker(tmp_path, 10)
+    write_done_marker(tmp_path, 20)
+    assert latest_checkpoint_step(tmp_path) == 20
+
+
+def test_latest_checkpoint_step_is_none_without_any_checkpoint(tmp_path):
+    assert latest_checkpoint_step(tmp_path) is None
+    assert latest_checkpoint_step(tmp_path / "never-created") is None

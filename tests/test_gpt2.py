@@ -1,0 +1,141 @@
+"""The whole CPU model against the PyTorch reference (tests/torch_gpt2.py) in float64: logits,
+loss, every parameter's gradient, and training with AdamW — llm.c's test_gpt2 in spirit.
+
+Tolerance: our model is fp32 end to end, the reference fp64. fp32 rounding grows with depth
+and with the length of the sums (C, 4C and Vp terms per dot product): measured 2e-7..6e-7 of a
+tensor's scale for the tiny model and 5e-7..1.5e-6 for d12 (logits and every gradient), so 1e-5
+leaves a margin of ~7x while any wrong term in a formula gives errors of order 1.
+"""
+import numpy as np
+import pytest
+import torch
+
+from llmpy import cpu
+from llmpy.config import GPT2Config, PARAM_NAMES, from_descriptor, param_shapes
+from llmpy.gpt2 import GPT2, init_params, split_flat
+from tests.helpers import assert_close
+from tests.torch_gpt2 import TorchGPT2
+
+TINY = GPT2Config(max_seq_len=16, vocab_size=97, padded_vocab_size=128, num_layers=2,
+                  num_heads=4, channels=32)
+
+
+def random_batch(cfg, B, T, seed):
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(0, cfg.vocab_size, size=(B, T + 1)).astype(np.int32)
+    return tokens[:, :-1], tokens[:, 1:]
+
+
+def random_params(cfg, seed):
+    """llm.c's init, then every tensor (layernorms, biases too) perturbed so that no gradient
+    is trivially zero or one."""
+    params = init_params(cfg, seed)
+    params += np.random.default_rng(seed + 1).normal(0, 0.02, params.shape).astype(np.float32)
+    split_flat(params, param_shapes(cfg))["wte"][cfg.vocab_size:] = 0
+    return params
+
+
+def check_model_against_torch(cfg, B, T, tol=1e-5):
+    params = random_params(cfg, seed=1)
+    inputs, targets = random_batch(cfg, B, T, seed=2)
+    model = GPT2(cfg, cpu, B, T, params=params)
+    ref = TorchGPT2(cfg, params)
+    logits_ref, loss_ref = ref(inputs, targets)
+    loss_ref.backward()
+
+    model.forward(inputs)
+    assert_close(model.logits(), logits_ref.detach(), tol, "logits")
+    model.zero_grad()
+    model.forward(inputs, targets)
+    model.backward()
+    assert abs(model.mean_loss() - loss_ref.item()) < 1e-5 * loss_ref.item()
+    grads = split_flat(model.grads_flat, param_shapes(cfg))
+    grads_ref = split_flat(ref.flat(grads=True), param_shapes(cfg))
+    for name in PARAM_NAMES:
+        assert_close(grads[name], grads_ref[name], tol, f"grad {name}")
+
+
+def test_tiny_model_logits_loss_and_all_gradients_match_torch():
+    check_model_against_torch(TINY, B=3, T=16)
+
+
+def test_d12_logits_loss_and_all_gradients_match_torch():
+    check_model_against_torch(from_descriptor("d12"), B=2, T=32)
+
+
+def test_fresh_model_loss_is_log_vocab():
+    """At llm.c's init the logits are small (std ~0.02*sqrt(C)), so the loss starts a little
+    above ln(V) = 10.82, as llm.c's first step prints ~11.0."""
+    cfg = from_descriptor("d6")
+    inputs, targets = random_batch(cfg, 2, 16, seed=3)
+    model = GPT2(cfg, cpu, 2, 16)
+    model.forward(inputs, targets)
+    assert 0 < model.mean_loss() - np.log(cfg.vocab_size) < 0.3
+
+
+def test_padded_vocab_rows_get_no_gradient():
+    params = random_params(TINY, seed=4)
+    inputs, targets = random_batch(TINY, 2, 8, seed=5)
+    model = GPT2(TINY, cpu, 2, 8, params=params)
+    model.zero_grad()
+    model.forward(inputs, targets)
+    model.backward()
+    assert np.all(model.grads["wte"][TINY.vocab_size:] == 0)
+
+
+def test_smaller_batch_in_allocated_model_matches_exact_size_model():
+    params = random_params(TINY, seed=6)
+    inputs, targets = random_batch(TINY, 1, 5, seed=7)
+    big = GPT2(TINY, cpu, 4, 16, params=params)
+    exact = GPT2(TINY, cpu, 1, 5, params=params)
+    for model in (big, exact):
+        model.zero_grad()
+        model.forward(inputs, targets)
+        model.backward()
+    assert big.mean_loss() == exact.mean_loss()
+    assert np.array_equal(big.grads_flat, exact.grads_flat)
+
+
+def test_ten_adamw_steps_match_torch_losses_and_params():
+    cfg, B, T, lr, wd = TINY, 2, 16, 1e-3, 0.1
+    params = random_params(cfg, seed=8)
+    model = GPT2(cfg, cpu, B, T, params=params)
+    ref = TorchGPT2(cfg, params)
+    opt = ref.adamw(lr=lr, weight_decay=wd)
+    # a low clip threshold, so that clipping is exercised on every step
+    clip = 0.5
+    for step in range(10):
+        inputs, targets = random_batch(cfg, B, T, seed=100 + step)
+        model.zero_grad()
+        model.forward(inputs, targets)
+        model.backward()
+        norm = model.update(lr, weight_decay=wd, grad_clip=clip)
+
+        opt.zero_grad()
+        _, loss_ref = ref(inputs, targets)
+        loss_ref.backward()
+        norm_ref = torch.nn.utils.clip_grad_norm_(ref.parameters(), clip)
+        opt.step()
+        assert abs(model.mean_loss() - loss_ref.item()) < 1e-5 * loss_ref.item(), f"loss at step {step}"
+        assert abs(norm - norm_ref.item()) < 1e-5 * norm_ref.item(), f"norm at step {step}"
+    assert_close(model.params_flat, ref.flat(), 1e-5, "params after 10 steps")
+
+
+def test_gradient_accumulation_equals_one_big_batch():
+    params = random_params(TINY, seed=9)
+    inputs, targets = random_batch(TINY, 4, 8, seed=10)
+    big = GPT2(TINY, cpu, 4, 8, params=params)
+    big.zero_grad()
+    big.forward(inputs, targets)
+    big.backward()
+    small = GPT2(TINY, cpu, 2, 8, params=params)
+    small.zero_grad()
+    for half in (slice(0, 2), slice(2, 4)):
+        small.forward(inputs[half], targets[half], loss_scale=0.5)
+        small.backward()
+    assert_close(small.grads_flat, big.grads_flat, 1e-5, "accumulated grads")
+
+
+def test_sequence_longer_than_max_seq_len_is_refused():
+    with pytest.raises(ValueError, match="max_seq_len"):
+        GPT2(TINY, cpu, 1, TINY.max_seq_len + 1)

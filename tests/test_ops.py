@@ -1,0 +1,202 @@
+"""Every CPU op, forward and backward, against PyTorch autograd in float64 on fresh random inputs.
+
+Outputs that an op overwrites are poisoned with NaN first, so an unwritten element fails the
+test; gradient outputs that accumulate start from random values, so a `=` where `+=` belongs
+fails too. Tolerance: our ops run in fp32 (unit roundoff 6e-8) against an fp64 reference; with
+reductions of at most a few thousand terms the error stays below ~1e-6 of the tensor's scale,
+so 1e-5 is tight enough to catch any wrong term yet clear of rounding noise.
+"""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from llmpy import cpu
+from tests.helpers import assert_close
+
+TOL = 1e-5
+B, T, C, NH = 2, 7, 24, 3
+
+
+@pytest.fixture
+def rng(request):
+    return np.random.default_rng(abs(hash(request.node.name)) % 2**32)
+
+
+def randn(rng, *shape, scale=1.0):
+    return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+
+def poisoned(*shape):
+    return np.full(shape, np.nan, dtype=np.float32)
+
+
+def leaf(a):
+    return torch.tensor(np.asarray(a, dtype=np.float64), requires_grad=True)
+
+
+def test_encoder_forward_adds_token_and_position_embeddings(rng):
+    V, maxT = 11, 16
+    wte, wpe = randn(rng, V, C), randn(rng, maxT, C)
+    inp = rng.integers(0, V, size=(B, T)).astype(np.int32)
+    out = poisoned(B, T, C)
+    cpu.encoder_forward(out, inp, wte, wpe)
+    ref = F.embedding(torch.from_numpy(inp).long(), leaf(wte)) + leaf(wpe)[:T]
+    assert_close(out, ref.detach(), TOL, "encoder out")
+
+
+def test_encoder_backward_accumulates_repeated_tokens(rng):
+    V, maxT = 5, 16      # few tokens: each id repeats, so the scatter-add must accumulate
+    wte, wpe = leaf(randn(rng, V, C)), leaf(randn(rng, maxT, C))
+    inp = rng.integers(0, V, size=(B, T)).astype(np.int32)
+    dout = randn(rng, B, T, C)
+    (F.embedding(torch.from_numpy(inp).long(), wte) + wpe[:T]).backward(torch.from_numpy(dout).double())
+    dwte0, dwpe0 = randn(rng, V, C), randn(rng, maxT, C)
+    dwte, dwpe = dwte0.copy(), dwpe0.copy()
+    cpu.encoder_backward(dwte, dwpe, dout, inp)
+    assert_close(dwte - dwte0, wte.grad, TOL, "dwte")
+    assert_close(dwpe - dwpe0, wpe.grad, TOL, "dwpe")
+
+
+def test_layernorm_forward_normalizes_and_saves_statistics(rng):
+    x, w, b = randn(rng, B, T, C, scale=3.0) + 1.5, randn(rng, C), randn(rng, C)
+    out, mean, rstd = poisoned(B, T, C), poisoned(B, T), poisoned(B, T)
+    cpu.layernorm_forward(out, mean, rstd, x, w, b)
+    ref = F.layer_norm(leaf(x), (C,), leaf(w), leaf(b), eps=1e-5)
+    assert_close(out, ref.detach(), TOL, "ln out")
+    x64 = x.astype(np.float64)
+    assert_close(mean, x64.mean(-1), TOL, "mean")
+    assert_close(rstd, 1 / np.sqrt(x64.var(-1) + 1e-5), TOL, "rstd")
+
+
+def test_layernorm_backward_matches_autograd_and_accumulates(rng):
+    x, w, b = randn(rng, B, T, C, scale=3.0), randn(rng, C), randn(rng, C)
+    out, mean, rstd = np.empty((B, T, C), np.float32), np.empty((B, T), np.float32), np.empty((B, T), np.float32)
+    cpu.layernorm_forward(out, mean, rstd, x, w, b)
+    xt, wt, bt = leaf(x), leaf(w), leaf(b)
+    dout = randn(rng, B, T, C)
+    F.layer_norm(xt, (C,), wt, bt, eps=1e-5).backward(torch.from_numpy(dout).double())
+    dx0, dw0, db0 = randn(rng, B, T, C), randn(rng, C), randn(rng, C)
+    dx, dw, db = dx0.copy(), dw0.copy(), db0.copy()
+    cpu.layernorm_backward(dx, dw, db, dout, x, w, mean, rstd)
+    assert_close(dx - dx0, xt.grad, TOL, "dinp")
+    assert_close(dw - dw0, wt.grad, TOL, "dweight")
+    assert_close(db - db0, bt.grad, TOL, "dbias")
+
+
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_matmul_forward_is_linear_layer(rng, with_bias):
+    OC = 5 * C
+    x, w, b = randn(rng, B, T, C), randn(rng, OC, C), randn(rng, OC)
+    out = poisoned(B, T, OC)
+    cpu.matmul_forward(out, x, w, b if with_bias else None)
+    ref = F.linear(leaf(x), leaf(w), leaf(b) if with_bias else None)
+    assert_close(out, ref.detach(), TOL, "matmul out")
+
+
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_matmul_backward_overwrites_dinp_and_accumulates_dweight_dbias(rng, with_bias):
+    OC = 5 * C
+    xt, wt, bt = leaf(randn(rng, B, T, C)), leaf(randn(rng, OC, C)), leaf(randn(rng, OC))
+    dout = randn(rng, B, T, OC)
+    F.linear(xt, wt, bt if with_bias else None).backward(torch.from_numpy(dout).double())
+    dx = poisoned(B, T, C)
+    dw0, db0 = randn(rng, OC, C), randn(rng, OC)
+    dw, db = dw0.copy(), db0.copy()
+    cpu.matmul_backward(dx, dw, db if with_bias else None, dout,
+                        xt.detach().numpy().astype(np.float32), wt.detach().numpy().astype(np.float32))
+    assert_close(dx, xt.grad, TOL, "dinp")
+    assert_close(dw - dw0, wt.grad, TOL, "dweight")
+    if with_bias:
+        assert_close(db - db0, bt.grad, TOL, "dbias")
+    else:
+        assert np.array_equal(db, db0)
+
+
+def torch_attention(qkv, NH):
+    B, T, C3 = qkv.shape
+    q, k, v = qkv.split(C3 // 3, dim=2)
+    q, k, v = (z.view(B, T, NH, -1).transpose(1, 2) for z in (q, k, v))
+    y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    return y.transpose(1, 2).reshape(B, T, C3 // 3)
+
+
+def test_attention_forward_is_causal_softmax_attention(rng):
+    qkv = randn(rng, B, T, 3 * C)
+    out, att = poisoned(B, T, C), poisoned(*cpu.attention_saved_shape(B, NH, T))
+    cpu.attention_forward(out, att, qkv, NH)
+    assert_close(out, torch_attention(leaf(qkv), NH).detach(), TOL, "attention out")
+    assert np.all(np.triu(att, k=1) == 0), "attention to the future"
+    assert_close(att.sum(-1), np.ones((B, NH, T)), TOL, "softmax rows")
+
+
+def test_attention_backward_matches_autograd(rng):
+    qkv = randn(rng, B, T, 3 * C)
+    out, att = np.empty((B, T, C), np.float32), np.empty(cpu.attention_saved_shape(B, NH, T), np.float32)
+    cpu.attention_forward(out, att, qkv, NH)
+    qkvt = leaf(qkv)
+    dout = randn(rng, B, T, C)
+    torch_attention(qkvt, NH).backward(torch.from_numpy(dout).double())
+    dqkv = poisoned(B, T, 3 * C)
+    cpu.attention_backward(dqkv, dout, qkv, att, NH)
+    assert_close(dqkv, qkvt.grad, TOL, "dqkv")
+
+
+def test_gelu_forward_is_tanh_approximation(rng):
+    x = randn(rng, B, T, 4 * C, scale=3.0)
+    out = poisoned(B, T, 4 * C)
+    cpu.gelu_forward(out, x)
+    assert_close(out, F.gelu(leaf(x), approximate="tanh").detach(), TOL, "gelu")
+
+
+def test_gelu_backward_matches_autograd_in_place(rng):
+    xt = leaf(randn(rng, B, T, 4 * C, scale=3.0))
+    dout = randn(rng, B, T, 4 * C)
+    F.gelu(xt, approximate="tanh").backward(torch.from_numpy(dout).double())
+    d = dout.copy()      # the model runs it in place: dinp aliases dout
+    cpu.gelu_backward(d, xt.detach().numpy().astype(np.float32), d)
+    assert_close(d, xt.grad, TOL, "dgelu")
+
+
+def test_residual_forward_adds(rng):
+    a, b = randn(rng, B, T, C), randn(rng, B, T, C)
+    out = poisoned(B, T, C)
+    cpu.residual_forward(out, a, b)
+    assert_close(out, a.astype(np.float64) + b, TOL, "residual")
+
+
+def test_classifier_gives_cross_entropy_and_writes_dlogits_in_place(rng):
+    V, Vp = 37, 48
+    logits = randn(rng, B, T, Vp, scale=4.0)
+    logits[..., V:] = np.nan          # padded columns must be neither read nor left unwritten
+    targets = rng.integers(0, V, size=(B, T)).astype(np.int32)
+    lt = leaf(logits[..., :V])
+    losses_ref = F.cross_entropy(lt.reshape(-1, V), torch.from_numpy(targets).long().reshape(-1),
+                                 reduction="none").reshape(B, T)
+    dloss = 1.0 / (B * T * 3)            # as with 3 steps of gradient accumulation
+    (losses_ref.sum() * dloss).backward()
+    losses = poisoned(B, T)
+    cpu.classifier_forward_backward(logits, losses, targets, V, dloss)
+    assert_close(losses, losses_ref.detach(), TOL, "losses")
+    assert_close(logits[..., :V], lt.grad, TOL, "dlogits")
+    assert np.all(logits[..., V:] == 0)
+
+
+def test_global_norm_squared_is_sum_of_squares(rng):
+    g = randn(rng, 10001)
+    assert_close(cpu.global_norm_squared(g), np.sum(g.astype(np.float64) ** 2), 1e-12, "norm^2")
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+def test_adamw_matches_torch_over_three_steps(rng, weight_decay):
+    lr, grad_scale = 1e-2, 0.5
+    p = randn(rng, 64)
+    pt = leaf(p)
+    opt = torch.optim.AdamW([pt], lr=lr, betas=(0.9, 0.95), eps=1e-8, weight_decay=weight_decay)
+    m, v = np.zeros_like(p), np.zeros_like(p)
+    for step in range(1, 4):
+        g = randn(rng, 64)
+        pt.grad = torch.from_numpy(g).double() * grad_scale   # torch sees the clipped gradient
+        opt.step()
+        cpu.adamw_update(p, g, m, v, None, lr, 0.9, 0.95, 1e-8, weight_decay, step, grad_scale, 0)
+    assert_close(p, pt.detach(), TOL, "params")
