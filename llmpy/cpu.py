@@ -144,13 +144,12 @@ GELU_SCALE = np.sqrt(2.0 / np.pi).astype(np.float32)
 
 
 def gelu_forward(out, inp):
-    np.multiply(0.5 * inp, 1.0 + np.tanh(GELU_SCALE * (inp + 0.044715 * inp ** 3)), out=out)
+    np.multiply(0.5 * inp, 1.0 + np.tanh(GELU_SCALE * (inp + 0.044715 * inp * inp * inp)), out=out)
 
 
 def gelu_backward(dinp, inp, dout):
     """dinp overwritten (may alias dout)."""
-    u = GELU_SCALE * (inp + 0.044715 * inp ** 3)
-    th = np.tanh(u)
+    th = np.tanh(GELU_SCALE * (inp + 0.044715 * inp * inp * inp))
     du = GELU_SCALE * (1.0 + 3.0 * 0.044715 * inp * inp)
     np.multiply(dout, 0.5 * (1.0 + th) + 0.5 * inp * (1.0 - th * th) * du, out=dinp)
 
@@ -184,10 +183,16 @@ def classifier_forward_backward(logits, losses, targets, V, dloss):
 # ----------------------------------------------------------------------------------------------
 # optimizer
 
-def global_norm_squared(grads):
-    """sum of squares over the flat gradient buffer, accumulated in fp64 for an exact-enough
-    reference (fp32 sums of 10^8 squares would drift)."""
-    return float(np.dot(grads.astype(np.float64), grads.astype(np.float64)))
+def global_norm_squared(grads, chunk=1 << 20):
+    """Sum of squares over the flat gradient buffer, accumulated in fp64 (an fp32 sum of 10^8
+    squares would drift), a chunk at a time so the fp64 copy stays small and cache-warm."""
+    buf = np.empty(min(chunk, grads.size), dtype=np.float64)
+    total = 0.0
+    for start in range(0, grads.size, chunk):
+        part = buf[:min(chunk, grads.size - start)]
+        part[...] = grads[start:start + chunk]
+        total += float(np.dot(part, part))
+    return total
 
 
 def adamw_update(param, grad, m, v, master, lr, beta1, beta2, eps, weight_decay, step,
@@ -195,11 +200,18 @@ def adamw_update(param, grad, m, v, master, lr, beta1, beta2, eps, weight_decay,
     """AdamW (decoupled weight decay, as PyTorch's), bias-corrected, on one tensor.
     grad_scale folds in gradient clipping. master and seed are for bf16 params with fp32
     master weights and stochastic rounding (GPU); fp32 params here are their own master."""
-    g = grad * grad_scale
+    # one working buffer `u`, reused in place: a 124M model's tensors are 500 MB each
+    u = grad * grad_scale                            # g
     m *= beta1
-    m += (1.0 - beta1) * g
+    m += (1.0 - beta1) * u                           # m = b1 m + (1 - b1) g
+    u *= u
     v *= beta2
-    v += (1.0 - beta2) * g * g
-    mhat = m / (1.0 - beta1 ** step)
-    vhat = v / (1.0 - beta2 ** step)
-    param -= lr * (mhat / (np.sqrt(vhat) + eps) + weight_decay * param)
+    v += (1.0 - beta2) * u                           # v = b2 v + (1 - b2) g^2
+    np.sqrt(v / (1.0 - beta2 ** step), out=u)
+    u += eps
+    np.divide(m, u, out=u)
+    u *= 1.0 / (1.0 - beta1 ** step)                 # mhat / (sqrt(vhat) + eps)
+    if weight_decay:
+        u += weight_decay * param
+    u *= lr
+    param -= u

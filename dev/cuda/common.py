@@ -1,0 +1,79 @@
+"""Shared by the dev/cuda scripts: bf16 transfers, poisoned outputs, checks against the NumPy
+reference (llmpy/cpu.py), CUDA-event timing and the result table. Each script runs as
+`python dev/cuda/<family>.py [version]` from the repository root."""
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))   # dev/ is not a package: let the scripts import llmpy
+
+import cupy as cp          # noqa: E402
+import ml_dtypes           # noqa: E402
+import numpy as np         # noqa: E402
+
+from llmpy.cuda.runtime import OPTIONS, arch_option   # noqa: E402
+
+bf16 = ml_dtypes.bfloat16
+
+
+def dev_module(name):
+    """dev/cuda/<name>.cu, the earlier versions of a family's kernels, built like kernels/."""
+    source = (ROOT / "dev" / "cuda" / f"{name}.cu").read_text()
+    return cp.RawModule(code=source, options=OPTIONS + (arch_option(),), backend="nvrtc")
+
+
+def randn(rng, *shape, scale=1.0):
+    """fp32 normals rounded to bf16 values, so CPU reference and GPU see the same inputs."""
+    return (rng.standard_normal(shape) * scale).astype(bf16).astype(np.float32)
+
+
+def gpu(a, dtype=bf16):
+    return cp.asarray(np.asarray(a).astype(dtype))
+
+
+def poisoned(shape, dtype=bf16):
+    return cp.full(shape, np.nan, dtype=dtype)
+
+
+def host(a):
+    return cp.asnumpy(a).astype(np.float32)
+
+
+def rel_error(ours, ref):
+    """max |ours - ref| / max |ref|; inf if anything is NaN (a poisoned element left unwritten)."""
+    ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
+    if not np.all(np.isfinite(ours)):
+        return np.inf
+    return np.abs(ours - ref).max() / max(np.abs(ref).max(), 1e-30)
+
+
+def time_ms(fn, warmup=3, repeats=20):
+    """Median milliseconds of fn() over `repeats` runs after `warmup`, timed with CUDA events."""
+    for _ in range(warmup):
+        fn()
+    start, end = cp.cuda.Event(), cp.cuda.Event()
+    times = []
+    for _ in range(repeats):
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(cp.cuda.get_elapsed_time(start, end))
+    return float(np.median(times))
+
+
+def print_table(rows, columns):
+    widths = [max(len(c), *(len(str(r[i])) for r in rows)) for i, c in enumerate(columns)]
+    print(" | ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    print("-+-".join("-" * w for w in widths))
+    for r in rows:
+        print(" | ".join(str(v).ljust(w) for v, w in zip(r, widths)))
+
+
+def selected_versions(versions):
+    """The versions named on the command line (all when none is)."""
+    picked = [int(a) for a in sys.argv[1:]] or sorted(versions)
+    unknown = [v for v in picked if v not in versions]
+    if unknown:
+        sys.exit(f"unknown version(s) {unknown}; this script has {sorted(versions)}")
+    return picked

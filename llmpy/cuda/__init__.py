@@ -1,0 +1,37 @@
+"""Every GPT-2 op on the GPU: our CUDA kernels (kernels/*.cu, compiled by NVRTC) launched from
+CuPy, cuBLAS for the matrix products. The same API as llmpy.cpu, so llmpy/gpt2.py runs on either.
+
+Precision as llm.c: bf16 params, activations and gradients; fp32 master weights, AdamW state,
+LayerNorm statistics and losses; fp32 arithmetic inside every kernel.
+"""
+import cupy as cp
+import ml_dtypes
+import numpy as np
+
+from llmpy.cuda.elementwise import gelu_backward, gelu_forward, residual_forward  # noqa: F401
+
+xp = cp
+param_dtype = ml_dtypes.bfloat16
+act_dtype = ml_dtypes.bfloat16
+name = "cuda"
+
+
+def unavailable_reason():
+    """None where a GPU can be used, else why not."""
+    try:
+        count = cp.cuda.runtime.getDeviceCount()
+    except cp.cuda.runtime.CUDARuntimeError as e:
+        return f"no usable CUDA device ({e})"
+    return None if count > 0 else "no CUDA device"
+
+
+def to_device(a):
+    return cp.asarray(a)
+
+
+def to_host(a):
+    return cp.asnumpy(a)
+
+
+def synchronize():
+    cp.cuda.Device().synchronize()

@@ -1,0 +1,57 @@
+"""Loading our CUDA kernels: kernels/<name>.cu compiled at run time by NVRTC through
+cupy.RawModule, cached per file. The compile options live here, once, so that the CPU CI's nvcc
+check (tests/test_kernels_compile.py) builds the sources exactly as the runtime does."""
+import functools
+from pathlib import Path
+
+import cupy as cp
+import numpy as np
+
+KERNEL_DIR = Path(__file__).resolve().parents[2] / "kernels"
+# no --use_fast_math: expf/tanhf keep full fp32 accuracy, so the only error is bf16 storage
+OPTIONS = ("-std=c++17", f"-I{KERNEL_DIR}")
+
+
+def arch_option():
+    """sm_90a on Hopper (wgmma needs the 'a' target), the device's own arch elsewhere."""
+    cc = cp.cuda.Device().compute_capability          # e.g. "90"
+    return f"-arch=sm_{cc}a" if cc == "90" else f"-arch=sm_{cc}"
+
+
+@functools.cache
+def module(name):
+    """The compiled kernels/<name>.cu."""
+    source = (KERNEL_DIR / f"{name}.cu").read_text()
+    return cp.RawModule(code=source, options=OPTIONS + (arch_option(),), backend="nvrtc")
+
+
+@functools.cache
+def kernel(module_name, kernel_name):
+    return module(module_name).get_function(kernel_name)
+
+
+def ceil_div(a, b):
+    return -(-a // b)
+
+
+def launch(module_name, kernel_name, grid, block, *args, shared_mem=0):
+    """Launch an extern "C" kernel. Python ints become int32 and Python floats float32 (a bare
+    Python float would be passed as a C double); numpy scalars keep their type; arrays are
+    passed as device pointers."""
+    cargs = tuple(np.int32(a) if type(a) is int else np.float32(a) if type(a) is float else a
+                  for a in args)
+    kernel(module_name, kernel_name)(grid if isinstance(grid, tuple) else (grid,),
+                                     block if isinstance(block, tuple) else (block,),
+                                     cargs, shared_mem=shared_mem)
+
+
+_workspaces = {}
+
+
+def workspace(name, size, dtype):
+    """A scratch buffer of at least `size` elements kept between calls (grown when a larger one
+    is asked for), so ops that need temporaries allocate only on their first call."""
+    buf = _workspaces.get(name)
+    if buf is None or buf.size < size or buf.dtype != dtype:
+        buf = _workspaces[name] = cp.empty(size, dtype=dtype)
+    return buf[:size]
