@@ -20,6 +20,7 @@ from llmpy.config import DESCRIPTORS, from_descriptor
 from llmpy.dataloader import DataLoader
 from llmpy.gpt2 import GPT2, init_params
 from llmpy.logger import Logger
+from llmpy.mfu import mfu
 from llmpy.sampler import generate
 from llmpy.schedulers import SCHEDULES, learning_rate
 from llmpy.tokenizer import EOT, get_tokenizer
@@ -128,6 +129,14 @@ def evaluate(model, loader, num_batches):
     return total / num_batches
 
 
+def mfu_column(cfg, T, tokens, seconds, ops):
+    """llm.c's "| 45.1% bf16 MFU" on a GPU (n/a where its peak is unknown); nothing on the CPU."""
+    if ops.name == "cpu":
+        return ""
+    fraction = mfu(cfg, T, tokens, seconds, ops.device_name())
+    return " | n/a MFU" if fraction is None else f" | {100 * fraction:.1f}% bf16 MFU"
+
+
 def main(argv=None):
     args = parse_args(argv)
     ops = backends.load(args.device)
@@ -153,7 +162,9 @@ def main(argv=None):
     logger = Logger(args.out_dir, resume=bool(args.resume))
 
     print(f"model: L={cfg.num_layers} C={cfg.channels} NH={cfg.num_heads} maxT={cfg.max_seq_len} "
-          f"V={cfg.vocab_size} Vp={cfg.padded_vocab_size} | {params.size:,} parameters | device {ops.name}")
+          f"V={cfg.vocab_size} Vp={cfg.padded_vocab_size} | {params.size:,} parameters | "
+          f"device {ops.device_name()}")
+    print("memory: " + " | ".join(f"{k} {v / 2**20:,.0f} MiB" for k, v in model.memory_report().items()))
     print(f"batch: B={args.B} T={args.T} | total {total_batch:,} tokens = {grad_accum} micro-steps | "
           f"train {train_loader.num_tokens:,} tokens | {num_steps} steps | val {val_batches} batches")
 
@@ -186,8 +197,11 @@ def main(argv=None):
         ops.synchronize()
         dt = time.perf_counter() - t0
         print(f"step {step + 1:4d}/{num_steps} | loss {train_loss:.6f} | norm {norm:.4f} | lr {lr:.2e} "
-              f"| {dt * 1000:.2f} ms | {total_batch / dt:.0f} tok/s", flush=True)
+              f"| {dt * 1000:.2f} ms{mfu_column(cfg, args.T, total_batch, dt, ops)} | "
+              f"{total_batch / dt:.0f} tok/s", flush=True)
         logger.train(step + 1, train_loss, lr, norm)
+        if step == start and ops.memory_in_use() is not None:
+            print(f"GPU memory in use after the first step: {ops.memory_in_use() / 2**20:,.0f} MiB")
 
 
 if __name__ == "__main__":

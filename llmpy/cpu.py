@@ -27,6 +27,15 @@ def synchronize():
     pass
 
 
+def device_name():
+    return "cpu"
+
+
+def memory_in_use():
+    """Bytes the backend holds on its device; None where that is not tracked (host memory)."""
+    return None
+
+
 # ----------------------------------------------------------------------------------------------
 # encoder: out[b,t,:] = wte[inp[b,t],:] + wpe[t,:]
 

@@ -231,16 +231,29 @@ class GPT2:
     def update(self, lr, beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.0, grad_clip=1.0,
                seed=0):
         """One AdamW step on every tensor, gradients clipped to global norm grad_clip
-        (grad_clip <= 0: no clipping). Returns the gradient norm before clipping."""
+        (grad_clip <= 0: no clipping); `seed` varies the stochastic rounding of bf16 params
+        between runs. Returns the gradient norm before clipping."""
         norm = self.grad_norm()
         grad_scale = grad_clip / norm if 0 < grad_clip < norm else 1.0
         self.step += 1
-        for name in PARAM_NAMES:
+        for i, name in enumerate(PARAM_NAMES):
             wd = weight_decay if name in DECAYED else 0.0
             master = self.master_views[name] if self.master_views else None
+            # stochastic rounding draws fresh random bits for every step and tensor
+            tensor_seed = np.uint32((seed * 7919 + self.step * len(PARAM_NAMES) + i) % 2**32)
             self.ops.adamw_update(self.params[name], self.grads[name], self.m[name], self.v[name],
-                                  master, lr, beta1, beta2, eps, wd, self.step, grad_scale, seed)
+                                  master, lr, beta1, beta2, eps, wd, self.step, grad_scale,
+                                  tensor_seed)
         return norm
+
+    def memory_report(self):
+        """Bytes of each buffer, as llm.c prints its allocations at start."""
+        sizes = {"parameters": self.params_flat.nbytes, "gradients": self.grads_flat.nbytes,
+                 "AdamW m, v": self.m_flat.nbytes + self.v_flat.nbytes,
+                 "activations": self.acts_bytes.nbytes}
+        if self.master is not None:
+            sizes["master weights"] = self.master.nbytes
+        return sizes
 
     def params_fp32(self):
         """The weights as a host fp32 flat array: the master copy where there is one."""

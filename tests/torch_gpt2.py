@@ -4,8 +4,6 @@ llmpy's hand-written forward and backward are checked against with autograd.
 It loads weights from llmpy's flat buffer (llm.c's parameter order) and gives its gradients
 back in the same order. Run it in float64 so that it is the exact side of every comparison.
 """
-import math
-
 import numpy as np
 import torch
 import torch.nn as nn
@@ -23,10 +21,9 @@ class CausalSelfAttention(nn.Module):
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (z.view(B, T, self.NH, C // self.NH).transpose(1, 2) for z in (q, k, v))
-        att = (q @ k.transpose(-2, -1)) / math.sqrt(k.size(-1))
-        future = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)
-        att = F.softmax(att.masked_fill(future, float("-inf")), dim=-1)
-        y = (att @ v).transpose(1, 2).contiguous().view(B, T, C)
+        # exact math in fp64 on the CPU; flash attention on a GPU under bf16 autocast
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.c_proj(y)
 
 
@@ -54,7 +51,7 @@ class Block(nn.Module):
 
 
 class TorchGPT2(nn.Module):
-    def __init__(self, cfg, flat_params, dtype=torch.float64):
+    def __init__(self, cfg, flat_params, dtype=torch.float64, device="cpu"):
         super().__init__()
         self.cfg = cfg
         C = cfg.channels
@@ -62,7 +59,7 @@ class TorchGPT2(nn.Module):
         self.wpe = nn.Embedding(cfg.max_seq_len, C)
         self.h = nn.ModuleList(Block(C, cfg.num_heads) for _ in range(cfg.num_layers))
         self.ln_f = nn.LayerNorm(C)
-        self.to(dtype)
+        self.to(dtype=dtype, device=device)
         self.load_flat(flat_params)
 
     def ordered(self):
@@ -81,7 +78,7 @@ class TorchGPT2(nn.Module):
 
     @torch.no_grad()
     def load_flat(self, flat):
-        flat = torch.from_numpy(np.asarray(flat, dtype=np.float64))
+        flat = torch.from_numpy(np.asarray(flat, dtype=np.float64)).to(self.wte.weight)
         offset = 0
         for tensors in self.ordered():
             for p in tensors:
@@ -92,25 +89,26 @@ class TorchGPT2(nn.Module):
     def flat(self, grads=False):
         parts = [(p.grad if grads else p).detach().reshape(-1)
                  for tensors in self.ordered() for p in tensors]
-        return torch.cat(parts).numpy()
+        return torch.cat(parts).double().cpu().numpy()
 
     def forward(self, idx, targets=None):
         """Logits over the real vocabulary (B, T, V) and, with targets, the mean loss."""
-        idx = torch.as_tensor(np.asarray(idx, dtype=np.int64))
+        device = self.wte.weight.device
+        idx = torch.as_tensor(np.asarray(idx, dtype=np.int64), device=device)
         T = idx.shape[1]
-        x = self.wte(idx) + self.wpe(torch.arange(T))
+        x = self.wte(idx) + self.wpe(torch.arange(T, device=device))
         for block in self.h:
             x = block(x)
         logits = (self.ln_f(x) @ self.wte.weight.T)[..., :self.cfg.vocab_size]
         if targets is None:
             return logits, None
-        targets = torch.as_tensor(np.asarray(targets, dtype=np.int64))
+        targets = torch.as_tensor(np.asarray(targets, dtype=np.int64), device=device)
         return logits, F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
 
-    def adamw(self, lr, weight_decay, betas=(0.9, 0.95), eps=1e-8):
+    def adamw(self, lr, weight_decay, betas=(0.9, 0.95), eps=1e-8, fused=None):
         """AdamW with llmpy's decay rule: 2-D matrices decay, biases and layernorms do not."""
         decay = [p for p in self.parameters() if p.dim() >= 2]
         no_decay = [p for p in self.parameters() if p.dim() < 2]
         return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
                                   {"params": no_decay, "weight_decay": 0.0}],
-                                 lr=lr, betas=betas, eps=eps)
+                                 lr=lr, betas=betas, eps=eps, fused=fused)

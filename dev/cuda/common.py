@@ -11,7 +11,7 @@ import cupy as cp          # noqa: E402
 import ml_dtypes           # noqa: E402
 import numpy as np         # noqa: E402
 
-from llmpy.cuda.runtime import OPTIONS, arch_option   # noqa: E402
+from llmpy.cuda.runtime import OPTIONS, arch_option   # noqa: E402,F401
 
 bf16 = ml_dtypes.bfloat16
 

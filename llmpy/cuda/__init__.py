@@ -35,3 +35,12 @@ def to_host(a):
 
 def synchronize():
     cp.cuda.Device().synchronize()
+
+
+def device_name():
+    return cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)["name"].decode()
+
+
+def memory_in_use():
+    """Bytes held by CuPy's memory pool: every buffer and workspace of ours lives there."""
+    return cp.get_default_memory_pool().total_bytes()

@@ -1,21 +1,16 @@
-"""Loading our CUDA kernels: kernels/<name>.cu compiled at run time by NVRTC through
-cupy.RawModule, cached per file. The compile options live here, once, so that the CPU CI's nvcc
-check (tests/test_kernels_compile.py) builds the sources exactly as the runtime does."""
+"""Loading and launching our CUDA kernels: kernels/<name>.cu compiled at run time by NVRTC
+through cupy.RawModule (options from llmpy/kernel_options.py), cached per file."""
 import functools
-from pathlib import Path
 
 import cupy as cp
 import numpy as np
 
-KERNEL_DIR = Path(__file__).resolve().parents[2] / "kernels"
-# no --use_fast_math: expf/tanhf keep full fp32 accuracy, so the only error is bf16 storage
-OPTIONS = ("-std=c++17", f"-I{KERNEL_DIR}")
+from llmpy import kernel_options
+from llmpy.kernel_options import KERNEL_DIR, OPTIONS
 
 
 def arch_option():
-    """sm_90a on Hopper (wgmma needs the 'a' target), the device's own arch elsewhere."""
-    cc = cp.cuda.Device().compute_capability          # e.g. "90"
-    return f"-arch=sm_{cc}a" if cc == "90" else f"-arch=sm_{cc}"
+    return kernel_options.arch_option(cp.cuda.Device().compute_capability)   # "90" on H100/H200
 
 
 @functools.cache

@@ -1,0 +1,99 @@
+"""The whole bf16 GPU model against the PyTorch reference and against itself.
+
+Tolerances: bf16 keeps 8 bits of mantissa (relative rounding 2^-9 = 2e-3 per store); a d12
+forward stores each activation ~10 times per layer over 12 layers, and the errors add up like a
+random walk, to ~1e-2 of a tensor's scale for logits and gradients — llm.c's test_gpt2cu accepts
+the same order. A wrong formula gives errors of order 1, so the checks still bite.
+"""
+import cupy as cp
+import numpy as np
+import pytest
+import torch
+
+from llmpy import cpu, cuda
+from llmpy.config import PARAM_NAMES, from_descriptor, param_shapes
+from llmpy.gpt2 import GPT2, split_flat
+from tests.helpers import rel_error
+from tests.test_gpt2 import TINY, random_batch, random_params
+from tests.torch_gpt2 import TorchGPT2
+
+
+def cosine(a, b):
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    return a @ b / (np.linalg.norm(a) * np.linalg.norm(b))
+
+
+@pytest.mark.parametrize("cfg, B, T", [(TINY, 4, 16), (from_descriptor("d12"), 4, 64)],
+                         ids=["tiny", "d12"])
+def test_bf16_model_loss_logits_and_gradients_match_torch(cfg, B, T):
+    params = random_params(cfg, seed=11)
+    inputs, targets = random_batch(cfg, B, T, seed=12)
+    ref = TorchGPT2(cfg, params, dtype=torch.float64)
+    logits_ref, loss_ref = ref(inputs, targets)
+    loss_ref.backward()
+    model = GPT2(cfg, cuda, B, T, params=params)
+    model.forward(inputs)
+    assert rel_error(cuda.to_host(model.logits()), logits_ref.detach()) < 2e-2
+    model.zero_grad()
+    model.forward(inputs, targets)
+    model.backward()
+    assert abs(model.mean_loss() - loss_ref.item()) < 1e-2 * loss_ref.item()
+    grads = split_flat(cuda.to_host(model.grads_flat).astype(np.float32), param_shapes(cfg))
+    grads_ref = split_flat(ref.flat(grads=True), param_shapes(cfg))
+    for name in PARAM_NAMES:
+        err, cos = rel_error(grads[name], grads_ref[name]), cosine(grads[name], grads_ref[name])
+        print(f"{name:9s} rel {err:.2e} cos {cos:.6f}")
+        assert err < 5e-2 and cos > 0.999, f"grad {name}: rel {err:.2e} cos {cos:.6f}"
+
+
+def train_losses(cfg, B, T, steps, params, seed=0):
+    model = GPT2(cfg, cuda, B, T, params=params)
+    losses = []
+    for step in range(steps):
+        inputs, targets = random_batch(cfg, B, T, seed=100 + step % 2)   # two batches, alternating
+        model.zero_grad()
+        model.forward(inputs, targets)
+        model.backward()
+        model.update(1e-3, weight_decay=0.1, seed=seed)
+        losses.append(model.mean_loss())
+    return losses
+
+
+def test_training_losses_track_torch_fp32_for_12_steps():
+    cfg, B, T, steps = from_descriptor("d12"), 4, 64, 12
+    params = random_params(cfg, seed=13)
+    ours = train_losses(cfg, B, T, steps, params)
+    ref = TorchGPT2(cfg, params, dtype=torch.float32, device="cuda")
+    opt = ref.adamw(lr=1e-3, weight_decay=0.1)
+    theirs = []
+    for step in range(steps):
+        inputs, targets = random_batch(cfg, B, T, seed=100 + step % 2)
+        opt.zero_grad()
+        _, loss = ref(inputs, targets)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(ref.parameters(), 1.0)
+        opt.step()
+        theirs.append(loss.item())
+    print("ours  ", " ".join(f"{x:.4f}" for x in ours))
+    print("torch ", " ".join(f"{x:.4f}" for x in theirs))
+    assert theirs[-1] < theirs[0] - 1.0, "the reference should learn the two batches"
+    for a, b in zip(ours, theirs):
+        assert abs(a - b) < 3e-2 * b
+
+
+def test_two_runs_with_the_same_seed_print_identical_losses():
+    cfg = TINY
+    params = random_params(cfg, seed=14)
+    assert train_losses(cfg, 4, 16, 5, params) == train_losses(cfg, 4, 16, 5, params)
+
+
+def test_cpu_and_gpu_models_agree_on_the_loss():
+    cfg, B, T = TINY, 4, 16
+    params = random_params(cfg, seed=15)
+    inputs, targets = random_batch(cfg, B, T, seed=16)
+    losses = []
+    for ops in (cpu, cuda):
+        model = GPT2(cfg, ops, B, T, params=params)
+        model.forward(inputs, targets)
+        losses.append(model.mean_loss())
+    assert abs(losses[0] - losses[1]) < 1e-2 * losses[0]
