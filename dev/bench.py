@@ -51,15 +51,17 @@ def cupy_timed(fn):
 def bench_llmpy(cfg, params, loader, args):
     model = GPT2(cfg, cuda, args.B, args.T, params=params)
 
+    losses = []
+
     def step():
         inputs, targets = loader.next_batch()
         model.zero_grad()
         model.forward(inputs, targets)
         model.backward()
         model.update(LR)
+        losses.append(model.mean_loss())
     ms = median_step_ms(step, args.steps, args.warmup, cupy_timed)
     memory = cp.get_default_memory_pool().total_bytes()
-    losses = model.mean_loss()
     if args.profile:
         profile(model, loader)
     del model
@@ -122,6 +124,8 @@ def bench_torch(cfg, params, loader, args):
     optimizer = model.adamw(lr=LR, weight_decay=0.0, fused=True)
     compiled = torch.compile(model)
 
+    losses = []   # kept on the GPU until the end: reading each one would sync every step
+
     def step():
         inputs, targets = loader.next_batch()
         optimizer.zero_grad(set_to_none=True)
@@ -130,7 +134,7 @@ def bench_torch(cfg, params, loader, args):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
-        step.loss = loss
+        losses.append(loss.detach())
 
     def timed(fn):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -141,7 +145,7 @@ def bench_torch(cfg, params, loader, args):
         return start.elapsed_time(end)
     torch.cuda.reset_peak_memory_stats()
     ms = median_step_ms(step, args.steps, args.warmup, timed)
-    return ms, torch.cuda.max_memory_allocated(), step.loss.item()
+    return ms, torch.cuda.max_memory_allocated(), [x.item() for x in losses]
 
 
 def main():
@@ -154,6 +158,7 @@ def main():
     p.add_argument("--data", default="dev/data/shakespeare/shakespeare_train.bin")
     p.add_argument("--profile", action="store_true", help="per-op time breakdown of one llmpy step")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
+    p.add_argument("--curve-every", type=int, default=10, help="loss table: every N-th step")
     args = p.parse_args()
 
     cfg = from_descriptor(args.model)
@@ -162,20 +167,25 @@ def main():
     device = cuda.device_name()
     rows = []
     t0 = time.time()
-    ms, memory, loss = bench_llmpy(cfg, params, DataLoader(args.data, args.B, args.T), args)
-    rows.append(("llmpy", ms, memory, loss))
+    ms, memory, losses = bench_llmpy(cfg, params, DataLoader(args.data, args.B, args.T), args)
+    rows.append(("llmpy", ms, memory, losses))
     print(f"llmpy done in {time.time() - t0:.0f} s", flush=True)
     if not args.no_torch:
-        ms, memory, loss = bench_torch(cfg, params, DataLoader(args.data, args.B, args.T), args)
-        rows.append(("pytorch", ms, memory, loss))
+        ms, memory, losses = bench_torch(cfg, params, DataLoader(args.data, args.B, args.T), args)
+        rows.append(("pytorch", ms, memory, losses))
 
     print(f"\n{args.model}, B={args.B}, T={args.T}, {device}, median of {args.steps} steps after {args.warmup}")
+    if len(rows) == 2:      # same weights, same batches, same lr: the loss curves should agree
+        print("\nstep | llmpy loss | pytorch loss")
+        for i in range(0, len(rows[0][3]), args.curve_every):
+            print(f"{i + 1:4d} | {rows[0][3][i]:10.4f} | {rows[1][3][i]:12.4f}")
+    print(f"\n{args.model}, B={args.B}, T={args.T}, {device}, median of {args.steps} steps after {args.warmup}")
     print(f"{'system':8s} | {'ms/step':>8s} | {'tokens/s':>10s} | {'MFU':>6s} | {'peak GiB':>8s} | last loss")
-    for name, ms, memory, loss in rows:
+    for name, ms, memory, losses in rows:
         fraction = mfu(cfg, args.T, tokens, ms / 1000, device)
         mfu_text = "n/a" if fraction is None else f"{100 * fraction:.1f}%"
         print(f"{name:8s} | {ms:8.2f} | {tokens / ms * 1000:10.0f} | {mfu_text:>6s} | "
-              f"{memory / 2**30:8.2f} | {loss:.4f}")
+              f"{memory / 2**30:8.2f} | {losses[-1]:.4f}")
     if len(rows) == 2:
         print(f"llmpy / pytorch throughput: {rows[1][1] / rows[0][1]:.3f}x")
 

@@ -18,11 +18,6 @@ TOL = 1e-5
 B, T, C, NH = 2, 7, 24, 3
 
 
-@pytest.fixture
-def rng(request):
-    return np.random.default_rng(abs(hash(request.node.name)) % 2**32)
-
-
 def randn(rng, *shape, scale=1.0):
     return (rng.standard_normal(shape) * scale).astype(np.float32)
 

@@ -1,0 +1,23 @@
+"""Helpers for the GPU tests: bf16-rounded random inputs (so the NumPy reference and the GPU see
+the same values), transfers, NaN-poisoned outputs."""
+import cupy as cp
+import ml_dtypes
+import numpy as np
+
+bf16 = ml_dtypes.bfloat16
+
+
+def randn(rng, *shape, scale=1.0):
+    return (rng.standard_normal(shape) * scale).astype(bf16).astype(np.float32)
+
+
+def gpu(a, dtype=bf16):
+    return cp.asarray(np.asarray(a).astype(dtype))
+
+
+def poisoned(*shape, dtype=bf16):
+    return cp.full(shape, np.nan, dtype=dtype)
+
+
+def host(a):
+    return cp.asnumpy(a).astype(np.float32)
