@@ -6,6 +6,11 @@
 
 typedef __nv_bfloat16 bf16;
 
+// NVRTC compiles without <math.h>, which is where INFINITY comes from under nvcc
+#ifndef INFINITY
+#define INFINITY __int_as_float(0x7f800000)
+#endif
+
 __device__ __forceinline__ float to_float(bf16 x) { return __bfloat162float(x); }
 __device__ __forceinline__ float to_float(float x) { return x; }
 __device__ __forceinline__ bf16 to_bf16(float x) { return __float2bfloat16_rn(x); }
