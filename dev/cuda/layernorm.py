@@ -1,0 +1,102 @@
+"""LayerNorm kernels, each version checked against llmpy.cpu and timed at GPT-2 124M shapes.
+python dev/cuda/layernorm.py [version...]
+
+  1  forward: one warp per row; mean, then the variance of x - mean (no cancellation), the
+     row re-read from L1                                                   kernels/layernorm.cu
+  2  backward: one warp per row; dweight/dbias as per-block fp32 partials, summed in block
+     order by a second kernel (deterministic)                              kernels/layernorm.cu
+
+GB/s counts the bytes each op must move: forward reads x and writes out (+ mean, rstd);
+backward reads dout, x and dinp and writes dinp (+ mean, rstd).
+"""
+import cupy as cp
+import numpy as np
+from common import (bf16, gpu, host, poisoned, print_table, randn, rel_error, selected_versions,
+                    time_ms)
+
+from llmpy import cpu
+from llmpy.cuda import layernorm
+
+C = 768
+TOL = 1e-2   # bf16 outputs: 8-bit significand, rounding error <= 2^-8 = 4e-3 of a value
+
+
+def rounded(a):
+    return a.astype(bf16).astype(np.float32)
+
+
+def forward_inputs(rng, B, T):
+    # an offset and a scale, as in the residual stream (rounded again: shifted bf16 values are
+    # not all bf16 values)
+    x, w = rounded(randn(rng, B, T, C, scale=3.0) + 2.0), rounded(randn(rng, C, scale=0.5) + 1.0)
+    return x, w, randn(rng, C)
+
+
+def check_forward(fn, rng, B, T):
+    x, w, b = forward_inputs(rng, B, T)
+    ref = np.empty_like(x)
+    ref_mean, ref_rstd = np.empty((B, T), np.float32), np.empty((B, T), np.float32)
+    cpu.layernorm_forward(ref, ref_mean, ref_rstd, x, w, b)
+    out = poisoned((B, T, C))
+    mean, rstd = poisoned((B, T), np.float32), poisoned((B, T), np.float32)
+    fn(out, mean, rstd, gpu(x), gpu(w), gpu(b))
+    return {"out": rel_error(host(out), ref), "mean": rel_error(host(mean), ref_mean),
+            "rstd": rel_error(host(rstd), ref_rstd)}
+
+
+def check_backward(fn, rng, B, T):
+    x, w, _ = forward_inputs(rng, B, T)
+    mean = x.mean(-1)
+    rstd = 1.0 / np.sqrt(((x - mean[..., None]) ** 2).mean(-1) + cpu.LN_EPS)
+    mean, rstd = mean.astype(np.float32), rstd.astype(np.float32)
+    # dout correlated with n and offset per row, so that every term of dx counts
+    norm = (x - mean[..., None]) * rstd[..., None]
+    dout = rounded(randn(rng, B, T, C) + 0.5 * norm + randn(rng, B, T, 1))
+    dinp, dw, db = randn(rng, B, T, C), randn(rng, C), randn(rng, C)   # accumulated into
+    ref_dinp, ref_dw, ref_db = dinp.copy(), dw.copy(), db.copy()
+    cpu.layernorm_backward(ref_dinp, ref_dw, ref_db, dout, x, w, mean, rstd)
+    g_dinp, g_dw, g_db = gpu(dinp), gpu(dw), gpu(db)
+    fn(g_dinp, g_dw, g_db, gpu(dout), gpu(x), gpu(w), cp.asarray(mean), cp.asarray(rstd))
+    return {"dinp": rel_error(host(g_dinp), ref_dinp), "dweight": rel_error(host(g_dw), ref_dw),
+            "dbias": rel_error(host(g_db), ref_db)}
+
+
+# version: (op, function, check)
+VERSIONS = {1: ("forward", layernorm.layernorm_forward, check_forward),
+            2: ("backward", layernorm.layernorm_backward, check_backward)}
+
+
+def main():
+    picked = selected_versions(VERSIONS)
+    rng = np.random.default_rng(0)
+    for v in picked:
+        op, fn, check = VERSIONS[v]
+        errors = check(fn, rng, 4, 1024)
+        worst = max(errors.values())
+        print(f"version {v} ({op}): " + ", ".join(f"{k} {e:.2e}" for k, e in errors.items())
+              + ("  OK" if worst <= TOL else "  FAILED"))
+    T, Bmax = 1024, 64
+    x_all, dout_all = gpu(randn(rng, Bmax, T, C)), gpu(randn(rng, Bmax, T, C))
+    out_all, dinp_all = poisoned((Bmax, T, C)), cp.zeros((Bmax, T, C), x_all.dtype)
+    w, b = gpu(randn(rng, C)), gpu(randn(rng, C))
+    dw, db = cp.zeros(C, w.dtype), cp.zeros(C, w.dtype)
+    mean_all, rstd_all = cp.zeros((Bmax, T), np.float32), cp.ones((Bmax, T), np.float32)
+    rows = []
+    for v in picked:
+        op, fn, _ = VERSIONS[v]
+        for B in (8, 64):
+            x, dout, out, dinp = x_all[:B], dout_all[:B], out_all[:B], dinp_all[:B]
+            mean, rstd = mean_all[:B], rstd_all[:B]
+            N = B * T
+            nbytes = (2 if op == "forward" else 4) * N * C * 2 + N * 8
+            for block in (64, 128, 256, 512, 1024):
+                if op == "forward":
+                    ms = time_ms(lambda: fn(out, mean, rstd, x, w, b, block_size=block))
+                else:
+                    ms = time_ms(lambda: fn(dinp, dw, db, dout, x, w, mean, rstd, block_size=block))
+                rows.append((v, op, B, block, f"{ms:.4f}", f"{nbytes / ms / 1e6:.0f}"))
+    print_table(rows, ["version", "op", "B", "block", "ms", "GB/s"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,13 @@
+// Earlier versions of the matmul's bias handling; the latest is kernels/matmul.cu. Layout as
+// there: out (N, OC) row-major, bias (OC), OC % 8 == 0.
+#include "common.cuh"
+
+// version 1: add the bias after the gemm (llm.c's first add_bias): out makes one more round
+// trip through memory, and is rounded to bf16 twice (the gemm's result, then the sum).
+extern "C" __global__ void add_bias_v1(bf16* out, const bf16* bias, int N, int OC) {
+    size_t i = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) * x128::size;
+    if (i >= (size_t)N * OC) return;
+    x128 o = load128(out + i), b = load128(bias + i % OC);
+    for (int k = 0; k < x128::size; k++) o[k] = to_bf16(to_float(o[k]) + to_float(b[k]));
+    store128(out + i, o);
+}

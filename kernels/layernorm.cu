@@ -1,0 +1,130 @@
+// LayerNorm over the last axis of N rows of C channels (bf16, row-major; C % 8 == 0):
+//   forward:  mean = sum(x)/C, rstd = 1/sqrt(sum((x - mean)^2)/C + 1e-5),
+//             out = (x - mean) * rstd * weight + bias; mean, rstd (N) fp32, saved for backward
+//   backward: n = (x - mean) * rstd, g = dout * weight,
+//             dinp += rstd * (g - mean(g) - n * mean(g * n))
+//             dbias += sum over rows of dout, dweight += sum over rows of dout * n
+// One warp per row; lane l handles the 8-channel chunks c = 8*l + 256*i (128-bit accesses).
+// Statistics and sums in fp32. dweight/dbias are deterministic: each block sums a fixed range of
+// rows into fp32 partials (one slot per block), and a second kernel adds the partials up in
+// block order.
+#include "common.cuh"
+
+#define LN_EPS 1e-5f
+
+// Two passes for the statistics (mean, then the variance of x - mean: no cancellation), a third
+// to write; the row is re-read from L1.
+extern "C" __global__ void layernorm_forward(bf16* out, float* mean, float* rstd, const bf16* inp,
+                                             const bf16* weight, const bf16* bias, int N, int C) {
+    int lane = threadIdx.x % 32;
+    int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    if (row >= N) return;   // the whole warp
+    const bf16* x = inp + (size_t)row * C;
+    float sum = 0.0f;
+    for (int c = lane * 8; c < C; c += 256) {
+        x128 v = load128(x + c);
+        for (int k = 0; k < x128::size; k++) sum += to_float(v[k]);
+    }
+    float m = warp_sum(sum) / C;
+    float sq = 0.0f;
+    for (int c = lane * 8; c < C; c += 256) {
+        x128 v = load128(x + c);
+        for (int k = 0; k < x128::size; k++) { float d = to_float(v[k]) - m; sq += d * d; }
+    }
+    float s = rsqrtf(warp_sum(sq) / C + LN_EPS);
+    for (int c = lane * 8; c < C; c += 256) {
+        x128 v = load128cs(x + c), w = load128(weight + c), b = load128(bias + c), o;
+        for (int k = 0; k < x128::size; k++)
+            o[k] = to_bf16((to_float(v[k]) - m) * s * to_float(w[k]) + to_float(b[k]));
+        store128(out + (size_t)row * C + c, o);
+    }
+    if (lane == 0) { mean[row] = m; rstd[row] = s; }
+}
+
+// Block b handles rows [b*rows_per_block, (b+1)*rows_per_block), warp w the rows w, w + warps, ...
+// of them: a first pass over the row for mean(g), mean(g * n), a second (dout, x re-read from
+// cache) for dx. Each lane accumulates dbias, dweight for its own channels in a private slice of
+// shared memory (not registers: C is not known at compile time), dynamic, warps * 2 * chunks *
+// 256 floats with chunks = ceil(C/256), laid out [warp][dbias|dweight][chunk][half][lane] in f128
+// so that a warp's accesses are conflict-free. At the end the block adds the warps' slices in warp
+// order into partials[b] = (dbias | dweight), each C floats.
+extern "C" __global__ void layernorm_backward(bf16* dinp, float* partials, const bf16* dout,
+                                              const bf16* inp, const bf16* weight,
+                                              const float* mean, const float* rstd, int N, int C,
+                                              int rows_per_block) {
+    extern __shared__ f128 acc_shared[];
+    int warps = blockDim.x / 32, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    int chunks = (C + 255) / 256;
+    int slice = 2 * chunks * 2 * 32;   // f128 per warp
+    f128* dbias_acc = acc_shared + warp * slice + lane;   // + (chunk * 2 + half) * 32
+    f128* dweight_acc = dbias_acc + chunks * 2 * 32;
+    for (int q = 0; q < chunks * 2 * 32; q += 32) {
+        for (int k = 0; k < f128::size; k++) { dbias_acc[q][k] = 0.0f; dweight_acc[q][k] = 0.0f; }
+    }
+    int row_begin = blockIdx.x * rows_per_block, row_end = min(row_begin + rows_per_block, N);
+    for (int row = row_begin + warp; row < row_end; row += warps) {
+        const bf16* dy = dout + (size_t)row * C;
+        const bf16* x = inp + (size_t)row * C;
+        float m = mean[row], s = rstd[row];
+        float sum_g = 0.0f, sum_gn = 0.0f;
+        for (int i = 0, c = lane * 8; c < C; i++, c += 256) {
+            x128 d = load128(dy + c), v = load128(x + c), w = load128(weight + c);
+            for (int h = 0; h < 2; h++) {
+                f128 db = dbias_acc[(i * 2 + h) * 32], dw = dweight_acc[(i * 2 + h) * 32];
+                for (int k = 0; k < f128::size; k++) {
+                    int e = h * f128::size + k;
+                    float dk = to_float(d[e]), n = (to_float(v[e]) - m) * s;
+                    float g = dk * to_float(w[e]);
+                    sum_g += g;
+                    sum_gn += g * n;
+                    db[k] += dk;
+                    dw[k] += dk * n;
+                }
+                dbias_acc[(i * 2 + h) * 32] = db;
+                dweight_acc[(i * 2 + h) * 32] = dw;
+            }
+        }
+        float mean_g = warp_sum(sum_g) / C, mean_gn = warp_sum(sum_gn) / C;
+        bf16* dx = dinp + (size_t)row * C;
+        for (int c = lane * 8; c < C; c += 256) {
+            x128 d = load128cs(dy + c), v = load128cs(x + c), w = load128(weight + c);
+            x128 r = load128(dx + c);
+            for (int k = 0; k < x128::size; k++) {
+                float n = (to_float(v[k]) - m) * s, g = to_float(d[k]) * to_float(w[k]);
+                r[k] = to_bf16(to_float(r[k]) + s * (g - mean_g - n * mean_gn));
+            }
+            store128(dx + c, r);
+        }
+    }
+    __syncthreads();
+    float* out = partials + (size_t)blockIdx.x * 2 * C;
+    for (int q = threadIdx.x; q < slice; q += blockDim.x) {
+        f128 sum = acc_shared[q];
+        for (int w = 1; w < warps; w++) {
+            f128 a = acc_shared[w * slice + q];
+            for (int k = 0; k < f128::size; k++) sum[k] += a[k];
+        }
+        int l = q % 32, half = q / 32 % 2, chunk = q / 64 % chunks, which = q / (64 * chunks);
+        int c = (chunk * 32 + l) * 8 + half * f128::size;
+        if (c < C) store128(out + which * C + c, sum);
+    }
+}
+
+// partials (blocks, 2C) -> dbias += column sums of the first C, dweight += of the last C.
+// blockDim (32, 32): x runs along the columns, y over the blocks (y, y + 32, ...); the 32 per-y
+// sums are then added in y order.
+extern "C" __global__ void layernorm_backward_params(bf16* dweight, bf16* dbias,
+                                                     const float* partials, int blocks, int C) {
+    __shared__ float sums[32][33];
+    int j = blockIdx.x * 32 + threadIdx.x;
+    float sum = 0.0f;
+    if (j < 2 * C) {
+        for (int b = threadIdx.y; b < blocks; b += 32) sum += partials[(size_t)b * 2 * C + j];
+    }
+    sums[threadIdx.y][threadIdx.x] = sum;
+    __syncthreads();
+    if (threadIdx.y != 0 || j >= 2 * C) return;
+    for (int y = 1; y < 32; y++) sum += sums[y][threadIdx.x];
+    bf16* p = j < C ? dbias + j : dweight + (j - C);
+    *p = to_bf16(to_float(*p) + sum);
+}

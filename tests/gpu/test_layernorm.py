@@ -1,0 +1,111 @@
+"""kernels/layernorm.cu against llmpy.cpu (NumPy, fp32) on fresh random inputs, rounded to bf16
+so that both sides see the same values. Overwritten outputs start as NaN; accumulated ones start
+from random values of the size of the increment, so a lost prefill or a lost term both show.
+
+Tolerance: statistics and sums are fp32 inside the kernels and each output is rounded once to
+bf16 (8-bit significand: relative error <= 2^-8 ~ 4e-3 of the value); mean and rstd stay fp32.
+1e-2 of the tensor's scale keeps a 2.5x margin and still catches a wrong term: dout is made to
+have a per-row offset and to correlate with n, so that mean(g) and n * mean(g * n) in dx are
+each ~25% of its scale (with plain noise for dout they would be ~1-5%)."""
+import cupy as cp
+import numpy as np
+import pytest
+
+from llmpy import cpu
+from llmpy.cuda import layernorm
+from tests.gpu.bf16 import bf16, gpu, host, poisoned, randn
+from tests.helpers import assert_close
+
+TOL = 1e-2
+
+
+def rounded(a):
+    """a as bf16 values: what the GPU sees (shifted bf16 values need not be bf16 values)."""
+    return a.astype(bf16).astype(np.float32)
+
+
+def inputs(rng, shape):
+    """Rows with an offset and a scale, as in the residual stream; weights around 1."""
+    C = shape[-1]
+    x, w = rounded(randn(rng, *shape, scale=3.0) + 2.0), rounded(randn(rng, C, scale=0.5) + 1.0)
+    return x, w, randn(rng, C)
+
+
+def statistics(x):
+    mean = x.mean(-1)
+    rstd = 1.0 / np.sqrt(((x - mean[..., None]) ** 2).mean(-1) + cpu.LN_EPS)
+    return mean.astype(np.float32), rstd.astype(np.float32)
+
+
+def backward_case(rng, shape):
+    """(reference outputs, GPU outputs) of one backward from random prefills."""
+    x, w, _ = inputs(rng, shape)
+    mean, rstd = statistics(x)
+    norm = (x - mean[..., None]) * rstd[..., None]
+    dout = rounded(randn(rng, *shape) + 0.5 * norm + randn(rng, *shape[:-1], 1))
+    # prefills about the increments' size: dx ~ rstd * dout * w ~ 0.3, dweight and dbias
+    # (sums over N rows) ~ sqrt(N) or more
+    C, N = shape[-1], x.size // shape[-1]
+    dinp = randn(rng, *shape, scale=0.3)
+    dw, db = randn(rng, C, scale=np.sqrt(N)), randn(rng, C, scale=np.sqrt(N))
+    ref = [dinp.copy(), dw.copy(), db.copy()]
+    cpu.layernorm_backward(*ref, dout, x, w, mean, rstd)
+    ours = [gpu(dinp), gpu(dw), gpu(db)]
+    layernorm.layernorm_backward(*ours, gpu(dout), gpu(x), gpu(w), cp.asarray(mean),
+                                 cp.asarray(rstd))
+    return ref, ours
+
+
+# C = 1600 (GPT-2 1.5B): the last 256-channel chunk is partial, and the backward needs more
+# than the default 48 KiB of dynamic shared memory
+SHAPES = [(2, 64, 64), (4, 128, 768), (3, 1001, 768), (2, 64, 1600), (8, 1024, 768)]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_layernorm_forward_matches_cpu(rng, shape):
+    x, w, b = inputs(rng, shape)
+    ref = np.empty_like(x)
+    ref_mean, ref_rstd = np.empty(shape[:-1], np.float32), np.empty(shape[:-1], np.float32)
+    cpu.layernorm_forward(ref, ref_mean, ref_rstd, x, w, b)
+    out = poisoned(*shape)
+    mean, rstd = poisoned(*shape[:-1], dtype=np.float32), poisoned(*shape[:-1], dtype=np.float32)
+    layernorm.layernorm_forward(out, mean, rstd, gpu(x), gpu(w), gpu(b))
+    assert_close(host(out), ref, TOL, "out")
+    # fp32 statistics from the same bf16 inputs: only summation order differs
+    assert_close(cp.asnumpy(mean), ref_mean, 1e-5, "mean")
+    assert_close(cp.asnumpy(rstd), ref_rstd, 1e-5, "rstd")
+
+
+def test_layernorm_forward_takes_any_leading_shape(rng):
+    shape = (2, 3, 5, 128)   # e.g. (L, B, T, C) slices: rows are the flattened leading axes
+    x, w, b = inputs(rng, shape)
+    ref = np.empty_like(x)
+    ref_mean, ref_rstd = np.empty(shape[:-1], np.float32), np.empty(shape[:-1], np.float32)
+    cpu.layernorm_forward(ref, ref_mean, ref_rstd, x, w, b)
+    out = poisoned(*shape)
+    mean, rstd = poisoned(*shape[:-1], dtype=np.float32), poisoned(*shape[:-1], dtype=np.float32)
+    layernorm.layernorm_forward(out, mean, rstd, gpu(x), gpu(w), gpu(b))
+    assert_close(host(out), ref, TOL, "out")
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_layernorm_backward_matches_cpu_accumulating(rng, shape):
+    (ref_dinp, ref_dw, ref_db), (dinp, dw, db) = backward_case(rng, shape)
+    assert_close(host(dinp), ref_dinp, TOL, "dinp")
+    assert_close(host(dw), ref_dw, TOL, "dweight")
+    assert_close(host(db), ref_db, TOL, "dbias")
+
+
+def test_layernorm_backward_is_deterministic(rng):
+    shape = (8, 1024, 768)
+    x, w, _ = inputs(rng, shape)
+    mean, rstd = (cp.asarray(s) for s in statistics(x))
+    x, w, dout = gpu(x), gpu(w), gpu(randn(rng, *shape))
+    start = [gpu(randn(rng, *shape)), gpu(randn(rng, 768)), gpu(randn(rng, 768))]
+    results = []
+    for _ in range(2):
+        grads = [a.copy() for a in start]
+        layernorm.layernorm_backward(*grads, dout, x, w, mean, rstd)
+        results.append([cp.asnumpy(a).view(np.uint16) for a in grads])
+    for name, a, b in zip(("dinp", "dweight", "dbias"), *results):
+        assert np.array_equal(a, b), f"{name} differs between runs"
