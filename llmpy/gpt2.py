@@ -60,10 +60,13 @@ def carve(xp, specs, align=256):
 class GPT2:
     """A GPT-2 for micro-batches of up to B sequences of up to T tokens on one backend."""
 
-    def __init__(self, cfg, ops, B, T, params=None, seed=42):
+    def __init__(self, cfg, ops, B, T, params=None, seed=42, recompute=0):
         if T > cfg.max_seq_len:
             raise ValueError(f"T={T} is larger than the model's max_seq_len {cfg.max_seq_len}")
         self.cfg, self.ops, self.B, self.T = cfg, ops, B, T
+        # llm.c's -r: activations recomputed in the backward instead of kept for every layer,
+        # trading a little compute for memory (1: GELU output, 2: also the layernorm outputs)
+        self.recomputed = {0: set(), 1: {"fch_gelu"}, 2: {"fch_gelu", "ln1", "ln2"}}[recompute]
         xp = ops.xp
         shapes = param_shapes(cfg)
         n = num_parameters(cfg)
@@ -96,7 +99,7 @@ class GPT2:
         cfg, ops = self.cfg, self.ops
         L, C, NH, Vp = cfg.num_layers, cfg.channels, cfg.num_heads, cfg.padded_vocab_size
         a, f = ops.act_dtype, np.float32
-        return {
+        specs = {
             "encoded": ((B, T, C), a),                  # token + position embeddings
             "ln1": ((L, B, T, C), a), "ln1_mean": ((L, B, T), f), "ln1_rstd": ((L, B, T), f),
             "qkv": ((L, B, T, 3 * C), a),
@@ -114,6 +117,14 @@ class GPT2:
             "btc": ((B, T, C), a),
             "dresidual": ((B, T, C), a), "dbtc": ((B, T, C), a), "dbt4c": ((B, T, 4 * C), a),
         }
+        for name in self.recomputed:          # one slot, rewritten by every layer
+            shape, dtype = specs[name]
+            specs[name] = ((1,) + shape[1:], dtype)
+        return specs
+
+    def _layer(self, a, name, l):
+        """Layer l's view of a per-layer activation: its own, or the shared recomputed slot."""
+        return a[name][0 if name in self.recomputed else l]
 
     def acts(self, B, T):
         """Views of the activations for a (B, T) batch within the allocated one: each tensor
@@ -149,17 +160,18 @@ class GPT2:
         ops.encoder_forward(a["encoded"], self.inputs_bt, p["wte"], p["wpe"])
         residual = a["encoded"]
         for l in range(cfg.num_layers):
-            ops.layernorm_forward(a["ln1"][l], a["ln1_mean"][l], a["ln1_rstd"][l], residual,
+            ln1, ln2, fch_gelu = (self._layer(a, n, l) for n in ("ln1", "ln2", "fch_gelu"))
+            ops.layernorm_forward(ln1, a["ln1_mean"][l], a["ln1_rstd"][l], residual,
                                   p["ln1w"][l], p["ln1b"][l])
-            ops.matmul_forward(a["qkv"][l], a["ln1"][l], p["qkvw"][l], p["qkvb"][l])
+            ops.matmul_forward(a["qkv"][l], ln1, p["qkvw"][l], p["qkvb"][l])
             ops.attention_forward(a["atty"][l], a["att"][l], a["qkv"][l], NH)
             ops.matmul_forward(a["btc"], a["atty"][l], p["attprojw"][l], p["attprojb"][l])
             ops.residual_forward(a["residual2"][l], residual, a["btc"])
-            ops.layernorm_forward(a["ln2"][l], a["ln2_mean"][l], a["ln2_rstd"][l],
+            ops.layernorm_forward(ln2, a["ln2_mean"][l], a["ln2_rstd"][l],
                                   a["residual2"][l], p["ln2w"][l], p["ln2b"][l])
-            ops.matmul_forward(a["fch"][l], a["ln2"][l], p["fcw"][l], p["fcb"][l])
-            ops.gelu_forward(a["fch_gelu"][l], a["fch"][l])
-            ops.matmul_forward(a["btc"], a["fch_gelu"][l], p["fcprojw"][l], p["fcprojb"][l])
+            ops.matmul_forward(a["fch"][l], ln2, p["fcw"][l], p["fcb"][l])
+            ops.gelu_forward(fch_gelu, a["fch"][l])
+            ops.matmul_forward(a["btc"], fch_gelu, p["fcprojw"][l], p["fcprojb"][l])
             ops.residual_forward(a["residual3"][l], a["residual2"][l], a["btc"])
             residual = a["residual3"][l]
         ops.layernorm_forward(a["lnf"], a["lnf_mean"], a["lnf_rstd"], residual,
@@ -204,11 +216,17 @@ class GPT2:
                                a["lnf_mean"], a["lnf_rstd"])
         for l in reversed(range(cfg.num_layers)):
             residual = a["encoded"] if l == 0 else a["residual3"][l - 1]
+            ln1, ln2, fch_gelu = (self._layer(a, n, l) for n in ("ln1", "ln2", "fch_gelu"))
+            if "ln2" in self.recomputed:
+                ops.layernorm_forward(ln2, a["ln2_mean"][l], a["ln2_rstd"][l],
+                                      a["residual2"][l], p["ln2w"][l], p["ln2b"][l])
+            if "fch_gelu" in self.recomputed:
+                ops.gelu_forward(fch_gelu, a["fch"][l])
             # MLP branch: residual3 = residual2 + fcproj(gelu(fc(ln2(residual2))))
             ops.matmul_backward(dbt4c, g["fcprojw"][l], g["fcprojb"][l], dresidual,
-                                a["fch_gelu"][l], p["fcprojw"][l])
+                                fch_gelu, p["fcprojw"][l])
             ops.gelu_backward(dbt4c, a["fch"][l], dbt4c)
-            ops.matmul_backward(dbtc, g["fcw"][l], g["fcb"][l], dbt4c, a["ln2"][l], p["fcw"][l])
+            ops.matmul_backward(dbtc, g["fcw"][l], g["fcb"][l], dbt4c, ln2, p["fcw"][l])
             ops.layernorm_backward(dresidual, g["ln2w"][l], g["ln2b"][l], dbtc,
                                    a["residual2"][l], p["ln2w"][l], a["ln2_mean"][l],
                                    a["ln2_rstd"][l])
@@ -216,8 +234,10 @@ class GPT2:
             ops.matmul_backward(dbtc, g["attprojw"][l], g["attprojb"][l], dresidual,
                                 a["atty"][l], p["attprojw"][l])
             ops.attention_backward(dqkv, dbtc, a["qkv"][l], a["att"][l], NH)
-            ops.matmul_backward(dbtc, g["qkvw"][l], g["qkvb"][l], dqkv, a["ln1"][l],
-                                p["qkvw"][l])
+            if "ln1" in self.recomputed:
+                ops.layernorm_forward(ln1, a["ln1_mean"][l], a["ln1_rstd"][l], residual,
+                                      p["ln1w"][l], p["ln1b"][l])
+            ops.matmul_backward(dbtc, g["qkvw"][l], g["qkvb"][l], dqkv, ln1, p["qkvw"][l])
             ops.layernorm_backward(dresidual, g["ln1w"][l], g["ln1b"][l], dbtc, residual,
                                    p["ln1w"][l], a["ln1_mean"][l], a["ln1_rstd"][l])
         ops.encoder_backward(g["wte"], g["wpe"], dresidual, self.inputs_bt)

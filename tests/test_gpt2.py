@@ -139,3 +139,17 @@ def test_gradient_accumulation_equals_one_big_batch():
 def test_sequence_longer_than_max_seq_len_is_refused():
     with pytest.raises(ValueError, match="max_seq_len"):
         GPT2(TINY, cpu, 1, TINY.max_seq_len + 1)
+
+
+@pytest.mark.parametrize("recompute", [1, 2])
+def test_recompute_gives_the_same_gradients_with_less_activation_memory(recompute):
+    params = random_params(TINY, seed=17)
+    inputs, targets = random_batch(TINY, 2, 16, seed=18)
+    models = [GPT2(TINY, cpu, 2, 16, params=params, recompute=r) for r in (0, recompute)]
+    for model in models:
+        model.zero_grad()
+        model.forward(inputs, targets)
+        model.backward()
+    assert models[1].mean_loss() == models[0].mean_loss()
+    assert np.array_equal(models[1].grads_flat, models[0].grads_flat)
+    assert models[1].acts_bytes.nbytes < models[0].acts_bytes.nbytes
