@@ -8,10 +8,13 @@ import base64
 import functools
 import hashlib
 import os
+import struct
+import sys
 import tarfile
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import tiktoken
 
 from llmpy import LlmpyError
@@ -75,3 +78,75 @@ def _encoding(data):
     # into its own cache in /tmp; the format is the same: "<base64 token> <rank>" per line
     ranks = {base64.b64decode(tok): int(rank) for tok, rank in (line.split() for line in data.splitlines() if line)}
     return tiktoken.Encoding(name="gpt2", pat_str=GPT2_PAT, mergeable_ranks=ranks, special_tokens={"<|endoftext|>": EOT})
+
+
+# -----------------------------------------------------------------------------
+# llm.c's tokenizer file (gpt2_tokenizer.bin), which its C samplers decode tokens with:
+#     uint32[256] header: [0] 20240328, [1] version 2, [2] vocab size (50257), [3] EOT id (50256)
+#     then for each token id in order: uint8 length, then that many bytes (the token's raw bytes)
+# Version 1 (llm.c's first) has no [3]; its EOT is 50256.
+
+LLMC_TOKENIZER_MAGIC = 20240328
+LLMC_TOKENIZER_VERSION = 2
+
+
+def write_llmc_tokenizer(path, enc=None):
+    """Write llm.c's gpt2_tokenizer.bin for `enc` (default: GPT-2's) to path, atomically."""
+    enc = enc or get_tokenizer()
+    n = enc.n_vocab
+    header = np.zeros(256, dtype="<u4")
+    header[:4] = LLMC_TOKENIZER_MAGIC, LLMC_TOKENIZER_VERSION, n, enc.eot_token
+    parts = [header.tobytes()]
+    for i in range(n):
+        b = enc.decode_single_token_bytes(i)
+        if not 0 < len(b) < 256:
+            raise LlmpyError(f"token {i} is {len(b)} bytes; llm.c's tokenizer file holds 1..255")
+        parts += [struct.pack("<B", len(b)), b]
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    tmp.write_bytes(b"".join(parts))
+    os.replace(tmp, path)
+    return path
+
+
+def read_llmc_tokenizer(path):
+    """Read llm.c's tokenizer file (version 1 or 2). Returns (list of token bytes, EOT id)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise LlmpyError(f"{path}: cannot read llm.c tokenizer file: {e.strerror}") from None
+    if len(data) < 1024:
+        raise LlmpyError(f"{path}: {len(data)} bytes is shorter than the 1024-byte header of an llm.c tokenizer file")
+    header = np.frombuffer(data, dtype="<u4", count=256)
+    if header[0] != LLMC_TOKENIZER_MAGIC:
+        raise LlmpyError(f"{path}: not an llm.c tokenizer file (magic number {header[0]}, expected {LLMC_TOKENIZER_MAGIC})")
+    version, n = int(header[1]), int(header[2])
+    if version not in (1, 2):
+        raise LlmpyError(f"{path}: unsupported llm.c tokenizer file version {version} (supported: 1, 2)")
+    eot = int(header[3]) if version == 2 else EOT
+    tokens, pos = [], 1024
+    for i in range(n):
+        length = data[pos] if pos < len(data) else 0
+        if length == 0 or pos + 1 + length > len(data):
+            raise LlmpyError(f"{path}: token {i} of {n}: truncated or corrupt (zero length or past the end of the file)")
+        tokens.append(data[pos + 1:pos + 1 + length])
+        pos += 1 + length
+    if pos != len(data):
+        raise LlmpyError(f"{path}: {len(data) - pos} bytes after the last of {n} tokens; corrupt")
+    return tokens, eot
+
+
+def main(argv=None):
+    import argparse
+    p = argparse.ArgumentParser(prog="python -m llmpy.tokenizer",
+                                description="Write llm.c's gpt2_tokenizer.bin, with which llm.c's C code decodes tokens.")
+    p.add_argument("path", nargs="?", default="gpt2_tokenizer.bin", help="output file (default: gpt2_tokenizer.bin)")
+    args = p.parse_args(argv)
+    print(f"wrote {write_llmc_tokenizer(args.path)}")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except LlmpyError as e:
+        sys.exit(f"error: {e}")
