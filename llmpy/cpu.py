@@ -109,8 +109,9 @@ def matmul_backward(dinp, dweight, dbias, dout, inp, weight):
 # att (B,NH,T,T) = softmax(q k^T / sqrt(hs) with the future masked), saved for the backward;
 # out (B,T,C) = att @ v with heads concatenated.
 
-def attention_saved_shape(B, NH, T):
-    return (B, NH, T, T)
+def attention_saved(B, NH, T):
+    """Shape and dtype of what the forward keeps per layer for the backward."""
+    return (B, NH, T, T), np.float32
 
 
 def _split_heads(qkv, NH):
@@ -132,8 +133,9 @@ def attention_forward(out, att, qkv, NH):
     out[...] = (att @ v).transpose(0, 2, 1, 3).reshape(B, T, NH * hs)
 
 
-def attention_backward(dqkv, dout, qkv, att, NH):
-    """dqkv overwritten. Softmax backward: dpre = att * (datt - sum_j(datt * att))."""
+def attention_backward(dqkv, dout, qkv, out, att, NH):
+    """dqkv overwritten. Softmax backward: dpre = att * (datt - sum_j(datt * att)).
+    (out, the forward's output, is unused here: the GPU's flash attention needs it.)"""
     q, k, v, hs = _split_heads(qkv, NH)
     B, _, T, _ = q.shape
     dq, dk, dv = dqkv.reshape(B, T, 3, NH, hs).transpose(2, 0, 3, 1, 4)

@@ -99,11 +99,12 @@ class GPT2:
         cfg, ops = self.cfg, self.ops
         L, C, NH, Vp = cfg.num_layers, cfg.channels, cfg.num_heads, cfg.padded_vocab_size
         a, f = ops.act_dtype, np.float32
+        att_shape, att_dtype = ops.attention_saved(B, NH, T)     # the backend decides
         specs = {
             "encoded": ((B, T, C), a),                  # token + position embeddings
             "ln1": ((L, B, T, C), a), "ln1_mean": ((L, B, T), f), "ln1_rstd": ((L, B, T), f),
             "qkv": ((L, B, T, 3 * C), a),
-            "att": ((L,) + ops.attention_saved_shape(B, NH, T), a),
+            "att": ((L,) + att_shape, att_dtype),      # what attention keeps for its backward
             "atty": ((L, B, T, C), a),                  # attention output, heads concatenated
             "residual2": ((L, B, T, C), a),             # residual + attention branch
             "ln2": ((L, B, T, C), a), "ln2_mean": ((L, B, T), f), "ln2_rstd": ((L, B, T), f),
@@ -233,7 +234,7 @@ class GPT2:
             # attention branch: residual2 = residual + attproj(attention(qkv(ln1(residual))))
             ops.matmul_backward(dbtc, g["attprojw"][l], g["attprojb"][l], dresidual,
                                 a["atty"][l], p["attprojw"][l])
-            ops.attention_backward(dqkv, dbtc, a["qkv"][l], a["att"][l], NH)
+            ops.attention_backward(dqkv, dbtc, a["qkv"][l], a["atty"][l], a["att"][l], NH)
             if "ln1" in self.recomputed:
                 ops.layernorm_forward(ln1, a["ln1_mean"][l], a["ln1_rstd"][l], residual,
                                       p["ln1w"][l], p["ln1b"][l])

@@ -118,7 +118,7 @@ def torch_attention(qkv, NH):
 
 def test_attention_forward_is_causal_softmax_attention(rng):
     qkv = randn(rng, B, T, 3 * C)
-    out, att = poisoned(B, T, C), poisoned(*cpu.attention_saved_shape(B, NH, T))
+    out, att = poisoned(B, T, C), poisoned(*cpu.attention_saved(B, NH, T)[0])
     cpu.attention_forward(out, att, qkv, NH)
     assert_close(out, torch_attention(leaf(qkv), NH).detach(), TOL, "attention out")
     assert np.all(np.triu(att, k=1) == 0), "attention to the future"
@@ -127,13 +127,13 @@ def test_attention_forward_is_causal_softmax_attention(rng):
 
 def test_attention_backward_matches_autograd(rng):
     qkv = randn(rng, B, T, 3 * C)
-    out, att = np.empty((B, T, C), np.float32), np.empty(cpu.attention_saved_shape(B, NH, T), np.float32)
+    out, att = np.empty((B, T, C), np.float32), np.empty(cpu.attention_saved(B, NH, T)[0], np.float32)
     cpu.attention_forward(out, att, qkv, NH)
     qkvt = leaf(qkv)
     dout = randn(rng, B, T, C)
     torch_attention(qkvt, NH).backward(torch.from_numpy(dout).double())
     dqkv = poisoned(B, T, 3 * C)
-    cpu.attention_backward(dqkv, dout, qkv, att, NH)
+    cpu.attention_backward(dqkv, dout, qkv, out, att, NH)
     assert_close(dqkv, qkvt.grad, TOL, "dqkv")
 
 

@@ -1,0 +1,90 @@
+"""Flash attention (kernels/flash_attention.cu) against the NumPy reference, llmpy/cpu.py.
+
+Tolerance: inputs are bf16; inside, scores and probabilities are fp32 except that the
+probabilities (and dS) are rounded to bf16 as tensor-core operands, and outputs are stored in
+bf16: a few roundings of 2^-8 relative each, so 1e-2 of a tensor's scale for the output and
+2e-2 for the gradients, which pass through two such products. A wrong mask, scale or index
+gives errors of order 1.
+"""
+import math
+
+import cupy as cp
+import numpy as np
+import pytest
+
+from llmpy import cpu
+from llmpy.cuda import flash_attention as fa
+from tests.gpu.bf16 import gpu, host, poisoned, randn
+from tests.helpers import assert_close
+
+NH, HS = 3, 64
+C = NH * HS
+
+
+def reference(qkv, dout):
+    B, T, _ = qkv.shape
+    out = np.empty((B, T, C), np.float32)
+    att = np.empty(cpu.attention_saved(B, NH, T)[0], np.float32)
+    cpu.attention_forward(out, att, qkv, NH)
+    dqkv = np.empty_like(qkv)
+    cpu.attention_backward(dqkv, dout, qkv, out, att, NH)
+    return out, dqkv
+
+
+def run_forward(qkv):
+    B, T, _ = qkv.shape
+    out, lse = poisoned(B, T, C), poisoned(B, NH, T, dtype=np.float32)
+    fa.attention_forward(out, lse, gpu(qkv), NH)
+    return out, lse
+
+
+# T: a single tile, several tiles, a partial last tile, one token (the sampler's first step)
+@pytest.mark.parametrize("B, T", [(2, 64), (2, 256), (3, 100), (1, 1)])
+def test_forward_matches_numpy(rng, B, T):
+    qkv = randn(rng, B, T, 3 * C, scale=2.0)
+    out, _ = run_forward(qkv)
+    out_ref, _ = reference(qkv, np.zeros((B, T, C), np.float32))
+    assert_close(host(out), out_ref, 1e-2, "out")
+
+
+def test_forward_saves_the_log2_sum_exp_of_each_row(rng):
+    B, T = 2, 130
+    qkv = randn(rng, B, T, 3 * C)
+    _, lse = run_forward(qkv)
+    q, k, _ = qkv.reshape(B, T, 3, NH, HS).transpose(2, 0, 3, 1, 4).astype(np.float64)
+    scores = q @ k.transpose(0, 1, 3, 2) / math.sqrt(HS)
+    scores[:, :, np.triu(np.ones((T, T), bool), 1)] = -np.inf
+    expected = np.log2(np.exp(scores).sum(-1))
+    assert np.abs(cp.asnumpy(lse) - expected).max() < 1e-3
+
+
+@pytest.mark.parametrize("B, T", [(2, 64), (2, 256), (3, 100), (1, 1)])
+def test_backward_matches_numpy(rng, B, T):
+    qkv, dout = randn(rng, B, T, 3 * C, scale=2.0), randn(rng, B, T, C)
+    out, lse = run_forward(qkv)
+    _, dqkv_ref = reference(qkv, dout)
+    dqkv = poisoned(B, T, 3 * C)
+    fa.attention_backward(dqkv, gpu(dout), gpu(qkv), out, lse, NH)
+    got = host(dqkv).reshape(B, T, 3, C)
+    want = dqkv_ref.reshape(B, T, 3, C)
+    for i, name in enumerate(("dq", "dk", "dv")):
+        assert_close(got[:, :, i], want[:, :, i], 2e-2, name)
+
+
+def test_backward_is_deterministic(rng):
+    B, T = 2, 256
+    qkv, dout = gpu(randn(rng, B, T, 3 * C)), gpu(randn(rng, B, T, C))
+    out, lse = poisoned(B, T, C), poisoned(B, NH, T, dtype=np.float32)
+    fa.attention_forward(out, lse, qkv, NH)
+    results = []
+    for _ in range(2):
+        dqkv = poisoned(B, T, 3 * C)
+        fa.attention_backward(dqkv, dout, qkv, out, lse, NH)
+        results.append(cp.asnumpy(dqkv).view(np.uint16))
+    assert np.array_equal(*results)
+
+
+def test_other_head_sizes_are_refused():
+    qkv = cp.zeros((1, 8, 3 * 96), dtype=np.float32)
+    with pytest.raises(ValueError, match="head size"):
+        fa.attention_forward(None, None, qkv, 2)
