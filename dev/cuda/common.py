@@ -4,22 +4,22 @@ reference (llmpy/cpu.py), CUDA-event timing and the result table. Each script ru
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+DEV_DIR = Path(__file__).resolve().parent
+ROOT = DEV_DIR.parents[1]
 sys.path.insert(0, str(ROOT))   # dev/ is not a package: let the scripts import llmpy
 
 import cupy as cp          # noqa: E402
 import ml_dtypes           # noqa: E402
 import numpy as np         # noqa: E402
 
-from llmpy.cuda.runtime import OPTIONS, arch_option   # noqa: E402,F401
+from llmpy.cuda.runtime import module   # noqa: E402
 
 bf16 = ml_dtypes.bfloat16
 
 
 def dev_module(name):
     """dev/cuda/<name>.cu, the earlier versions of a family's kernels, built like kernels/."""
-    source = (ROOT / "dev" / "cuda" / f"{name}.cu").read_text()
-    return cp.RawModule(code=source, options=OPTIONS + (arch_option(),), backend="nvrtc")
+    return module(DEV_DIR / f"{name}.cu")
 
 
 def randn(rng, *shape, scale=1.0):

@@ -1,6 +1,7 @@
 """Loading and launching our CUDA kernels: kernels/<name>.cu compiled at run time by NVRTC
 through cupy.RawModule (options from llmpy/kernel_options.py), cached per file."""
 import functools
+from pathlib import Path
 
 import cupy as cp
 import numpy as np
@@ -14,10 +15,11 @@ def arch_option():
 
 
 @functools.cache
-def module(name):
-    """The compiled kernels/<name>.cu."""
-    source = (KERNEL_DIR / f"{name}.cu").read_text()
-    return cp.RawModule(code=source, options=OPTIONS + (arch_option(),), backend="nvrtc")
+def module(source):
+    """The compiled kernels/<source>.cu, or the .cu file at path `source` (dev/cuda's earlier
+    versions, built the same way)."""
+    path = source if isinstance(source, Path) else KERNEL_DIR / f"{source}.cu"
+    return cp.RawModule(code=path.read_text(), options=OPTIONS + (arch_option(),), backend="nvrtc")
 
 
 @functools.cache
