@@ -208,11 +208,40 @@ def write_done_marker(out_dir, step):
     open(os.path.join(out_dir, f"DONE_{step:08d}"), "wb").close()
 
 
-def latest_checkpoint_step(out_dir):
-    """The largest step with a DONE marker in out_dir, or None (also when out_dir does not exist)."""
+def complete_checkpoint_steps(out_dir):
+    """Steps of the complete checkpoints (those with a DONE marker) in out_dir, ascending;
+    [] when out_dir does not exist."""
     try:
         names = os.listdir(out_dir)
     except FileNotFoundError:
-        return None
-    steps = [int(m[1]) for m in map(re.compile(r"DONE_(\d+)").fullmatch, names) if m]
-    return max(steps, default=None)
+        return []
+    return sorted(int(m[1]) for m in map(re.compile(r"DONE_(\d+)").fullmatch, names) if m)
+
+
+def latest_checkpoint_step(out_dir):
+    """The largest step with a DONE marker in out_dir, or None (also when out_dir does not exist)."""
+    steps = complete_checkpoint_steps(out_dir)
+    return steps[-1] if steps else None
+
+
+def checkpoints_to_delete(steps, keep, major_every):
+    """llm.c's -nk/-nm policy: of the complete checkpoints `steps`, keep the newest `keep`
+    (keep <= 0: keep all) and every one whose step is a multiple of `major_every` (> 0);
+    return the others, ascending."""
+    if keep <= 0:
+        return []
+    newest = set(sorted(steps)[-keep:])
+    return [s for s in sorted(steps)
+            if s not in newest and not (major_every > 0 and s % major_every == 0)]
+
+
+def delete_checkpoint(out_dir, step):
+    """Remove checkpoint `step`: its DONE marker first (so it is never taken for a complete
+    one while its files go), then the model file and every rank's state file."""
+    done = os.path.join(out_dir, f"DONE_{step:08d}")
+    if os.path.exists(done):
+        os.remove(done)
+    prefix = f"state_{step:08d}_"
+    for name in os.listdir(out_dir):
+        if name == f"model_{step:08d}.bin" or (name.startswith(prefix) and name.endswith(".bin")):
+            os.remove(os.path.join(out_dir, name))

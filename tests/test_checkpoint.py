@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from llmpy import LlmpyError, checkpoint
-from llmpy.checkpoint import (bf16_to_fp32, checkpoint_paths, fp32_to_bf16, latest_checkpoint_step,
-                              read_model, read_state, write_done_marker, write_model, write_state)
+from llmpy.checkpoint import (bf16_to_fp32, checkpoint_paths, checkpoints_to_delete, complete_checkpoint_steps,
+                              delete_checkpoint, fp32_to_bf16, latest_checkpoint_step, read_model, read_state,
+                              write_done_marker, write_model, write_state)
 from llmpy.config import GPT2Config, num_parameters
 
 CFG = GPT2Config(max_seq_len=16, vocab_size=100, padded_vocab_size=128, num_layers=2, num_heads=2, channels=16)
@@ -255,3 +256,46 @@ def test_latest_checkpoint_step_ignores_steps_without_done_marker(tmp_path):
 def test_latest_checkpoint_step_is_none_without_any_checkpoint(tmp_path):
     assert latest_checkpoint_step(tmp_path) is None
     assert latest_checkpoint_step(tmp_path / "never-created") is None
+
+
+# -----------------------------------------------------------------------------
+# -nk / -nm: which checkpoints stay
+
+def test_keep_k_keeps_the_newest_k_checkpoints():
+    assert checkpoints_to_delete([2, 4, 6, 8, 10], keep=2, major_every=0) == [2, 4, 6]
+
+
+def test_major_checkpoints_are_never_deleted():
+    assert checkpoints_to_delete([2, 4, 6, 8, 10], keep=2, major_every=4) == [2, 6]
+
+
+def test_keep_zero_keeps_every_checkpoint():
+    assert checkpoints_to_delete([2, 4, 6], keep=0, major_every=0) == []
+
+
+def test_an_off_grid_last_step_counts_as_the_newest():
+    # -n 4 -x 10 writes 4, 8 and the last step, 10
+    assert checkpoints_to_delete([4, 8, 10], keep=1, major_every=0) == [4, 8]
+
+
+def fake_checkpoint(out_dir, step, ranks=1):
+    model_path, _ = checkpoint_paths(out_dir, step, rank=0)
+    open(model_path, "wb").close()
+    for rank in range(ranks):
+        open(checkpoint_paths(out_dir, step, rank=rank)[1], "wb").close()
+    write_done_marker(out_dir, step)
+
+
+def test_delete_checkpoint_removes_model_every_rank_state_and_done_marker(tmp_path):
+    fake_checkpoint(tmp_path, 5, ranks=3)
+    fake_checkpoint(tmp_path, 50)
+    delete_checkpoint(tmp_path, 5)
+    assert sorted(os.listdir(tmp_path)) == ["DONE_00000050", "model_00000050.bin", "state_00000050_00000.bin"]
+
+
+def test_complete_checkpoint_steps_are_those_with_a_done_marker_in_order(tmp_path):
+    for step in (30, 10, 20):
+        fake_checkpoint(tmp_path, step)
+    os.remove(tmp_path / "DONE_00000020")
+    assert complete_checkpoint_steps(tmp_path) == [10, 30]
+    assert complete_checkpoint_steps(tmp_path / "missing") == []
