@@ -1,0 +1,215 @@
+"""HellaSwag: the jsonl -> llm.c eval file (dev/data/hellaswag.py), the reader and the acc_norm
+scorer (llmpy/hellaswag.py), on tests/data/hellaswag_sample.jsonl: six examples in the official
+format, written for these tests, scored by a model whose choice is set by hand."""
+import json
+import math
+import shutil
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dev.data.hellaswag import read_jsonl, render, write_evalfile
+from llmpy import LlmpyError, cpu
+from llmpy.config import GPT2Config, param_shapes
+from llmpy.gpt2 import GPT2, init_params, split_flat
+from llmpy.hellaswag import check_fits, ending_losses, evaluate, rank_slice, read_evalfile
+from llmpy.tokenizer import get_tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "tests" / "data" / "hellaswag_sample.jsonl"
+BANANA = 25996          # " banana", the one token the chooser model likes
+SCORE = 5.0
+# in the sample, the ending full of " banana" is at these indices; the labels agree on 4 of 6
+FAVOURED = [0, 1, 2, 3, 1, 2]
+LABELS = [0, 1, 2, 0, 1, 3]
+CHOOSER = GPT2Config(max_seq_len=64, vocab_size=50257, padded_vocab_size=50304, num_layers=1,
+                     num_heads=1, channels=8)
+
+
+def chooser_params(favoured=(BANANA,), score=SCORE):
+    """A GPT-2 whose every position predicts the same distribution, logits = score for the
+    favoured tokens and 0 for all others: the final LayerNorm's weight is 0, so its output is
+    its bias e_0 whatever came before, and the tied LM head gives token v the logit wte[v, 0]."""
+    params = init_params(CHOOSER, seed=0)
+    p = split_flat(params, param_shapes(CHOOSER))
+    p["lnfw"][:] = 0.0
+    p["lnfb"][:] = 0.0
+    p["lnfb"][0] = 1.0
+    p["wte"][:, 0] = 0.0
+    p["wte"][list(favoured), 0] = score
+    return params
+
+
+def chooser(B=4, T=64):
+    return GPT2(CHOOSER, cpu, B, T, params=chooser_params())
+
+
+def log_sum_exp(k=1, score=SCORE):
+    return math.log(CHOOSER.vocab_size - k + k * math.exp(score))
+
+
+@pytest.fixture(scope="module")
+def evalfile(tmp_path_factory):
+    path = tmp_path_factory.mktemp("hs") / "hellaswag_val.bin"
+    r = subprocess.run([sys.executable, str(ROOT / "dev/data/hellaswag.py"), "--jsonl", str(SAMPLE),
+                        "--out", str(path)], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    return path
+
+
+# --- the jsonl and the eval file
+
+def test_sample_is_in_the_official_jsonl_format():
+    for line in SAMPLE.read_text().splitlines():
+        ex = json.loads(line)
+        assert set(ex) == {"ind", "activity_label", "ctx_a", "ctx_b", "ctx", "split", "split_type",
+                           "label", "endings", "source_id"}
+        assert ex["ctx"] == f"{ex['ctx_a']} {ex['ctx_b']}" and len(ex["endings"]) == 4
+
+
+def test_endings_are_tokenized_with_a_leading_space_after_the_context():
+    enc = get_tokenizer()
+    ctx, endings, label = render(("A man is sitting on a roof. he", ["is ripping level tiles off."] * 4, 3),
+                                 enc.encode_ordinary)
+    assert ctx == enc.encode_ordinary("A man is sitting on a roof. he")
+    assert endings[0] == enc.encode_ordinary(" is ripping level tiles off.") and label == 3
+
+
+def test_eval_file_bytes_are_llm_c_s_format(tmp_path):
+    write_evalfile(tmp_path / "e.bin", [([11, 12], [[21], [22, 23], [24], [25]], 2)])
+    # built by hand: 256 int32 header, then uint16 START, bytes, index, label, 4, ctx, endings
+    example = [65535, 0, 0, 2, 4, 2, 11, 12, 1, 21, 2, 22, 23, 1, 24, 1, 25]
+    example[1] = 2 * len(example)
+    expected = struct.pack("<256i", 20240522, 1, 1, example[1], *[0] * 252) + struct.pack(f"<{len(example)}H", *example)
+    assert (tmp_path / "e.bin").read_bytes() == expected
+
+
+def test_eval_file_round_trips_the_sample(evalfile):
+    enc = get_tokenizer()
+    examples = read_evalfile(evalfile)
+    assert [ex.index for ex in examples] == list(range(6)) and [ex.label for ex in examples] == LABELS
+    first = json.loads(SAMPLE.read_text().splitlines()[0])
+    assert examples[0].context == enc.encode_ordinary(first["ctx"])
+    assert examples[0].endings[1] == enc.encode_ordinary(" " + first["endings"][1])
+    for ex, favoured in zip(examples, FAVOURED):
+        assert [BANANA in e for e in ex.endings] == [i == favoured for i in range(4)]
+
+
+# --- scoring
+
+def test_accuracy_on_the_sample_is_exactly_four_of_six(evalfile):
+    assert evaluate(chooser(), read_evalfile(evalfile)) == (4, 6)
+
+
+def test_the_choice_is_by_mean_loss_over_the_ending_not_total_loss(evalfile):
+    # the favoured endings are the longest: by total loss a short ending would win every time
+    examples = read_evalfile(evalfile)
+    for ex, means in zip(examples, ending_losses(chooser(), examples)):
+        totals = [m * len(e) for m, e in zip(means, ex.endings)]
+        assert int(np.argmin(means)) == FAVOURED[ex.index]
+        assert int(np.argmin(totals)) != FAVOURED[ex.index]
+
+
+def test_ending_loss_is_the_mean_over_ending_tokens_only_with_the_context_masked():
+    from llmpy.hellaswag import Example
+    # the context is full of the favoured token: scored, it would lower every loss
+    ex = Example(0, 0, [BANANA] * 5, [[BANANA, 318], [318, 318, 318], [BANANA], [318]])
+    means = ending_losses(chooser(), [ex])[0]
+    lse = log_sum_exp()
+    assert means == pytest.approx([lse - SCORE / 2, lse, lse - SCORE, lse], abs=2e-5)
+
+
+@pytest.mark.parametrize("B", [1, 3, 4, 8])
+def test_any_micro_batch_gives_the_same_losses(evalfile, B):
+    examples = read_evalfile(evalfile)
+    reference = np.array(ending_losses(chooser(B=4), examples))
+    np.testing.assert_allclose(np.array(ending_losses(chooser(B=B), examples)), reference, atol=1e-5)
+
+
+def test_ties_go_to_the_first_ending():
+    from llmpy.hellaswag import Example
+    ex = Example(0, 0, [318], [[318], [318], [318], [318]])
+    assert evaluate(chooser(), [ex]) == (1, 1)
+
+
+def test_processes_split_the_examples_as_llm_c_and_their_counts_add_up(evalfile):
+    assert [rank_slice(10, r, 4) for r in range(4)] == [slice(0, 3), slice(3, 6), slice(6, 9), slice(9, 10)]
+    examples = read_evalfile(evalfile)
+    parts = [evaluate(chooser(), examples, rank=r, world=4) for r in range(4)]
+    assert tuple(map(sum, zip(*parts))) == (4, 6)
+
+
+def test_examples_longer_than_T_are_refused_naming_the_flag(evalfile):
+    with pytest.raises(LlmpyError, match="-t 8"):
+        check_fits(read_evalfile(evalfile), 8, 50257)
+
+
+def test_tokens_beyond_the_vocabulary_are_refused(evalfile):
+    with pytest.raises(LlmpyError, match="vocabulary of 97"):
+        check_fits(read_evalfile(evalfile), 64, 97)
+
+
+# --- bad eval files: one line naming the file and the fault
+
+def corrupt(evalfile, tmp_path, edit):
+    data = bytearray(evalfile.read_bytes())
+    edit(data)
+    path = tmp_path / "bad.bin"
+    path.write_bytes(bytes(data))
+    return path
+
+
+def set_u16(offset, value):
+    def edit(data):
+        data[1024 + 2 * offset:1024 + 2 * offset + 2] = struct.pack("<H", value)
+    return edit
+
+
+@pytest.mark.parametrize("edit, fault", [
+    (lambda d: d.__setitem__(slice(0, 4), struct.pack("<i", 7)), "bad magic 7"),
+    (lambda d: d.__setitem__(slice(4, 8), struct.pack("<i", 2)), "unsupported version 2"),
+    (lambda d: d.__delitem__(slice(len(d) - 10, len(d))), "example 5"),
+    (lambda d: d.__delitem__(slice(100, len(d))), "shorter than"),
+    (lambda d: d.extend(b"\0\0"), "after the last"),
+    (set_u16(0, 1234), "START_EXAMPLE"),
+    (set_u16(2, 3), "index 3"),
+    (set_u16(3, 4), "label 4"),
+    (set_u16(5, 200), "do not add up"),
+    (lambda d: d.__setitem__(slice(12, 16), struct.pack("<i", 9)), "longest example"),
+])
+def test_bad_eval_file_is_a_one_line_error(evalfile, tmp_path, edit, fault):
+    path = corrupt(evalfile, tmp_path, edit)
+    with pytest.raises(LlmpyError) as e:
+        read_evalfile(path)
+    assert fault in str(e.value) and str(path) in str(e.value) and "\n" not in str(e.value)
+
+
+# --- the jsonl: bad lines, and the download
+
+@pytest.mark.parametrize("line, fault", [
+    ("not json", "not a json object"),
+    ('{"ctx": "a", "endings": ["a", "b", "c", "d"]}', "ctx, endings and label"),
+    ('{"ctx": "a", "endings": ["a", "b", "c"], "label": 0}', "4 non-empty strings"),
+    ('{"ctx": "a", "endings": ["a", "b", "c", "d"], "label": 4}', "label must be 0..3"),
+    ('{"ctx": "", "endings": ["a", "b", "c", "d"], "label": 0}', "ctx must be"),
+])
+def test_bad_jsonl_line_is_an_error_naming_file_and_line(tmp_path, line, fault):
+    path = tmp_path / "h.jsonl"
+    path.write_text(SAMPLE.read_text().splitlines()[0] + "\n" + line + "\n")
+    with pytest.raises(LlmpyError, match=fault) as e:
+        read_jsonl(path)
+    assert f"{path}:2" in str(e.value)
+
+
+def test_offline_download_says_the_url_and_how_to_give_a_local_file(tmp_path):
+    url = "http://127.0.0.1:9/hellaswag_val.jsonl"     # nothing listens on the discard port
+    r = subprocess.run([sys.executable, str(ROOT / "dev/data/hellaswag.py"), "--url", url,
+                        "--out", str(tmp_path / "h.bin")], capture_output=True, text=True, cwd=ROOT)
+    err = r.stderr.strip()
+    assert r.returncode != 0 and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert url in err and "--jsonl" in err
+    assert list(tmp_path.iterdir()) == []          # no partial download left behind
