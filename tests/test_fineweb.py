@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from multiprocessing.pool import ThreadPool
 from pathlib import Path

@@ -5,7 +5,6 @@ Tolerance: our model is fp32, transformers runs in float64: 1e-5 of the logits' 
 tests/test_gpt2.py; a missing transpose or a wrong tensor gives errors of order 1.
 """
 import json
-import sys
 
 import numpy as np
 import pytest
