@@ -108,6 +108,14 @@ def test_bf16_safetensors_load_exactly(tmp_path):
     assert_close(our_logits(cfg, params, tokens(cfg)), hf_logits(exact, tokens(cfg)), 1e-5, "logits")
 
 
+def test_sharded_safetensors_load_through_their_index(tmp_path):
+    model = random_hf_model()
+    model.save_pretrained(tmp_path, max_shard_size="20KB")
+    assert (tmp_path / "model.safetensors.index.json").exists() and not (tmp_path / "model.safetensors").exists()
+    cfg, params = load_hf_gpt2(tmp_path)
+    assert_close(our_logits(cfg, params, tokens(cfg)), hf_logits(model, tokens(cfg)), 1e-5, "logits")
+
+
 def test_named_model_loads_from_the_hub_cache_refs_main_snapshot(tmp_path, monkeypatch, tiny_gpt2_name):
     model = random_hf_model()
     save_like_openai(model, hub_snapshot(tmp_path / "hub"))
