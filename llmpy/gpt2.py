@@ -10,6 +10,7 @@ import math
 import numpy as np
 
 from llmpy.config import PARAM_NAMES, num_parameters, param_shapes
+from llmpy.distributed import Comm
 
 # parameters that get weight decay: the 2-D matrices (llm.c's train_gpt2.cu and nanoGPT)
 DECAYED = {"wte", "wpe", "qkvw", "attprojw", "fcw", "fcprojw"}
@@ -60,35 +61,56 @@ def carve(xp, specs, align=256):
 class GPT2:
     """A GPT-2 for micro-batches of up to B sequences of up to T tokens on one backend."""
 
-    def __init__(self, cfg, ops, B, T, params=None, seed=42, recompute=0):
+    def __init__(self, cfg, ops, B, T, params=None, seed=42, recompute=0, comm=None, zero=0):
         if T > cfg.max_seq_len:
             raise ValueError(f"T={T} is larger than the model's max_seq_len {cfg.max_seq_len}")
         self.cfg, self.ops, self.B, self.T = cfg, ops, B, T
         # llm.c's -r: activations recomputed in the backward instead of kept for every layer,
         # trading a little compute for memory (1: GELU output, 2: also the layernorm outputs)
         self.recomputed = {0: set(), 1: {"fch_gelu"}, 2: {"fch_gelu", "ln1", "ln2"}}[recompute]
+        # data parallel over comm's ranks; ZeRO-1 (zero=1) shards AdamW's m, v and the master
+        # weights: each rank updates one slice of the flat buffer, then all gather the params
+        self.comm, self.zero = comm or Comm(ops), zero
         xp = ops.xp
         shapes = param_shapes(cfg)
         n = num_parameters(cfg)
         if params is None:
             params = init_params(cfg, seed)
+        # padded so that every rank's shard is the same size and starts 16-byte aligned
+        padded = -(-n // (8 * self.comm.world)) * 8 * self.comm.world if zero else n
+        flat = np.zeros(padded, dtype=np.float32)
+        flat[:n] = params
+        self.params_flat = ops.to_device(flat.astype(ops.param_dtype))
+        self.grads_flat = xp.zeros(padded, dtype=ops.param_dtype)
+        self.params = split_flat(self.params_flat, shapes)
+        self.grads = split_flat(self.grads_flat, shapes)
+        # the optimizer's slice of the flat buffer: all of it, or this rank's shard
+        size = padded // self.comm.world if zero else n
+        self.shard_start = self.comm.rank * size if zero else 0
+        self.m_flat = xp.zeros(size, dtype=np.float32)
+        self.v_flat = xp.zeros(size, dtype=np.float32)
         # fp32 master weights exist only where params are stored in lower precision
         self.master = None
         if np.dtype(ops.param_dtype) != np.float32:
-            self.master = ops.to_device(params.astype(np.float32))
-        self.params_flat = ops.to_device(params.astype(ops.param_dtype))
-        self.grads_flat = xp.zeros(n, dtype=ops.param_dtype)
-        self.m_flat = xp.zeros(n, dtype=np.float32)
-        self.v_flat = xp.zeros(n, dtype=np.float32)
-        self.params = split_flat(self.params_flat, shapes)
-        self.grads = split_flat(self.grads_flat, shapes)
-        self.m, self.v = split_flat(self.m_flat, shapes), split_flat(self.v_flat, shapes)
-        self.master_views = split_flat(self.master, shapes) if self.master is not None else None
+            self.master = ops.to_device(flat[self.shard_start:self.shard_start + size])
+        self._update_slices = self._slices(shapes, self.shard_start, self.shard_start + size)
         self.step = 0           # AdamW steps taken (its bias correction needs it)
         self.acts_bytes, self._acts_full = carve(xp, self._act_specs(B, T))
         self._acts_cache = {}
         self.inputs = xp.zeros((B, T), dtype=np.int32)
         self.targets = xp.zeros((B, T), dtype=np.int32)
+
+    @staticmethod
+    def _slices(shapes, lo, hi):
+        """(tensor index, name, start, end) of each tensor's part within [lo, hi) of the flat
+        buffer: the pieces AdamW updates, each with its tensor's weight decay."""
+        slices, offset = [], 0
+        for i, (name, shape) in enumerate(shapes.items()):
+            start, end = max(lo, offset), min(hi, offset + math.prod(shape))
+            if start < end:
+                slices.append((i, name, start, end))
+            offset += math.prod(shape)
+        return slices
 
     # ------------------------------------------------------------------------------------------
     # activations
@@ -246,25 +268,42 @@ class GPT2:
     # ------------------------------------------------------------------------------------------
     # update
 
+    def reduce_gradients(self):
+        """Average the gradients over the ranks (all of them, or with ZeRO-1 each rank's
+        shard); a no-op in a single process."""
+        if self.zero:
+            self.comm.reduce_scatter_mean(self.grads_flat)
+        else:
+            self.comm.all_reduce_mean(self.grads_flat)
+
     def grad_norm(self):
+        """Global gradient norm, after reduce_gradients(); with ZeRO-1 each rank holds one
+        shard of the gradient, so the squares are summed over the ranks."""
+        if self.zero:
+            return math.sqrt(self.comm.sum(self.ops.global_norm_squared(self.comm.shard(self.grads_flat))))
         return math.sqrt(self.ops.global_norm_squared(self.grads_flat))
 
     def update(self, lr, beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.0, grad_clip=1.0,
                seed=0):
-        """One AdamW step on every tensor, gradients clipped to global norm grad_clip
-        (grad_clip <= 0: no clipping); `seed` varies the stochastic rounding of bf16 params
-        between runs. Returns the gradient norm before clipping."""
+        """One AdamW step, gradients clipped to global norm grad_clip (grad_clip <= 0: no
+        clipping); `seed` varies the stochastic rounding of bf16 params between runs. With
+        ZeRO-1 each rank updates its shard, then the params are gathered on every rank.
+        Returns the gradient norm before clipping."""
         norm = self.grad_norm()
         grad_scale = grad_clip / norm if 0 < grad_clip < norm else 1.0
         self.step += 1
-        for i, name in enumerate(PARAM_NAMES):
+        for i, name, start, end in self._update_slices:
             wd = weight_decay if name in DECAYED else 0.0
-            master = self.master_views[name] if self.master_views else None
-            # stochastic rounding draws fresh random bits for every step and tensor
-            tensor_seed = np.uint32((seed * 7919 + self.step * len(PARAM_NAMES) + i) % 2**32)
-            self.ops.adamw_update(self.params[name], self.grads[name], self.m[name], self.v[name],
-                                  master, lr, beta1, beta2, eps, wd, self.step, grad_scale,
-                                  tensor_seed)
+            lo, hi = start - self.shard_start, end - self.shard_start
+            master = self.master[lo:hi] if self.master is not None else None
+            # stochastic rounding draws fresh random bits for every step, tensor and slice
+            piece_seed = np.uint32((seed * 7919 + self.step * len(PARAM_NAMES) + i
+                                    + start * 2654435761) % 2**32)
+            self.ops.adamw_update(self.params_flat[start:end], self.grads_flat[start:end],
+                                  self.m_flat[lo:hi], self.v_flat[lo:hi], master, lr, beta1,
+                                  beta2, eps, wd, self.step, grad_scale, piece_seed)
+        if self.zero:
+            self.comm.all_gather(self.params_flat)
         return norm
 
     def memory_report(self):
@@ -277,6 +316,14 @@ class GPT2:
         return sizes
 
     def params_fp32(self):
-        """The weights as a host fp32 flat array: the master copy where there is one."""
-        source = self.master if self.master is not None else self.params_flat
-        return self.ops.to_host(source).astype(np.float32)
+        """The weights as a host fp32 flat array: the master copy where there is one (with
+        ZeRO-1 gathered from every rank's shard: then every rank must call this)."""
+        n = num_parameters(self.cfg)
+        if self.master is None:
+            return self.ops.to_host(self.params_flat[:n]).astype(np.float32)
+        if not self.zero:
+            return self.ops.to_host(self.master).astype(np.float32)
+        full = self.ops.xp.zeros(self.params_flat.size, dtype=np.float32)
+        self.comm.shard(full)[...] = self.master
+        self.comm.all_gather(full)
+        return self.ops.to_host(full[:n])

@@ -1,0 +1,122 @@
+"""Data parallel training across processes, one per GPU (or per CPU process): mpi4py gives the
+rank and world size (mpirun, srun or a hostfile across nodes) and carries small host values;
+the flat gradient and parameter buffers go through NCCL on the GPU (cupy.cuda.nccl, its unique
+id broadcast over MPI) and through MPI's own collectives on the CPU.
+
+A run started without MPI, or by mpirun with one process, gets a Comm of world size 1 whose
+collectives do nothing, so the training code has one path.
+"""
+import os
+
+import numpy as np
+
+# set by mpirun (Open MPI, MPICH/Hydra, Intel MPI) or srun: the signs that we run under MPI
+_LAUNCHER_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "SLURM_NTASKS")
+
+
+class Comm:
+    """One process's view of the group. Buffers are flat, contiguous, and for the sharded ops
+    (ZeRO-1) a multiple of world * 8 elements long, so each rank's shard is an equal, 16-byte
+    aligned slice: shard(buf) = buf[rank * n / world : (rank + 1) * n / world]."""
+
+    def __init__(self, ops, mpi_comm=None):
+        self.ops, self.mpi = ops, mpi_comm
+        self.rank = mpi_comm.Get_rank() if mpi_comm else 0
+        self.world = mpi_comm.Get_size() if mpi_comm else 1
+        self.local_rank = 0
+        self.nccl = None
+        if mpi_comm is not None:
+            from mpi4py import MPI
+            self.local_rank = mpi_comm.Split_type(MPI.COMM_TYPE_SHARED).Get_rank()
+            if ops.name == "cuda":
+                self._init_nccl()
+
+    def _init_nccl(self):
+        import cupy as cp
+        from cupy.cuda import nccl
+        cp.cuda.Device(self.local_rank).use()      # one GPU per process on each node
+        uid = nccl.get_unique_id() if self.rank == 0 else None
+        uid = self.mpi.bcast(uid, root=0)
+        self.nccl = nccl.NcclCommunicator(self.world, uid, self.rank)
+
+    # -- host values (losses, norms) -----------------------------------------------------------
+
+    def sum(self, x):
+        """Sum of a Python float over the ranks."""
+        return self.mpi.allreduce(float(x)) if self.mpi else float(x)
+
+    def barrier(self):
+        if self.mpi:
+            self.mpi.Barrier()
+
+    # -- flat device buffers -------------------------------------------------------------------
+
+    def shard(self, buf):
+        n = buf.size // self.world
+        return buf[self.rank * n:(self.rank + 1) * n]
+
+    def all_reduce_mean(self, buf):
+        """buf <- the mean of buf over the ranks, in place."""
+        if self.world == 1:
+            return
+        if self.nccl:
+            self._nccl("allReduce", buf, buf, buf.size, _nccl_op("NCCL_AVG", 4))
+        else:
+            from mpi4py import MPI
+            self.mpi.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+            buf /= self.world
+
+    def reduce_scatter_mean(self, buf):
+        """This rank's shard of buf <- the mean over the ranks of that shard (ZeRO-1's gradient
+        reduction); the rest of buf is left undefined."""
+        if self.world == 1:
+            return
+        mine = self.shard(buf)
+        if self.nccl:     # in place: NCCL reads all of buf and writes this rank's slice of it
+            self._nccl("reduceScatter", buf, mine, mine.size, _nccl_op("NCCL_AVG", 4))
+        else:
+            from mpi4py import MPI
+            out = np.empty_like(mine)
+            self.mpi.Reduce_scatter_block(buf, out, op=MPI.SUM)
+            np.divide(out, self.world, out=mine)
+
+    def all_gather(self, buf):
+        """Every rank's shard of buf, gathered into all of buf on every rank (ZeRO-1's params)."""
+        if self.world == 1:
+            return
+        mine = self.shard(buf)
+        if self.nccl:
+            self._nccl("allGather", mine, buf, mine.size, None)
+        else:
+            from mpi4py import MPI
+            self.mpi.Allgather(MPI.IN_PLACE, buf)
+
+    def _nccl(self, name, send, recv, count, op):
+        import cupy as cp
+        stream = cp.cuda.get_current_stream().ptr
+        args = (send.data.ptr, recv.data.ptr, count, _nccl_dtype(send.dtype))
+        getattr(self.nccl, name)(*args, *((op,) if op is not None else ()), stream)
+
+
+def _nccl_op(name, value):
+    from cupy.cuda import nccl
+    return getattr(nccl, name, value)
+
+
+def _nccl_dtype(dtype):
+    from cupy.cuda import nccl
+    if np.dtype(dtype) == np.float32:
+        return nccl.NCCL_FLOAT32
+    if np.dtype(dtype).name == "bfloat16":
+        return getattr(nccl, "NCCL_BFLOAT16", 9)     # ncclBfloat16 in nccl.h
+    raise ValueError(f"no NCCL type for {dtype}")
+
+
+def init(ops):
+    """The Comm of this process: over MPI's world when started by an MPI launcher with more
+    than one process (then each process takes the GPU of its rank within its node)."""
+    if not any(v in os.environ for v in _LAUNCHER_VARS):
+        return Comm(ops)      # no launcher: don't even import MPI
+    from mpi4py import MPI
+    world = MPI.COMM_WORLD
+    return Comm(ops, world if world.Get_size() > 1 else None)
