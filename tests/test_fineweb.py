@@ -11,11 +11,9 @@ from multiprocessing.pool import ThreadPool
 from pathlib import Path
 
 import numpy as np
-import pytest
-
-pytest.importorskip("datasets")
-pa = pytest.importorskip("pyarrow")
+import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from dev.data import data_common, fineweb, tinystories
 from llmpy import LlmpyError

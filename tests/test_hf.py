@@ -8,10 +8,8 @@ import json
 
 import numpy as np
 import pytest
-
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
-pytest.importorskip("safetensors")
+import torch
+import transformers
 
 from dev.eval import export_hf as export_script
 from llmpy import LlmpyError, cpu, hf
