@@ -7,23 +7,27 @@
 Flags are llm.c's (train_gpt2.cu) where they apply; run with --help for the list.
 """
 import argparse
+import math
 import os
 import sys
 import time
 
 import numpy as np
 
-from llmpy import LlmpyError, backends
-from llmpy.checkpoint import (checkpoint_paths, latest_checkpoint_step, read_model, read_state,
+from llmpy import LlmpyError, backends, hellaswag
+from llmpy.autofit import AUTO_START_B, advice, auto_start_B, fit, is_out_of_memory, release_memory
+from llmpy.checkpoint import (checkpoint_paths, checkpoints_to_delete, complete_checkpoint_steps,
+                              delete_checkpoint, latest_checkpoint_step, read_model, read_state,
                               write_done_marker, write_model, write_state)
 from llmpy.config import DESCRIPTORS, from_descriptor
 from llmpy.dataloader import DataLoader
 from llmpy.gpt2 import GPT2, init_params
-from llmpy.logger import Logger
+from llmpy.logger import Logger, format_eta
 from llmpy.mfu import mfu
-from llmpy.sampler import generate
+from llmpy.outlier import OutlierDetector
+from llmpy.sampler import generate, prompt_tokens
 from llmpy.schedulers import SCHEDULES, learning_rate
-from llmpy.tokenizer import EOT, get_tokenizer
+from llmpy.tokenizer import get_tokenizer
 
 DATA = "dev/data/shakespeare"
 
@@ -33,36 +37,99 @@ class Parser(argparse.ArgumentParser):
         sys.exit(f"{self.prog}: error: {message} (see --help)")
 
 
+def batch_size(text):
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: an integer or auto") from None
+
+
 def parse_args(argv):
     p = Parser(prog="train_gpt2.py", add_help=False, allow_abbrev=False,
                description="Train GPT-2 with llmpy (llm.c's flags).")
     p.add_argument("--help", action="help", help="show this help and exit")
     arg = p.add_argument
+    # files
     arg("-i", dest="train_data", default=f"{DATA}/shakespeare_train.bin", help="train token shards (glob)")
     arg("-j", dest="val_data", default=f"{DATA}/shakespeare_val.bin", help="val token shards (glob)")
     arg("-e", dest="model", default="d12", help="llm.c model file, or a descriptor for a fresh model: "
         + ", ".join(DESCRIPTORS))
     arg("-o", dest="out_dir", default=None, help="output folder: main.log and checkpoints")
-    arg("-b", dest="B", type=int, default=4, help="micro-batch size (sequences per step per process)")
+    # checkpoints
+    arg("-n", dest="checkpoint_every", type=int, default=0, help="write a checkpoint every N steps (needs -o)")
+    arg("-nk", dest="checkpoints_keep", type=int, default=0,
+        help="keep only the newest K checkpoints, deleting older ones (0: keep all)")
+    arg("-nm", dest="major_every", type=int, default=0,
+        help="checkpoints at multiples of M steps are major: -nk never deletes them (0: none)")
+    arg("-y", dest="resume", type=int, default=0, choices=(0, 1),
+        help="1: resume from the newest complete checkpoint in -o (start fresh if there is none)")
+    # batch
+    arg("-b", dest="B", type=batch_size, default=4,
+        help="micro-batch size (sequences per step per process), or auto: the largest that fits")
     arg("-t", dest="T", type=int, default=1024, help="sequence length")
     arg("-d", dest="total_batch", type=int, default=-1,
         help="total batch in tokens; gradients accumulate to reach it (-1: B*T)")
     arg("-x", dest="max_steps", type=int, default=-1, help="steps to train (-1: one epoch of the train data)")
+    # optimization
+    arg("-k", dest="schedule", default="cosine", choices=SCHEDULES, help="learning-rate schedule")
     arg("-l", dest="lr", type=float, default=3e-4, help="peak learning rate")
     arg("-u", dest="warmup", type=int, default=0, help="learning-rate warmup steps")
     arg("-q", dest="final_lr_frac", type=float, default=1.0, help="final learning rate as a fraction of -l")
-    arg("-k", dest="schedule", default="cosine", choices=SCHEDULES, help="learning-rate schedule")
     arg("-c", dest="weight_decay", type=float, default=0.0, help="AdamW weight decay (2-D weights only)")
-    arg("-v", dest="val_every", type=int, default=20, help="val loss every N steps (0: never)")
+    arg("-sl", dest="skip_lossz", type=float, default=0.0,
+        help="skip the update when the loss's z-score over the last 64 steps exceeds this (0: off)")
+    arg("-sg", dest="skip_gradz", type=float, default=0.0,
+        help="skip the update when the grad norm's z-score over the last 64 steps exceeds this (0: off)")
+    arg("-r", dest="recompute", type=int, default=0, choices=(0, 1, 2),
+        help="recompute in the backward to save memory: 0 none, 1 GELU, 2 GELU and LayerNorm")
+    # evaluation
+    arg("-v", dest="val_every", type=int, default=20, help="val loss (and -h 1 HellaSwag) every N steps (0: never)")
     arg("-m", dest="val_batches", type=int, default=20, help="val batches per evaluation (-1: all)")
+    arg("-h", dest="hellaswag", type=int, default=0, choices=(0, 1), help="1: HellaSwag accuracy every -v steps")
+    arg("--hellaswag", dest="hellaswag_file", default=hellaswag.DEFAULT_PATH,
+        help="HellaSwag eval file (made by dev/data/hellaswag.py)")
     arg("-s", dest="sample_every", type=int, default=20, help="sample every N steps (0: never)")
     arg("-g", dest="gen_tokens", type=int, default=64, help="tokens to sample")
+    arg("--prompt", default=None, help="sample continuations of this text (default: from <|endoftext|>)")
+    arg("--temperature", type=float, default=1.0, help="sampling temperature")
+    arg("--top_k", type=int, default=0, help="sample from the K most likely tokens only (0: all)")
+    # debugging, device
     arg("-a", dest="overfit", type=int, default=0, choices=(0, 1), help="1: overfit a single batch")
-    arg("-n", dest="checkpoint_every", type=int, default=0, help="write a checkpoint every N steps (needs -o)")
-    arg("-y", dest="resume", type=int, default=0, choices=(0, 1), help="1: resume from the newest checkpoint in -o")
     arg("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to train")
     arg("--seed", type=int, default=42, help="seed for a fresh model's weights and for sampling")
     return p.parse_args(argv)
+
+
+def check_args(args):
+    """Values argparse cannot check by itself: one line naming the flag."""
+    rules = [
+        (args.B == "auto" or args.B >= 1, f"-b {args.B}: the micro-batch must be positive, or auto"),
+        (args.T >= 1, f"-t {args.T}: the sequence length must be positive"),
+        (args.total_batch == -1 or args.total_batch >= 1, f"-d {args.total_batch}: must be positive, or -1"),
+        (args.max_steps == -1 or args.max_steps >= 1, f"-x {args.max_steps}: must be positive, or -1 for one epoch"),
+        (args.lr >= 0, f"-l {args.lr}: the learning rate cannot be negative"),
+        (args.warmup >= 0, f"-u {args.warmup}: warmup steps cannot be negative"),
+        (args.final_lr_frac >= 0, f"-q {args.final_lr_frac}: the final lr fraction cannot be negative"),
+        (args.weight_decay >= 0, f"-c {args.weight_decay}: weight decay cannot be negative"),
+        (args.skip_lossz >= 0, f"-sl {args.skip_lossz}: a z-score threshold is positive (0: off)"),
+        (args.skip_gradz >= 0, f"-sg {args.skip_gradz}: a z-score threshold is positive (0: off)"),
+        (args.checkpoint_every >= 0, f"-n {args.checkpoint_every}: cannot be negative"),
+        (args.checkpoints_keep >= 0, f"-nk {args.checkpoints_keep}: cannot be negative"),
+        (args.major_every >= 0, f"-nm {args.major_every}: cannot be negative"),
+        (args.val_every >= 0, f"-v {args.val_every}: cannot be negative (0: never)"),
+        (args.val_batches == -1 or args.val_batches >= 1, f"-m {args.val_batches}: must be positive, or -1 for all"),
+        (args.sample_every >= 0, f"-s {args.sample_every}: cannot be negative (0: never)"),
+        (args.gen_tokens >= 1, f"-g {args.gen_tokens}: must sample at least one token"),
+        (args.temperature > 0, f"--temperature {args.temperature}: must be positive"),
+        (args.top_k >= 0, f"--top_k {args.top_k}: cannot be negative (0: all tokens)"),
+        (args.prompt is None or args.sample_every > 0, "--prompt needs sampling: -s must be positive"),
+        (args.checkpoint_every == 0 and not args.resume or args.out_dir, "-n and -y need an output folder -o"),
+    ]
+    for ok, message in rules:
+        if not ok:
+            raise LlmpyError(message)
 
 
 def load_model_params(spec):
@@ -74,50 +141,99 @@ def load_model_params(spec):
     return read_model(spec)
 
 
-def check_sizes(args, cfg, world=1):
-    if args.B < 1 or args.T < 1:
-        raise LlmpyError(f"-b {args.B} -t {args.T}: batch size and sequence length must be positive")
+def batch_sizes(args, cfg, world=1, resume_B=None):
+    """(first micro-batch B to try, total batch in tokens). With -b auto, the total batch is -d,
+    or AUTO_START_B sequences per process without it; B starts at the checkpoint's when resuming."""
     if args.T > cfg.max_seq_len:
         raise LlmpyError(f"-t {args.T} is larger than the model's max sequence length {cfg.max_seq_len}")
+    if args.B == "auto":
+        rows_unit = args.T * world
+        if args.total_batch > 0 and args.total_batch % rows_unit:
+            raise LlmpyError(f"-d {args.total_batch} is not a multiple of T*processes = {args.T}*{world} = {rows_unit}")
+        rows = args.total_batch // rows_unit if args.total_batch > 0 else AUTO_START_B
+        B = resume_B if resume_B and rows % resume_B == 0 else auto_start_B(rows)
+        return B, rows * rows_unit
     micro = args.B * args.T * world
     total = args.total_batch if args.total_batch > 0 else micro
     if total % micro:
         raise LlmpyError(f"-d {total} is not a multiple of B*T*processes = {args.B}*{args.T}*{world} = {micro}")
-    if (args.checkpoint_every > 0 or args.resume) and not args.out_dir:
-        raise LlmpyError("-n and -y need an output folder -o")
-    return total, total // micro
+    return args.B, total
 
 
-def save_checkpoint(out_dir, step, model, loader, rng):
-    model_path, state_path = checkpoint_paths(out_dir, step, rank=0)
-    write_model(model_path, model.cfg, model.params_fp32())
+def build_model(args, cfg, ops, params, B):
+    """The model at micro-batch B; with -b auto, the largest that fits (see llmpy/autofit.py).
+    Returns (model, B, recompute)."""
+    def build(b, recompute):
+        model = GPT2(cfg, ops, b, args.T, params=params, recompute=recompute)
+        if args.B == "auto":      # one forward/backward at full size finds what the first step needs
+            zeros = np.zeros((b, args.T), dtype=np.int32)
+            model.forward(zeros, zeros)
+            model.backward()
+            model.grad_norm()
+            model.zero_grad()
+            ops.synchronize()
+        return model
+    if args.B != "auto":
+        return build(B, args.recompute), B, args.recompute
+    model, B, recompute = fit(build, B, args.recompute, release=lambda: release_memory(ops))
+    print(f"-b auto: chose B={B} -r {recompute}")
+    return model, B, recompute
+
+
+# --------------------------------------------------------------------------------------------
+# checkpoints
+
+def save_checkpoint(out_dir, step, model, loader, rng, extra, rank=0):
+    """llm.c's checkpoint: the model file (the weights as the model holds them: bf16 on a GPU,
+    fp32 master weights, AdamW m, v and the rest in the state file), then DONE_<step>."""
+    model_path, state_path = checkpoint_paths(out_dir, step, rank=rank)
+    if rank == 0:
+        if model.master is None:
+            write_model(model_path, model.cfg, model.params_fp32())
+        else:                     # the bf16 weights themselves, exactly (the master is in the state)
+            params = model.ops.to_host(model.params_flat).astype(np.float32)
+            write_model(model_path, model.cfg, params, dtype="bf16")
     master = None if model.master is None else model.ops.to_host(model.master)
     write_state(state_path, step=step, m=model.ops.to_host(model.m_flat),
                 v=model.ops.to_host(model.v_flat), master=master,
-                rng_state=rng.bit_generator.state, loader_state=loader.state(),
-                extra={"B": model.B, "T": model.T})
-    write_done_marker(out_dir, step)
+                rng_state=rng.bit_generator.state, loader_state=loader.state(), extra=extra)
+    # with several processes, a barrier goes here: DONE only once every rank has written
+    if rank == 0:
+        write_done_marker(out_dir, step)
     print(f"checkpoint written: {model_path}")
 
 
-def resume_checkpoint(out_dir, model, loader, rng):
-    step = latest_checkpoint_step(out_dir)
-    if step is None:
-        raise LlmpyError(f"-y 1: no complete checkpoint (DONE_<step> marker) in {out_dir}")
-    _, state_path = checkpoint_paths(out_dir, step, rank=0)
-    state = read_state(state_path)
-    if state["extra"] != {"B": model.B, "T": model.T}:
-        raise LlmpyError(f"-y 1: {state_path} was written with {state['extra']}, this run has B={model.B} T={model.T}")
-    model.m_flat[...] = model.ops.to_device(state["m"])
-    model.v_flat[...] = model.ops.to_device(state["v"])
-    if model.master is not None:
-        model.master[...] = model.ops.to_device(state["master"])
+def prune_checkpoints(out_dir, keep, major_every):
+    for step in checkpoints_to_delete(complete_checkpoint_steps(out_dir), keep, major_every):
+        delete_checkpoint(out_dir, step)
+        print(f"checkpoint deleted: step {step} (-nk {keep}{f' -nm {major_every}' if major_every else ''})")
+
+
+def resume_checkpoint(state, model, loader, rng, detectors):
+    """Load a state file's optimizer, data, RNG and outlier-detector state into this run."""
+    extra = state["extra"]
+    if extra.get("T") != model.T:
+        raise LlmpyError(f"-y 1: the checkpoint was written with T={extra.get('T')}, this run has -t {model.T}")
+    if extra.get("B") != model.B:
+        print(f"resuming with B={model.B} where the checkpoint had B={extra.get('B')}: "
+              "the same data, losses equal within float rounding")
+    ops = model.ops
+    model.m_flat[...] = ops.to_device(state["m"])
+    model.v_flat[...] = ops.to_device(state["v"])
+    if model.master is not None and state["master"] is not None:
+        model.master[...] = ops.to_device(state["master"])
+    elif model.master is None and state["master"] is not None:   # a GPU run resumed on the CPU
+        model.params_flat[...] = ops.to_device(state["master"])
     model.step = state["step"]
     loader.load_state(state["loader_state"])
     rng.bit_generator.state = state["rng_state"]
-    print(f"resumed from step {step} of {out_dir}")
-    return step
+    for name, detector in detectors.items():
+        if name in extra.get("outlier", {}):
+            detector.load_state(extra["outlier"][name])
 
+
+# --------------------------------------------------------------------------------------------
+# evaluation
 
 def evaluate(model, loader, num_batches):
     loader.reset()
@@ -129,6 +245,15 @@ def evaluate(model, loader, num_batches):
     return total / num_batches
 
 
+def load_hellaswag(path, T, vocab_size):
+    if not os.path.isfile(path):
+        raise LlmpyError(f"-h 1: no HellaSwag eval file {path}; make it with `python dev/data/hellaswag.py` "
+                         "or name one with --hellaswag")
+    examples = hellaswag.read_evalfile(path)
+    hellaswag.check_fits(examples, T, vocab_size, path)
+    return examples
+
+
 def mfu_column(cfg, T, tokens, seconds, ops):
     """llm.c's "| 45.1% bf16 MFU" on a GPU (n/a where its peak is unknown); nothing on the CPU."""
     if ops.name == "cpu":
@@ -137,48 +262,95 @@ def mfu_column(cfg, T, tokens, seconds, ops):
     return " | n/a MFU" if fraction is None else f" | {100 * fraction:.1f}% bf16 MFU"
 
 
+# --------------------------------------------------------------------------------------------
+
 def main(argv=None):
     args = parse_args(argv)
+    check_args(args)
     ops = backends.load(args.device)
-    cfg, params = load_model_params(args.model)
-    if args.resume:   # the checkpoint's weights replace -e's
-        step = latest_checkpoint_step(args.out_dir) if args.out_dir else None
-        if step is not None:
-            cfg, params = read_model(checkpoint_paths(args.out_dir, step, rank=0)[0])
-    total_batch, grad_accum = check_sizes(args, cfg)
+    try:
+        train(args, ops)
+    except Exception as e:      # noqa: BLE001 -- out-of-memory becomes advice, the rest passes
+        if not is_out_of_memory(e) or isinstance(e, LlmpyError):
+            raise
+        total = args.total_batch if args.total_batch > 0 or args.B == "auto" else args.B * args.T
+        raise LlmpyError(advice(ops.device_name(), args.B, args.T, args.recompute, total, e)) from None
+
+
+def train(args, ops):
+    # where to start: -y 1 takes the newest complete checkpoint, if there is one
+    resume_step = latest_checkpoint_step(args.out_dir) if args.resume else None
+    state = None
+    if args.resume and resume_step is None:
+        print(f"-y 1: no complete checkpoint in {args.out_dir}: starting from scratch")
+    if resume_step is not None:
+        model_path, state_path = checkpoint_paths(args.out_dir, resume_step, rank=0)
+        cfg, params = read_model(model_path)        # the checkpoint's weights replace -e's
+        state = read_state(state_path)
+    else:
+        cfg, params = load_model_params(args.model)
+    B, total_batch = batch_sizes(args, cfg, resume_B=state["extra"].get("B") if state else None)
     if params is None:
         params = init_params(cfg, args.seed)
-    model = GPT2(cfg, ops, args.B, args.T, params=params)
-    train_loader = DataLoader(args.train_data, args.B, args.T)
-    val_loader = DataLoader(args.val_data, args.B, args.T) if args.val_every > 0 else None
+    model, B, recompute = build_model(args, cfg, ops, params, B)
+    T = args.T
+    grad_accum = total_batch // (B * T)
+
+    train_loader = DataLoader(args.train_data, B, T)
+    val_loader = DataLoader(args.val_data, B, T) if args.val_every > 0 else None
     val_batches = 0
     if val_loader:
-        available = val_loader.num_tokens // (args.B * args.T)
+        available = val_loader.num_tokens // (B * T)
         val_batches = available if args.val_batches < 0 else min(args.val_batches, available)
+    examples = load_hellaswag(args.hellaswag_file, T, cfg.vocab_size) if args.hellaswag else None
     num_steps = args.max_steps if args.max_steps > 0 else train_loader.num_tokens // total_batch
+    if num_steps < 1:
+        raise LlmpyError(f"-i {args.train_data}: {train_loader.num_tokens:,} tokens, less than one step "
+                         f"of {total_batch:,}; use -x or a smaller -d")
     tokenizer = get_tokenizer() if args.sample_every > 0 else None
+    prompt = prompt_tokens(tokenizer, args.prompt) if tokenizer else None
+    if prompt and max(prompt) >= cfg.vocab_size:
+        raise LlmpyError(f"-s {args.sample_every}: a sample starts from <|endoftext|> (token 50256)"
+                         f"{' and the --prompt' if args.prompt else ''}, beyond the model's vocabulary of "
+                         f"{cfg.vocab_size} tokens; use -s 0")
     rng = np.random.default_rng(args.seed)
-    start = resume_checkpoint(args.out_dir, model, train_loader, rng) if args.resume else 0
-    logger = Logger(args.out_dir, resume=bool(args.resume))
+    detectors = {"loss": OutlierDetector(args.skip_lossz), "grad": OutlierDetector(args.skip_gradz)}
+    start = 0
+    if state is not None:
+        resume_checkpoint(state, model, train_loader, rng, detectors)
+        start = resume_step
+        print(f"resumed from step {start} of {args.out_dir}")
+    logger = Logger(args.out_dir, resume_step=resume_step)
 
     print(f"model: L={cfg.num_layers} C={cfg.channels} NH={cfg.num_heads} maxT={cfg.max_seq_len} "
           f"V={cfg.vocab_size} Vp={cfg.padded_vocab_size} | {params.size:,} parameters | "
-          f"device {ops.device_name()}")
+          f"device {ops.device_name()} | recompute {recompute}")
     print("memory: " + " | ".join(f"{k} {v / 2**20:,.0f} MiB" for k, v in model.memory_report().items()))
-    print(f"batch: B={args.B} T={args.T} | total {total_batch:,} tokens = {grad_accum} micro-steps | "
-          f"train {train_loader.num_tokens:,} tokens | {num_steps} steps | val {val_batches} batches")
+    print(f"batch: B={B} T={T} | total {total_batch:,} tokens = {grad_accum} micro-steps | "
+          f"train {train_loader.num_tokens:,} tokens | {num_steps} steps | val {val_batches} batches"
+          + (f" | HellaSwag {len(examples):,} examples" if examples else ""))
 
+    t_first = None      # when the first step of this process ended: the ETA's clock starts there
     for step in range(start, num_steps + 1):
         last = step == num_steps
-        if val_loader and (step % args.val_every == 0 or last):
+        # a resumed run did its evaluations at `start` before writing that checkpoint
+        evaluate_now = not (state is not None and step == start)
+        if evaluate_now and val_loader and (step % args.val_every == 0 or last):
             val_loss = evaluate(model, val_loader, val_batches)
             print(f"val loss {val_loss:.6f}")
             logger.val(step, val_loss)
-        if tokenizer and ((step > 0 and step % args.sample_every == 0) or last):
-            tokens = generate(model, [EOT], args.gen_tokens, rng)
+        if evaluate_now and examples and ((step > 0 and args.val_every and step % args.val_every == 0) or last):
+            right, count = hellaswag.evaluate(model, examples)
+            print(f"HellaSwag: {right}/{count} = {right / count:.6f}")
+            logger.eval(step, right / count)
+        if evaluate_now and tokenizer and ((step > 0 and step % args.sample_every == 0) or last):
+            tokens = generate(model, prompt, args.gen_tokens, rng, args.temperature, args.top_k)
             print(f"generating:\n---\n{tokenizer.decode(tokens[1:])}\n---")
         if args.checkpoint_every > 0 and step > start and (step % args.checkpoint_every == 0 or last):
-            save_checkpoint(args.out_dir, step, model, train_loader, rng)
+            extra = {"B": B, "T": T, "total_batch": total_batch,
+                     "outlier": {name: d.state() for name, d in detectors.items()}}
+            save_checkpoint(args.out_dir, step, model, train_loader, rng, extra)
+            prune_checkpoints(args.out_dir, args.checkpoints_keep, args.major_every)
         if last:
             break
 
@@ -193,13 +365,32 @@ def main(argv=None):
             model.backward()
             train_loss += model.mean_loss() / grad_accum
         lr = learning_rate(args.schedule, step, args.lr, args.warmup, num_steps, args.final_lr_frac)
-        norm = model.update(lr, weight_decay=args.weight_decay)
+        norm = model.grad_norm()
+        zloss, zgrad = detectors["loss"].update(train_loss), detectors["grad"].update(norm)
+        if not (math.isfinite(train_loss) and math.isfinite(norm)):
+            print(f"skipping update: loss {train_loss} grad norm {norm}")
+            logger.skipped(step + 1, "loss" if not math.isfinite(train_loss) else "grad", math.nan)
+        elif args.skip_lossz and math.isfinite(zloss) and zloss > args.skip_lossz:
+            print(f"skipping update due to loss z-score of {zloss:f}")
+            logger.skipped(step + 1, "loss", zloss)
+        elif args.skip_gradz and math.isfinite(zgrad) and zgrad > args.skip_gradz:
+            print(f"skipping update due to grad z-score of {zgrad:f}")
+            logger.skipped(step + 1, "grad", zgrad)
+        else:
+            model.step = step             # AdamW's t is step + 1, as llm.c's, skipped updates or not
+            model.update(lr, weight_decay=args.weight_decay)
         ops.synchronize()
-        dt = time.perf_counter() - t0
+        now = time.perf_counter()
+        dt = now - t0
+        if t_first is None:
+            t_first, per_step = now, dt
+        else:
+            per_step = (now - t_first) / (step - start)
+        eta = format_eta(per_step * (num_steps - step - 1))
         print(f"step {step + 1:4d}/{num_steps} | loss {train_loss:.6f} | norm {norm:.4f} | lr {lr:.2e} "
-              f"| {dt * 1000:.2f} ms{mfu_column(cfg, args.T, total_batch, dt, ops)} | "
-              f"{total_batch / dt:.0f} tok/s", flush=True)
-        logger.train(step + 1, train_loss, lr, norm)
+              f"| {dt * 1000:.2f} ms{mfu_column(cfg, T, total_batch, dt, ops)} | "
+              f"{total_batch / dt:.0f} tok/s | eta {eta}", flush=True)
+        logger.train(step + 1, train_loss, lr, norm, dt * 1000, total_batch / dt)
         if step == start and ops.memory_in_use() is not None:
             print(f"GPU memory in use after the first step: {ops.memory_in_use() / 2**20:,.0f} MiB")
 

@@ -1,17 +1,27 @@
-"""Autoregressive sampling from a GPT2 model."""
+"""Autoregressive sampling from a GPT2 model: unconditional from the EOT token, as llm.c's
+train_gpt2 samples, or conditional on a prompt."""
 import numpy as np
+
+from llmpy.tokenizer import EOT
+
+
+def prompt_tokens(tokenizer, text=None):
+    """The tokens a sample starts from: EOT (a document begins), then the prompt's tokens."""
+    return [EOT] + (tokenizer.encode_ordinary(text) if text else [])
 
 
 def generate(model, prompt, num_tokens, rng, temperature=1.0, top_k=0):
     """Extend the token list `prompt` by num_tokens tokens, each drawn from the softmax of the
     last position's logits / temperature (restricted to the top_k largest when top_k > 0).
     The context is cut to the model's allocated T; each token runs one forward of batch 1."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
     tokens = list(prompt)
     for _ in range(num_tokens):
         context = np.array([tokens[-model.T:]], dtype=np.int32)
         model.forward(context)
         logits = model.ops.to_host(model.logits()[0, -1]).astype(np.float64) / temperature
-        if top_k > 0:
+        if 0 < top_k < len(logits):
             logits[logits < np.partition(logits, -top_k)[-top_k]] = -np.inf
         probs = np.exp(logits - logits.max())
         tokens.append(int(rng.choice(len(probs), p=probs / probs.sum())))

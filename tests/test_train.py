@@ -1,4 +1,5 @@
 """train_gpt2.py as a user runs it: a real subprocess on small shards and model files made here."""
+import os
 import re
 import struct
 import subprocess
@@ -12,11 +13,13 @@ import torch
 from dev.data.data_common import write_datafile
 from llmpy.checkpoint import write_model
 from llmpy.config import GPT2Config, from_descriptor, param_shapes
+from llmpy.schedulers import learning_rate
 from tests.test_gpt2 import TINY, random_params
+from tests.test_hellaswag import CHOOSER, SAMPLE, chooser_params
 from tests.torch_gpt2 import TorchGPT2
 
 ROOT = Path(__file__).resolve().parents[1]
-STEP_LINE = re.compile(r"^step +(\d+)/(\d+) \| loss (\S+) \| norm (\S+) \| lr (\S+) \| (\S+) ms \| (\d+) tok/s$")
+STEP_LINE = re.compile(r"^step +(\d+)/(\d+) \| loss (\S+) \| norm (\S+) \| lr (\S+) \| (\S+) ms \| (\d+) tok/s \| eta (\S+)$")
 
 
 def run(*args, check=True):
@@ -56,7 +59,7 @@ def test_main_log_has_llm_c_lines(tiny_run, tmp_path):
     run(*tiny_run, "-x", 4, "-v", 2, "-m", 1, "-o", tmp_path / "out")
     log = (tmp_path / "out" / "main.log").read_text().splitlines()
     assert log[0].startswith("s:0 tel:")
-    assert re.fullmatch(r"s:1 trl:\d+\.\d+ lr:\S+ norm:\S+", log[1])
+    assert re.fullmatch(r"s:1 trl:\d+\.\d+ lr:\S+ norm:\S+ dt:\S+ tps:\d+", log[1])
     assert sum(line.startswith("s:") and "trl:" in line for line in log) == 4
 
 
@@ -100,6 +103,175 @@ def test_d12_llm_c_file_loads_and_first_loss_matches_torch(tmp_path):
     assert abs(float(losses(r.stdout)[1]) - loss_ref.item()) < 1e-5 * loss_ref.item()
 
 
+def step_lines(stdout):
+    return [m for m in map(STEP_LINE.match, stdout.splitlines()) if m]
+
+
+def log_without_timings(path):
+    """main.log with the dt/tps fields (wall-clock) taken out."""
+    return [re.sub(r" dt:\S+ tps:\S+", "", line) for line in path.read_text().splitlines()]
+
+
+def test_every_step_line_ends_with_an_eta_that_reaches_zero(tiny_run):
+    lines = step_lines(run(*tiny_run, "-x", 5, "-v", 0).stdout)
+    assert len(lines) == 5 and all(re.fullmatch(r"\d+s|\d+m\d\ds|\d+h\d\dm", m[8]) for m in lines)
+    assert lines[-1][8] == "0s"
+
+
+# a tiny model with GPT-2's vocabulary, so that it can sample from <|endoftext|> and decode
+TINY_GPT2_VOCAB = GPT2Config(max_seq_len=16, vocab_size=50257, padded_vocab_size=50304, num_layers=2,
+                             num_heads=2, channels=16)
+
+
+def test_resume_with_everything_on_continues_bit_for_bit(tmp_path):
+    """Accumulation, wsd schedule with warmup, weight decay, both outlier guards, sampling and val:
+    stopped after step 4's checkpoint and resumed, the run prints and logs what the run that
+    never stopped did, samples included."""
+    write_datafile(tmp_path / "train.bin", np.random.default_rng(0).integers(0, 50257, 3000))
+    write_model(tmp_path / "m.bin", TINY_GPT2_VOCAB, random_params(TINY_GPT2_VOCAB, seed=0))
+    flags = ["-e", tmp_path / "m.bin", "-i", tmp_path / "train.bin", "-j", tmp_path / "train.bin",
+             "-b", 2, "-t", 16, "-x", 8, "-d", 64, "-k", "wsd", "-u", 2, "-q", 0.1, "-l", 1e-3, "-c", 0.1,
+             "-sl", 3, "-sg", 3, "-v", 2, "-m", 1, "-s", 2, "-g", 4, "--top_k", 5, "-o", tmp_path / "out", "-n", 2]
+    full = run(*flags)
+    full_log = log_without_timings(tmp_path / "out" / "main.log")
+    for step in (6, 8):                                    # as if killed after step 4's checkpoint
+        (tmp_path / "out" / f"DONE_{step:08d}").unlink()
+    resumed = run(*flags, "-y", 1)
+    assert "resumed from step 4" in resumed.stdout
+    assert losses(resumed.stdout) == {k: v for k, v in losses(full.stdout).items() if k > 4}
+    samples = re.findall(r"generating:\n---\n(.*?)\n---", full.stdout, re.S)
+    assert len(samples) == 4 and re.findall(r"generating:\n---\n(.*?)\n---", resumed.stdout, re.S) == samples[2:]
+    assert log_without_timings(tmp_path / "out" / "main.log") == full_log
+
+
+def test_checkpoints_keep_the_newest_k_plus_every_mth_step(tiny_run, tmp_path):
+    run(*tiny_run, "-x", 10, "-v", 0, "-o", tmp_path / "out", "-n", 2, "-nk", 2, "-nm", 4)
+    names = sorted(p.name for p in (tmp_path / "out").iterdir() if p.name != "main.log")
+    assert names == sorted(f"{kind}_{s:08d}{suffix}" for s in (4, 8, 10)
+                           for kind, suffix in (("DONE", ""), ("model", ".bin"), ("state", "_00000.bin")))
+
+
+def test_lr_column_follows_the_chosen_schedule(tiny_run):
+    r = run(*tiny_run, "-x", 10, "-v", 0, "-k", "wsd", "-u", 2, "-l", 1e-3, "-q", 0.0)
+    printed = [float(m[5]) for m in step_lines(r.stdout)]
+    expected = [learning_rate("wsd", s, 1e-3, 2, 10, 0.0) for s in range(10)]
+    assert printed == [float(f"{lr:.2e}") for lr in expected]
+
+
+def test_recompute_flag_reaches_the_model_and_leaves_losses_unchanged(tiny_run):
+    plain = run(*tiny_run, "-x", 2, "-v", 0)
+    r = run(*tiny_run, "-x", 2, "-v", 0, "-r", 2)
+    assert "recompute 2" in r.stdout
+    for step, loss in losses(r.stdout).items():
+        assert abs(float(loss) - float(losses(plain.stdout)[step])) < 1e-6
+
+
+@pytest.fixture
+def spike_run(tmp_path):
+    """100 steps of one repeated token (the loss and grad norm settle near 0), then random tokens."""
+    rng = np.random.default_rng(0)
+    tokens = np.concatenate([np.full(100 * 32, 5), rng.integers(0, TINY.vocab_size, 2000)])
+    write_datafile(tmp_path / "spike.bin", tokens)
+    write_model(tmp_path / "tiny.bin", TINY, random_params(TINY, seed=0))
+    return ["-e", tmp_path / "tiny.bin", "-i", tmp_path / "spike.bin", "-b", 2, "-t", 16, "-s", 0, "-v", 0,
+            "-x", 102, "-l", 1e-2, "-o", tmp_path / "out"]
+
+
+def test_loss_spike_skips_the_update_and_is_logged(spike_run, tmp_path):
+    r = run(*spike_run, "-sl", 5)
+    assert re.search(r"^skipping update due to loss z-score of \d+\.\d+$", r.stdout, re.M)
+    assert re.search(r"^s:101 skip_lossz:\d+\.\d+$", (tmp_path / "out" / "main.log").read_text(), re.M)
+    assert "grad z-score" not in r.stdout
+
+
+def test_grad_norm_spike_skips_the_update_and_is_logged(spike_run, tmp_path):
+    r = run(*spike_run, "-sg", 5)
+    assert re.search(r"^skipping update due to grad z-score of \d+\.\d+$", r.stdout, re.M)
+    assert "skip_gradz:" in (tmp_path / "out" / "main.log").read_text()
+
+
+def test_without_thresholds_no_update_is_skipped(spike_run):
+    assert "skipping" not in run(*spike_run).stdout
+
+
+@pytest.fixture
+def chooser_run(tmp_path):
+    """The HellaSwag chooser model (tests/test_hellaswag.py), the sample as an eval file, and
+    data in GPT-2's vocabulary; -l 0 keeps the weights as they are."""
+    rng = np.random.default_rng(0)
+    write_datafile(tmp_path / "train.bin", rng.integers(0, 50257, 3000))
+    write_model(tmp_path / "chooser.bin", CHOOSER, chooser_params())
+    evalfile = tmp_path / "hellaswag_val.bin"
+    subprocess.run([sys.executable, str(ROOT / "dev/data/hellaswag.py"), "--jsonl", str(SAMPLE), "--out", str(evalfile)],
+                   check=True, capture_output=True, cwd=ROOT)
+    return ["-e", tmp_path / "chooser.bin", "-i", tmp_path / "train.bin", "-j", tmp_path / "train.bin",
+            "-b", 4, "-t", 32, "-l", 0, "--hellaswag", evalfile]
+
+
+def test_hellaswag_accuracy_is_printed_and_logged_every_v_steps(chooser_run, tmp_path):
+    r = run(*chooser_run, "-x", 2, "-v", 1, "-m", 1, "-s", 0, "-h", 1, "-o", tmp_path / "out")
+    assert r.stdout.count("HellaSwag: 4/6 = 0.666667") == 2            # steps 1 and 2, not 0
+    log = (tmp_path / "out" / "main.log").read_text().splitlines()
+    assert [line for line in log if "eval:" in line] == ["s:1 eval:0.666667", "s:2 eval:0.666667"]
+
+
+def test_sample_continues_the_prompt(chooser_run):
+    r = run(*chooser_run, "-x", 1, "-v", 0, "-s", 1, "-g", 3, "--prompt", "A man", "--top_k", 1)
+    assert "generating:\n---\nA man banana banana banana\n---" in r.stdout
+
+
+def test_auto_batch_without_memory_pressure_takes_the_whole_total_batch(tiny_run):
+    r = run(*tiny_run, "-b", "auto", "-d", 64, "-x", 1, "-v", 0)
+    assert "-b auto: chose B=4 -r 0" in r.stdout and "total 64 tokens = 1 micro-steps" in r.stdout
+
+
+LIMITED = """import resource, runpy, sys
+sys.path.insert(0, {root!r})
+import train_gpt2  # every module imported before the limit
+vm = int([l for l in open('/proc/self/status') if l.startswith('VmSize')][0].split()[1]) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (vm + {headroom} * 2**20,) * 2)
+sys.argv = ['train_gpt2.py'] + sys.argv[1:]
+runpy.run_path({script!r}, run_name='__main__')
+"""
+
+
+def run_with_memory_limit(headroom_mib, *args):
+    """train_gpt2.py with its address space capped at what it holds after imports + headroom."""
+    code = LIMITED.format(root=str(ROOT), headroom=headroom_mib, script=str(ROOT / "train_gpt2.py"))
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-c", code, "--device", "cpu", *map(str, args)],
+                          capture_output=True, text=True, cwd=ROOT, env=env)
+
+
+@pytest.fixture
+def memory_run(tmp_path):
+    """A model whose activations at B=64, T=256 take ~300 MiB (attention's T x T dominates)."""
+    cfg = GPT2Config(max_seq_len=256, vocab_size=97, padded_vocab_size=128, num_layers=2, num_heads=4, channels=64)
+    write_model(tmp_path / "m.bin", cfg, random_params(cfg, seed=0))
+    write_datafile(tmp_path / "train.bin", np.random.default_rng(0).integers(0, 97, 20000))
+    return ["-e", tmp_path / "m.bin", "-i", tmp_path / "train.bin", "-t", 256, "-d", 16384, "-x", 1, "-v", 0, "-s", 0]
+
+
+needs_rlimit = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS and /proc: Linux")
+
+
+@needs_rlimit
+def test_auto_batch_out_of_memory_retries_with_recompute_then_smaller_batches(memory_run):
+    r = run_with_memory_limit(250, *memory_run, "-b", "auto")
+    assert r.returncode == 0, r.stderr
+    assert "-b auto: out of memory with B=64 -r 0\n-b auto: out of memory with B=64 -r 1\n" in r.stdout
+    m = re.search(r"-b auto: chose B=(\d+) -r 1", r.stdout)
+    B = int(m[1])
+    assert B < 64 and f"total 16,384 tokens = {16384 // (B * 256)} micro-steps" in r.stdout
+    assert len(step_lines(r.stdout)) == 1
+
+
+@needs_rlimit
+def test_out_of_memory_without_auto_says_which_flags_help(memory_run):
+    r = run_with_memory_limit(250, *memory_run, "-b", 64)
+    assert_one_line_error(r, "out of memory on cpu with -b 64 -t 256 -r 0", "-r 1", "-d 16384", "-b auto")
+
+
 # --- bad input: one line on stderr that names the flag or file, no traceback
 
 def assert_one_line_error(r, *words):
@@ -140,5 +312,58 @@ def test_checkpointing_without_output_folder_is_an_error(tiny_run):
     assert_one_line_error(run(*tiny_run, "-n", 5, check=False), "-o")
 
 
-def test_resume_without_checkpoint_is_an_error(tiny_run, tmp_path):
-    assert_one_line_error(run(*tiny_run, "-y", 1, "-o", tmp_path / "empty", check=False), "-y 1")
+def test_resume_without_a_checkpoint_starts_from_scratch_as_llm_c(tiny_run, tmp_path):
+    r = run(*tiny_run, "-x", 2, "-v", 0, "-y", 1, "-o", tmp_path / "empty")
+    assert "no complete checkpoint" in r.stdout and "resumed" not in r.stdout
+    assert losses(r.stdout) == losses(run(*tiny_run, "-x", 2, "-v", 0).stdout)
+
+
+BAD_VALUES = [
+    (["-k", "step"], ["-k", "step"]),
+    (["-b", 0], ["-b 0"]),
+    (["-b", "many"], ["-b", "many"]),
+    (["-x", 0], ["-x 0"]),
+    (["-d", 0], ["-d 0"]),
+    (["-u", -1], ["-u -1"]),
+    (["-q", -0.5], ["-q -0.5"]),
+    (["-c", -0.1], ["-c -0.1"]),
+    (["-sl", -1], ["-sl -1"]),
+    (["-sg", -2], ["-sg -2"]),
+    (["-n", -1], ["-n -1"]),
+    (["-nk", -1], ["-nk -1"]),
+    (["-nm", -3], ["-nm -3"]),
+    (["-v", -1], ["-v -1"]),
+    (["-m", 0], ["-m 0"]),
+    (["-s", -1], ["-s -1"]),
+    (["-g", 0], ["-g 0"]),
+    (["-r", 3], ["-r", "3"]),
+    (["-h", 2], ["-h", "2"]),
+    (["-s", 5, "--temperature", 0], ["--temperature 0"]),
+    (["-s", 5, "--top_k", -1], ["--top_k -1"]),
+    (["--prompt", "Once"], ["--prompt", "-s"]),
+    (["-b", "auto", "-d", 100], ["-d 100", "16"]),
+]
+
+
+@pytest.mark.parametrize("flags, words", [pytest.param(f, w, id=" ".join(map(str, f))) for f, w in BAD_VALUES])
+def test_bad_flag_value_is_a_one_line_error_naming_it(tiny_run, flags, words):
+    assert_one_line_error(run(*tiny_run, *flags, check=False), *words)
+
+
+def test_sampling_a_model_without_the_endoftext_token_is_an_error(tiny_run):
+    assert_one_line_error(run(*tiny_run, "-s", 1, check=False), "-s 1", "50256", "vocabulary of 97", "-s 0")
+
+
+def test_hellaswag_without_its_eval_file_is_an_error(tiny_run, tmp_path):
+    assert_one_line_error(run(*tiny_run, "-h", 1, "--hellaswag", tmp_path / "none.bin", check=False),
+                          "none.bin", "dev/data/hellaswag.py")
+
+
+def test_hellaswag_examples_longer_than_t_are_an_error(chooser_run):
+    assert_one_line_error(run(*chooser_run, "-h", 1, "-t", 8, "-s", 0, check=False), "-t 8")
+
+
+def test_resuming_with_another_sequence_length_is_an_error(tiny_run, tmp_path):
+    run(*tiny_run, "-x", 2, "-v", 0, "-o", tmp_path / "out", "-n", 2)
+    assert_one_line_error(run(*tiny_run, "-t", 8, "-x", 4, "-v", 0, "-o", tmp_path / "out", "-y", 1, check=False),
+                          "-y 1", "T=16", "-t 8")
