@@ -19,7 +19,7 @@ from llmpy.autofit import AUTO_START_B, advice, auto_start_B, fit, is_out_of_mem
 from llmpy.checkpoint import (checkpoint_paths, checkpoints_to_delete, complete_checkpoint_steps,
                               delete_checkpoint, latest_checkpoint_step, read_model, read_state,
                               write_done_marker, write_model, write_state)
-from llmpy.config import DESCRIPTORS, from_descriptor
+from llmpy.config import DESCRIPTORS, from_descriptor, num_parameters
 from llmpy.dataloader import DataLoader
 from llmpy.gpt2 import GPT2, init_params
 from llmpy.logger import Logger, format_eta
@@ -191,7 +191,8 @@ def save_checkpoint(out_dir, step, model, loader, rng, extra, rank=0):
         if model.master is None:
             write_model(model_path, model.cfg, model.params_fp32())
         else:                     # the bf16 weights themselves, exactly (the master is in the state)
-            params = model.ops.to_host(model.params_flat).astype(np.float32)
+            n = num_parameters(model.cfg)   # with ZeRO-1 the buffer is padded to a multiple of the ranks
+            params = model.ops.to_host(model.params_flat[:n]).astype(np.float32)
             write_model(model_path, model.cfg, params, dtype="bf16")
     master = None if model.master is None else model.ops.to_host(model.master)
     write_state(state_path, step=step, m=model.ops.to_host(model.m_flat),
@@ -223,6 +224,8 @@ def resume_checkpoint(state, model, loader, rng, detectors):
     if model.master is not None and state["master"] is not None:
         model.master[...] = ops.to_device(state["master"])
     elif model.master is None and state["master"] is not None:   # a GPU run resumed on the CPU
+        if state["master"].size != model.params_flat.size:
+            raise LlmpyError("-y 1: the checkpoint's master weights are sharded (ZeRO-1); resume it with as many processes")
         model.params_flat[...] = ops.to_device(state["master"])
     model.step = state["step"]
     loader.load_state(state["loader_state"])
@@ -364,6 +367,7 @@ def train(args, ops):
             model.forward(inputs, targets, loss_scale=1.0 / grad_accum)
             model.backward()
             train_loss += model.mean_loss() / grad_accum
+        model.reduce_gradients()          # the mean over the processes (none in a single one)
         lr = learning_rate(args.schedule, step, args.lr, args.warmup, num_steps, args.final_lr_frac)
         norm = model.grad_norm()
         zloss, zgrad = detectors["loss"].update(train_loss), detectors["grad"].update(norm)
