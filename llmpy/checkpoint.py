@@ -195,7 +195,8 @@ def read_state(path):
 
 
 # -----------------------------------------------------------------------------
-# checkpoint folder: llm.c's names; DONE_%08d is written last, once every rank has saved
+# checkpoint folder: llm.c's names; DONE_%08d is written last, once every rank has saved.
+# -nk/-nm prune it to the newest k complete checkpoints plus those at multiples of m steps.
 
 def checkpoint_paths(out_dir, step, rank):
     """(model path, state path) of checkpoint `step` for process `rank`, named as llm.c names them."""

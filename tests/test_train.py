@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from dev.data.data_common import write_datafile
-from llmpy.checkpoint import write_model
+from llmpy.checkpoint import read_model, read_state, write_model
 from llmpy.config import GPT2Config, from_descriptor, param_shapes
 from llmpy.schedulers import learning_rate
 from tests.test_gpt2 import TINY, random_params
@@ -188,6 +188,17 @@ def test_grad_norm_spike_skips_the_update_and_is_logged(spike_run, tmp_path):
     r = run(*spike_run, "-sg", 5)
     assert re.search(r"^skipping update due to grad z-score of \d+\.\d+$", r.stdout, re.M)
     assert "skip_gradz:" in (tmp_path / "out" / "main.log").read_text()
+
+
+def test_a_non_finite_loss_never_updates_the_weights(tiny_run, tmp_path):
+    params = random_params(TINY, seed=0)
+    params[-1] = np.nan                                  # lnfb: every logit, so the loss, is NaN
+    write_model(tmp_path / "tiny.bin", TINY, params)
+    r = run(*tiny_run, "-x", 2, "-v", 0, "-o", tmp_path / "out", "-n", 2)
+    assert r.stdout.count("skipping update: loss nan") == 2
+    assert "s:1 skip_lossz:nan" in (tmp_path / "out" / "main.log").read_text()
+    np.testing.assert_array_equal(read_model(tmp_path / "out" / "model_00000002.bin")[1], params)
+    assert not read_state(tmp_path / "out" / "state_00000002_00000.bin")["m"].any()
 
 
 def test_without_thresholds_no_update_is_skipped(spike_run):
