@@ -218,6 +218,9 @@ def resume_checkpoint(state, model, loader, rng, detectors):
     if extra.get("B") != model.B:
         print(f"resuming with B={model.B} where the checkpoint had B={extra.get('B')}: "
               "the same data, losses equal within float rounding")
+    if state["m"].size != model.m_flat.size:
+        raise LlmpyError(f"-y 1: the checkpoint's AdamW state has {state['m'].size:,} values, this run's "
+                         f"{model.m_flat.size:,} (another model, or another number of processes with ZeRO-1)")
     ops = model.ops
     model.m_flat[...] = ops.to_device(state["m"])
     model.v_flat[...] = ops.to_device(state["v"])

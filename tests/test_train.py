@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from dev.data.data_common import write_datafile
-from llmpy.checkpoint import read_model, read_state, write_model
+from llmpy.checkpoint import read_model, read_state, write_model, write_state
 from llmpy.config import GPT2Config, from_descriptor, param_shapes
 from llmpy.schedulers import learning_rate
 from tests.test_gpt2 import TINY, random_params
@@ -378,3 +378,13 @@ def test_resuming_with_another_sequence_length_is_an_error(tiny_run, tmp_path):
     run(*tiny_run, "-x", 2, "-v", 0, "-o", tmp_path / "out", "-n", 2)
     assert_one_line_error(run(*tiny_run, "-t", 8, "-x", 4, "-v", 0, "-o", tmp_path / "out", "-y", 1, check=False),
                           "-y 1", "T=16", "-t 8")
+
+
+def test_resuming_optimizer_state_of_another_size_is_an_error(tiny_run, tmp_path):
+    run(*tiny_run, "-x", 2, "-v", 0, "-o", tmp_path / "out", "-n", 2)
+    path = tmp_path / "out" / "state_00000002_00000.bin"
+    state = read_state(path)
+    write_state(path, step=2, m=state["m"][:-8], v=state["v"][:-8], master=None, rng_state=state["rng_state"],
+                loader_state=state["loader_state"], extra=state["extra"])
+    assert_one_line_error(run(*tiny_run, "-x", 4, "-v", 0, "-o", tmp_path / "out", "-y", 1, check=False),
+                          "-y 1", "AdamW state")
