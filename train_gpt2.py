@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from llmpy import LlmpyError, backends, hellaswag
+from llmpy import LlmpyError, backends, distributed, hellaswag
 from llmpy.autofit import AUTO_START_B, advice, auto_start_B, fit, is_out_of_memory, release_memory
 from llmpy.checkpoint import (checkpoint_paths, checkpoints_to_delete, complete_checkpoint_steps,
                               delete_checkpoint, latest_checkpoint_step, read_model, read_state,
@@ -22,6 +22,7 @@ from llmpy.checkpoint import (checkpoint_paths, checkpoints_to_delete, complete_
 from llmpy.config import DESCRIPTORS, from_descriptor, num_parameters
 from llmpy.dataloader import DataLoader
 from llmpy.gpt2 import GPT2, init_params
+from llmpy.hf import HF_MODELS, load_hf_gpt2
 from llmpy.logger import Logger, format_eta
 from llmpy.mfu import mfu
 from llmpy.outlier import OutlierDetector
@@ -54,8 +55,11 @@ def parse_args(argv):
     # files
     arg("-i", dest="train_data", default=f"{DATA}/shakespeare_train.bin", help="train token shards (glob)")
     arg("-j", dest="val_data", default=f"{DATA}/shakespeare_val.bin", help="val token shards (glob)")
-    arg("-e", dest="model", default="d12", help="llm.c model file, or a descriptor for a fresh model: "
-        + ", ".join(DESCRIPTORS))
+    arg("-e", dest="model", default="d12", help="llm.c model file, a descriptor for a fresh model ("
+        + ", ".join(DESCRIPTORS) + "), OpenAI's GPT-2 from the Hugging Face cache (" + ", ".join(HF_MODELS)
+        + "), or a Hugging Face GPT-2 folder")
+    arg("--hf_dir", default=None, help="with -e gpt2*: folder with its config.json and model.safetensors "
+        "(default: the Hugging Face cache)")
     arg("-o", dest="out_dir", default=None, help="output folder: main.log and checkpoints")
     # checkpoints
     arg("-n", dest="checkpoint_every", type=int, default=0, help="write a checkpoint every N steps (needs -o)")
@@ -84,6 +88,8 @@ def parse_args(argv):
         help="skip the update when the grad norm's z-score over the last 64 steps exceeds this (0: off)")
     arg("-r", dest="recompute", type=int, default=0, choices=(0, 1, 2),
         help="recompute in the backward to save memory: 0 none, 1 GELU, 2 GELU and LayerNorm")
+    arg("-z", dest="zero", type=int, default=0, choices=(0, 1),
+        help="ZeRO stage with several processes: 1 shards AdamW state and master weights")
     # evaluation
     arg("-v", dest="val_every", type=int, default=20, help="val loss (and -h 1 HellaSwag) every N steps (0: never)")
     arg("-m", dest="val_batches", type=int, default=20, help="val batches per evaluation (-1: all)")
@@ -132,12 +138,18 @@ def check_args(args):
             raise LlmpyError(message)
 
 
-def load_model_params(spec):
-    """-e: a descriptor builds llm.c's fresh initialisation, anything else is a model file."""
+def load_model_params(spec, hf_dir=None):
+    """-e: a descriptor builds llm.c's fresh initialisation; an OpenAI name or a folder is a
+    Hugging Face GPT-2; anything else is an llm.c model file."""
+    if hf_dir is not None and spec not in HF_MODELS:
+        raise LlmpyError(f"--hf_dir goes with -e {'|'.join(HF_MODELS)}, not -e {spec}")
     if spec in DESCRIPTORS:
         return from_descriptor(spec), None
+    if spec in HF_MODELS or os.path.isdir(spec):
+        return load_hf_gpt2(spec, hf_dir)
     if not os.path.isfile(spec):
-        raise LlmpyError(f"-e {spec}: no such model file, and not a model descriptor ({', '.join(DESCRIPTORS)})")
+        raise LlmpyError(f"-e {spec}: no such model file, and not a model descriptor ({', '.join(DESCRIPTORS)}) "
+                         f"or Hugging Face GPT-2 ({', '.join(HF_MODELS)})")
     return read_model(spec)
 
 
@@ -160,11 +172,12 @@ def batch_sizes(args, cfg, world=1, resume_B=None):
     return args.B, total
 
 
-def build_model(args, cfg, ops, params, B):
+def build_model(args, cfg, ops, params, B, comm):
     """The model at micro-batch B; with -b auto, the largest that fits (see llmpy/autofit.py).
     Returns (model, B, recompute)."""
     def build(b, recompute):
-        model = GPT2(cfg, ops, b, args.T, params=params, recompute=recompute)
+        model = GPT2(cfg, ops, b, args.T, params=params, recompute=recompute, comm=comm,
+                     zero=args.zero)
         if args.B == "auto":      # one forward/backward at full size finds what the first step needs
             zeros = np.zeros((b, args.T), dtype=np.int32)
             model.forward(zeros, zeros)
@@ -176,20 +189,23 @@ def build_model(args, cfg, ops, params, B):
     if args.B != "auto":
         return build(B, args.recompute), B, args.recompute
     model, B, recompute = fit(build, B, args.recompute, release=lambda: release_memory(ops))
-    print(f"-b auto: chose B={B} -r {recompute}")
+    comm.say(f"-b auto: chose B={B} -r {recompute}")
     return model, B, recompute
 
 
 # --------------------------------------------------------------------------------------------
 # checkpoints
 
-def save_checkpoint(out_dir, step, model, loader, rng, extra, rank=0):
+def save_checkpoint(out_dir, step, model, loader, rng, extra):
     """llm.c's checkpoint: the model file (the weights as the model holds them: bf16 on a GPU,
-    fp32 master weights, AdamW m, v and the rest in the state file), then DONE_<step>."""
-    model_path, state_path = checkpoint_paths(out_dir, step, rank=rank)
-    if rank == 0:
+    fp32 master weights, AdamW m, v and the rest in the state file, one per process: its shard
+    with ZeRO-1), then, once every process has written, DONE_<step>."""
+    comm = model.comm
+    model_path, state_path = checkpoint_paths(out_dir, step, rank=comm.rank)
+    params = model.params_fp32() if model.master is None else None   # with ZeRO-1: every rank
+    if comm.rank == 0:
         if model.master is None:
-            write_model(model_path, model.cfg, model.params_fp32())
+            write_model(model_path, model.cfg, params)
         else:                     # the bf16 weights themselves, exactly (the master is in the state)
             n = num_parameters(model.cfg)   # with ZeRO-1 the buffer is padded to a multiple of the ranks
             params = model.ops.to_host(model.params_flat[:n]).astype(np.float32)
@@ -198,10 +214,10 @@ def save_checkpoint(out_dir, step, model, loader, rng, extra, rank=0):
     write_state(state_path, step=step, m=model.ops.to_host(model.m_flat),
                 v=model.ops.to_host(model.v_flat), master=master,
                 rng_state=rng.bit_generator.state, loader_state=loader.state(), extra=extra)
-    # with several processes, a barrier goes here: DONE only once every rank has written
-    if rank == 0:
+    comm.barrier()
+    if comm.rank == 0:
         write_done_marker(out_dir, step)
-    print(f"checkpoint written: {model_path}")
+    comm.say(f"checkpoint written: {model_path}")
 
 
 def prune_checkpoints(out_dir, keep, major_every):
@@ -213,10 +229,15 @@ def prune_checkpoints(out_dir, keep, major_every):
 def resume_checkpoint(state, model, loader, rng, detectors):
     """Load a state file's optimizer, data, RNG and outlier-detector state into this run."""
     extra = state["extra"]
+    world = model.comm.world
+    if extra.get("world", 1) != world or extra.get("zero", 0) != model.zero:
+        raise LlmpyError(f"-y 1: the checkpoint was written by {extra.get('world', 1)} process(es) with "
+                         f"-z {extra.get('zero', 0)}; resume it with as many and the same -z "
+                         f"(this run: {world}, -z {model.zero})")
     if extra.get("T") != model.T:
         raise LlmpyError(f"-y 1: the checkpoint was written with T={extra.get('T')}, this run has -t {model.T}")
     if extra.get("B") != model.B:
-        print(f"resuming with B={model.B} where the checkpoint had B={extra.get('B')}: "
+        model.comm.say(f"resuming with B={model.B} where the checkpoint had B={extra.get('B')}: "
               "the same data, losses equal within float rounding")
     if state["m"].size != model.m_flat.size:
         raise LlmpyError(f"-y 1: the checkpoint's AdamW state has {state['m'].size:,} values, this run's "
@@ -242,13 +263,14 @@ def resume_checkpoint(state, model, loader, rng, detectors):
 # evaluation
 
 def evaluate(model, loader, num_batches):
+    """Mean loss over num_batches of the loader (each process its share of every batch)."""
     loader.reset()
     total = 0.0
     for _ in range(num_batches):
         inputs, targets = loader.next_batch()
         model.forward(inputs, targets)
         total += model.mean_loss()
-    return total / num_batches
+    return model.comm.sum(total) / (num_batches * model.comm.world)
 
 
 def load_hellaswag(path, T, vocab_size):
@@ -274,8 +296,11 @@ def main(argv=None):
     args = parse_args(argv)
     check_args(args)
     ops = backends.load(args.device)
+    comm = distributed.init(ops)
+    if args.B == "auto" and comm.world > 1:
+        raise LlmpyError(f"-b auto runs in a single process; with {comm.world}, give -b")
     try:
-        train(args, ops)
+        train(args, ops, comm)
     except Exception as e:      # noqa: BLE001 -- out-of-memory becomes advice, the rest passes
         if not is_out_of_memory(e) or isinstance(e, LlmpyError):
             raise
@@ -283,30 +308,31 @@ def main(argv=None):
         raise LlmpyError(advice(ops.device_name(), args.B, args.T, args.recompute, total, e)) from None
 
 
-def train(args, ops):
+def train(args, ops, comm):
+    say = comm.say
     # where to start: -y 1 takes the newest complete checkpoint, if there is one
     resume_step = latest_checkpoint_step(args.out_dir) if args.resume else None
     state = None
     if args.resume and resume_step is None:
-        print(f"-y 1: no complete checkpoint in {args.out_dir}: starting from scratch")
+        say(f"-y 1: no complete checkpoint in {args.out_dir}: starting from scratch")
     if resume_step is not None:
-        model_path, state_path = checkpoint_paths(args.out_dir, resume_step, rank=0)
+        model_path, state_path = checkpoint_paths(args.out_dir, resume_step, rank=comm.rank)
         cfg, params = read_model(model_path)        # the checkpoint's weights replace -e's
         state = read_state(state_path)
     else:
-        cfg, params = load_model_params(args.model)
-    B, total_batch = batch_sizes(args, cfg, resume_B=state["extra"].get("B") if state else None)
+        cfg, params = load_model_params(args.model, args.hf_dir)
+    B, total_batch = batch_sizes(args, cfg, comm.world, resume_B=state["extra"].get("B") if state else None)
     if params is None:
         params = init_params(cfg, args.seed)
-    model, B, recompute = build_model(args, cfg, ops, params, B)
+    model, B, recompute = build_model(args, cfg, ops, params, B, comm)
     T = args.T
-    grad_accum = total_batch // (B * T)
+    grad_accum = total_batch // (B * T * comm.world)
 
-    train_loader = DataLoader(args.train_data, B, T)
-    val_loader = DataLoader(args.val_data, B, T) if args.val_every > 0 else None
+    train_loader = DataLoader(args.train_data, B, T, comm.rank, comm.world)
+    val_loader = DataLoader(args.val_data, B, T, comm.rank, comm.world) if args.val_every > 0 else None
     val_batches = 0
     if val_loader:
-        available = val_loader.num_tokens // (B * T)
+        available = val_loader.num_tokens // (B * T * comm.world)
         val_batches = available if args.val_batches < 0 else min(args.val_batches, available)
     examples = load_hellaswag(args.hellaswag_file, T, cfg.vocab_size) if args.hellaswag else None
     num_steps = args.max_steps if args.max_steps > 0 else train_loader.num_tokens // total_batch
@@ -325,14 +351,15 @@ def train(args, ops):
     if state is not None:
         resume_checkpoint(state, model, train_loader, rng, detectors)
         start = resume_step
-        print(f"resumed from step {start} of {args.out_dir}")
-    logger = Logger(args.out_dir, resume_step=resume_step)
+        say(f"resumed from step {start} of {args.out_dir}")
+    logger = Logger(args.out_dir if comm.rank == 0 else None, resume_step=resume_step)
 
-    print(f"model: L={cfg.num_layers} C={cfg.channels} NH={cfg.num_heads} maxT={cfg.max_seq_len} "
+    say(f"model: L={cfg.num_layers} C={cfg.channels} NH={cfg.num_heads} maxT={cfg.max_seq_len} "
           f"V={cfg.vocab_size} Vp={cfg.padded_vocab_size} | {params.size:,} parameters | "
-          f"device {ops.device_name()} | recompute {recompute}")
-    print("memory: " + " | ".join(f"{k} {v / 2**20:,.0f} MiB" for k, v in model.memory_report().items()))
-    print(f"batch: B={B} T={T} | total {total_batch:,} tokens = {grad_accum} micro-steps | "
+          f"device {ops.device_name()} | recompute {recompute}"
+        + (f" | {comm.world} processes, ZeRO-{args.zero}" if comm.world > 1 else ""))
+    say("memory: " + " | ".join(f"{k} {v / 2**20:,.0f} MiB" for k, v in model.memory_report().items()))
+    say(f"batch: B={B} T={T} | total {total_batch:,} tokens = {grad_accum} micro-steps | "
           f"train {train_loader.num_tokens:,} tokens | {num_steps} steps | val {val_batches} batches"
           + (f" | HellaSwag {len(examples):,} examples" if examples else ""))
 
@@ -343,20 +370,22 @@ def train(args, ops):
         evaluate_now = not (state is not None and step == start)
         if evaluate_now and val_loader and (step % args.val_every == 0 or last):
             val_loss = evaluate(model, val_loader, val_batches)
-            print(f"val loss {val_loss:.6f}")
+            say(f"val loss {val_loss:.6f}")
             logger.val(step, val_loss)
         if evaluate_now and examples and ((step > 0 and args.val_every and step % args.val_every == 0) or last):
-            right, count = hellaswag.evaluate(model, examples)
-            print(f"HellaSwag: {right}/{count} = {right / count:.6f}")
+            right, count = hellaswag.evaluate(model, examples, comm.rank, comm.world)
+            right, count = int(comm.sum(right)), int(comm.sum(count))
+            say(f"HellaSwag: {right}/{count} = {right / count:.6f}")
             logger.eval(step, right / count)
-        if evaluate_now and tokenizer and ((step > 0 and step % args.sample_every == 0) or last):
+        if evaluate_now and tokenizer and comm.rank == 0 and ((step > 0 and step % args.sample_every == 0) or last):
             tokens = generate(model, prompt, args.gen_tokens, rng, args.temperature, args.top_k)
             print(f"generating:\n---\n{tokenizer.decode(tokens[1:])}\n---")
         if args.checkpoint_every > 0 and step > start and (step % args.checkpoint_every == 0 or last):
-            extra = {"B": B, "T": T, "total_batch": total_batch,
+            extra = {"B": B, "T": T, "total_batch": total_batch, "world": comm.world, "zero": args.zero,
                      "outlier": {name: d.state() for name, d in detectors.items()}}
             save_checkpoint(args.out_dir, step, model, train_loader, rng, extra)
-            prune_checkpoints(args.out_dir, args.checkpoints_keep, args.major_every)
+            if comm.rank == 0:
+                prune_checkpoints(args.out_dir, args.checkpoints_keep, args.major_every)
         if last:
             break
 
@@ -370,22 +399,23 @@ def train(args, ops):
             model.forward(inputs, targets, loss_scale=1.0 / grad_accum)
             model.backward()
             train_loss += model.mean_loss() / grad_accum
+        train_loss = comm.sum(train_loss) / comm.world
         model.reduce_gradients()          # the mean over the processes (none in a single one)
         lr = learning_rate(args.schedule, step, args.lr, args.warmup, num_steps, args.final_lr_frac)
         norm = model.grad_norm()
         zloss, zgrad = detectors["loss"].update(train_loss), detectors["grad"].update(norm)
         if not (math.isfinite(train_loss) and math.isfinite(norm)):
-            print(f"skipping update: loss {train_loss} grad norm {norm}")
+            say(f"skipping update: loss {train_loss} grad norm {norm}")
             logger.skipped(step + 1, "loss" if not math.isfinite(train_loss) else "grad", math.nan)
         elif args.skip_lossz and math.isfinite(zloss) and zloss > args.skip_lossz:
-            print(f"skipping update due to loss z-score of {zloss:f}")
+            say(f"skipping update due to loss z-score of {zloss:f}")
             logger.skipped(step + 1, "loss", zloss)
         elif args.skip_gradz and math.isfinite(zgrad) and zgrad > args.skip_gradz:
-            print(f"skipping update due to grad z-score of {zgrad:f}")
+            say(f"skipping update due to grad z-score of {zgrad:f}")
             logger.skipped(step + 1, "grad", zgrad)
         else:
             model.step = step             # AdamW's t is step + 1, as llm.c's, skipped updates or not
-            model.update(lr, weight_decay=args.weight_decay)
+            model.update(lr, weight_decay=args.weight_decay, norm=norm)
         ops.synchronize()
         now = time.perf_counter()
         dt = now - t0
@@ -394,12 +424,12 @@ def train(args, ops):
         else:
             per_step = (now - t_first) / (step - start)
         eta = format_eta(per_step * (num_steps - step - 1))
-        print(f"step {step + 1:4d}/{num_steps} | loss {train_loss:.6f} | norm {norm:.4f} | lr {lr:.2e} "
+        say(f"step {step + 1:4d}/{num_steps} | loss {train_loss:.6f} | norm {norm:.4f} | lr {lr:.2e} "
               f"| {dt * 1000:.2f} ms{mfu_column(cfg, T, total_batch, dt, ops)} | "
               f"{total_batch / dt:.0f} tok/s | eta {eta}", flush=True)
         logger.train(step + 1, train_loss, lr, norm, dt * 1000, total_batch / dt)
         if step == start and ops.memory_in_use() is not None:
-            print(f"GPU memory in use after the first step: {ops.memory_in_use() / 2**20:,.0f} MiB")
+            say(f"GPU memory in use after the first step: {ops.memory_in_use() / 2**20:,.0f} MiB")
 
 
 if __name__ == "__main__":

@@ -41,6 +41,11 @@ class Comm:
 
     # -- host values (losses, norms) -----------------------------------------------------------
 
+    def say(self, *args, **kwargs):
+        """print, on rank 0 only: one process speaks for the group."""
+        if self.rank == 0:
+            print(*args, **kwargs)
+
     def sum(self, x):
         """Sum of a Python float over the ranks."""
         return self.mpi.allreduce(float(x)) if self.mpi else float(x)

@@ -284,12 +284,12 @@ class GPT2:
         return math.sqrt(self.ops.global_norm_squared(self.grads_flat))
 
     def update(self, lr, beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.0, grad_clip=1.0,
-               seed=0):
+               seed=0, norm=None):
         """One AdamW step, gradients clipped to global norm grad_clip (grad_clip <= 0: no
-        clipping); `seed` varies the stochastic rounding of bf16 params between runs. With
-        ZeRO-1 each rank updates its shard, then the params are gathered on every rank.
-        Returns the gradient norm before clipping."""
-        norm = self.grad_norm()
+        clipping); `seed` varies the stochastic rounding of bf16 params between runs; `norm`,
+        the gradient norm where the caller has it already. With ZeRO-1 each rank updates its
+        shard, then the params are gathered on every rank. Returns the gradient norm."""
+        norm = self.grad_norm() if norm is None else norm
         grad_scale = grad_clip / norm if 0 < grad_clip < norm else 1.0
         self.step += 1
         for i, name, start, end in self._update_slices:

@@ -14,6 +14,7 @@ from llmpy import cpu
 from llmpy.gpt2 import GPT2
 from tests.helpers import assert_close
 from tests.test_gpt2 import TINY, random_params
+from tests.test_train import tiny_run  # noqa: F401  (a fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 MPIEXEC = shutil.which("mpiexec") or shutil.which("mpiexec", path=str(Path(sys.executable).parent))
@@ -77,3 +78,50 @@ def test_one_process_comm_is_a_no_op():
     comm.reduce_scatter_mean(buf)
     comm.all_gather(buf)
     assert comm.world == 1 and comm.sum(2.5) == 2.5 and np.array_equal(buf, np.arange(16))
+
+
+# --- the command line under mpiexec
+
+def mpirun(n, *args, check=True):
+    from tests.test_train import ROOT as root
+    env = dict(os.environ, PYTHONPATH=str(root))
+    r = subprocess.run([MPIEXEC, "-n", str(n), sys.executable, str(root / "train_gpt2.py"),
+                        "--device", "cpu", *map(str, args)], capture_output=True, text=True,
+                       cwd=root, env=env, timeout=300)
+    if check:
+        assert r.returncode == 0, r.stderr
+    return r
+
+
+def float_losses(stdout):
+    from tests.test_train import losses
+    return {step: float(loss) for step, loss in losses(stdout).items()}
+
+
+@needs_mpi
+@pytest.mark.parametrize("zero", [0, 1])
+def test_two_processes_print_the_losses_of_one_with_twice_the_batch(tiny_run, zero):
+    one = float_losses(mpirun(1, *tiny_run, "-b", 4, "-x", 4, "-v", 2, "-m", 1).stdout)
+    two = mpirun(2, *tiny_run, "-b", 2, "-x", 4, "-v", 2, "-m", 1, "-z", zero)
+    assert "2 processes" in two.stdout
+    assert two.stdout.count("step    1/4") == 1, "only rank 0 prints"
+    for step, loss in float_losses(two.stdout).items():
+        assert abs(loss - one[step]) < 2e-6, step
+
+
+@needs_mpi
+def test_two_process_zero1_run_resumes_bit_for_bit(tiny_run, tmp_path):
+    flags = [*tiny_run, "-x", 6, "-v", 0, "-z", 1, "-o", tmp_path / "out", "-n", 3]
+    full = float_losses(mpirun(2, *flags).stdout)
+    assert (tmp_path / "out" / "state_00000003_00001.bin").exists(), "each rank saves its shard"
+    (tmp_path / "out" / "DONE_00000006").unlink()
+    resumed = mpirun(2, *flags, "-y", 1)
+    assert float_losses(resumed.stdout) == {k: full[k] for k in (4, 5, 6)}
+
+
+@needs_mpi
+def test_resuming_with_another_number_of_processes_is_an_error(tiny_run, tmp_path):
+    flags = [*tiny_run, "-x", 3, "-v", 0, "-z", 1, "-o", tmp_path / "out", "-n", 3]
+    mpirun(2, *flags)
+    r = mpirun(1, *flags, "-x", 6, "-y", 1, check=False)
+    assert r.returncode != 0 and "as many" in r.stderr and "Traceback" not in r.stderr

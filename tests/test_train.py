@@ -294,7 +294,7 @@ def assert_one_line_error(r, *words):
 
 
 def test_unknown_flag_is_an_error(tiny_run):
-    assert_one_line_error(run(*tiny_run, "-zz", 1, check=False), "-zz")
+    assert_one_line_error(run(*tiny_run, "-w", 1, check=False), "-w")
 
 
 def test_sequence_longer_than_the_model_is_an_error(tiny_run):

@@ -1,0 +1,81 @@
+"""Multi-GPU checks on one node: the same losses as one GPU at the same total batch, and the
+throughput scaling, by running train_gpt2.py under mpirun.
+
+    python dev/multigpu.py --gpus 2              # equality (plain and ZeRO-1), then 1 vs 2 GPUs
+    python dev/multigpu.py --gpus 4 --model d48 --B 8 --recompute 1
+
+Equality: G processes of micro-batch B against one process accumulating G micro-batches of B
+(-d G*B*T), from the same fresh weights on the same data; bf16 and a different reduction order
+make them agree to about 1e-2 of the loss, not bit for bit. Throughput: median tokens/s over
+the steps after the first few, one GPU at B against G GPUs at B each with ZeRO-1.
+"""
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+STEP = re.compile(r"^step +(\d+)/\d+ \| loss (\S+) \|.*\| (\d+) tok/s")
+ENV = dict(os.environ, NCCL_NVLS_ENABLE="0", PYTHONUNBUFFERED="1",
+           OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+
+
+def train(gpus, *flags, log=None):
+    """{step: (loss, tok/s)} of one train_gpt2.py run on `gpus` processes."""
+    cmd = [sys.executable, str(ROOT / "train_gpt2.py"), "-v", "0", "-s", "0", *map(str, flags)]
+    if gpus > 1:
+        cmd = [shutil.which("mpirun") or "mpirun", "-np", str(gpus), "--bind-to", "none", *cmd]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=ENV)
+    if log:
+        Path(log).write_text(r.stdout + r.stderr)
+    if r.returncode != 0:
+        sys.exit(f"failed ({r.returncode}): {' '.join(cmd)}\n{r.stderr[-3000:]}")
+    return {int(m[1]): (float(m[2]), int(m[3])) for m in map(STEP.match, r.stdout.splitlines()) if m}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--gpus", type=int, default=2)
+    p.add_argument("--model", default="d12")
+    p.add_argument("--B", type=int, default=64, help="micro-batch per GPU for the throughput runs")
+    p.add_argument("--T", type=int, default=1024)
+    p.add_argument("--check_B", type=int, default=8, help="micro-batch for the equality runs")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--recompute", type=int, default=0)
+    p.add_argument("--logs", default=None, help="folder for the runs' full output")
+    args = p.parse_args()
+    G, T = args.gpus, args.T
+    common = ["-e", args.model, "-t", T, "-r", args.recompute, "-l", 3e-4]
+    log = (lambda name: Path(args.logs) / f"{name}.log") if args.logs else (lambda name: None)
+
+    Bc, steps = args.check_B, min(args.steps, 10)
+    total = G * Bc * T
+    one = train(1, *common, "-b", Bc, "-d", total, "-x", steps, log=log("equal_1gpu"))
+    plain = train(G, *common, "-b", Bc, "-d", total, "-x", steps, "-z", 0, log=log(f"equal_{G}gpu"))
+    zero = train(G, *common, "-b", Bc, "-d", total, "-x", steps, "-z", 1, log=log(f"equal_{G}gpu_z1"))
+    print(f"{args.model}: losses at the same total batch ({total:,} tokens per step)")
+    print(f"step | 1 GPU, {G} micro-steps | {G} GPUs | {G} GPUs ZeRO-1")
+    for s in sorted(one):
+        print(f"{s:4d} | {one[s][0]:20.6f} | {plain[s][0]:8.6f} | {zero[s][0]:14.6f}")
+    worst = max(abs(run[s][0] - one[s][0]) / one[s][0] for run in (plain, zero) for s in one)
+    print(f"largest relative difference from 1 GPU: {worst:.2e}")
+
+    B = args.B
+    rates = {}
+    for gpus in (1, G):
+        run = train(gpus, *common, "-b", B, "-x", args.steps, "-z", int(gpus > 1),
+                    log=log(f"speed_{gpus}gpu"))
+        rates[gpus] = np.median([tok for s, (_, tok) in run.items() if s > 3])
+    print(f"\n{args.model}, B={B} per GPU, T={T}: median tokens/s over steps 4..{args.steps}")
+    print("GPUs | tokens/s | scaling efficiency")
+    for gpus, rate in rates.items():
+        print(f"{gpus:4d} | {rate:10,.0f} | {rate / (gpus * rates[1]):.3f}")
+
+
+if __name__ == "__main__":
+    main()
