@@ -20,11 +20,12 @@ for s in $sections; do
     timeout 300 make test-gpu SYSTEM_PYTHON=1 > "$OUT/test_gpu.log" 2>&1
     summary+=("test-gpu (rc $?): $(grep -E 'passed|failed' "$OUT/test_gpu.log" | tail -1)") ;;
   resume)
-    run="$OUT/run"; rm -rf "$run"
+    run=/tmp/llmpy_resume_run; rm -rf "$run"      # checkpoints: GBs, not for $OUT
     flags="-e d12 -b 16 -t 1024 -x 20 -v 10 -m 2 -s 20 -g 48 -n 10 -o $run"
     { timeout 200 python3 train_gpt2.py $flags && rm "$run/DONE_00000020" &&
       timeout 200 python3 train_gpt2.py $flags -y 1; } > "$OUT/resume.log" 2>&1
     rc=$?
+    cp "$run/main.log" "$OUT/main.log"
     timeout 100 python3 dev/vislog.py -o "$OUT/run.png" "$run/main.log" >> "$OUT/resume.log" 2>&1
     # steps 11..20 of the run that never stopped, then of the resumed run: the same lines
     same=$(grep -E '^step +(1[1-9]|20)/' "$OUT/resume.log" | sed -E 's/ \| [0-9.]+ ms.*//' | sort | uniq -c | awk '$1 != 2' | wc -l)
