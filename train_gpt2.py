@@ -283,7 +283,8 @@ def load_hellaswag(path, T, vocab_size):
 
 
 def mfu_column(cfg, T, tokens, seconds, ops):
-    """llm.c's "| 45.1% bf16 MFU" on a GPU (n/a where its peak is unknown); nothing on the CPU."""
+    """llm.c's "| 45.1% bf16 MFU" of one GPU, from the tokens it processed (n/a where its peak
+    is unknown); nothing on the CPU."""
     if ops.name == "cpu":
         return ""
     fraction = mfu(cfg, T, tokens, seconds, ops.device_name())
@@ -425,7 +426,7 @@ def train(args, ops, comm):
             per_step = (now - t_first) / (step - start)
         eta = format_eta(per_step * (num_steps - step - 1))
         say(f"step {step + 1:4d}/{num_steps} | loss {train_loss:.6f} | norm {norm:.4f} | lr {lr:.2e} "
-              f"| {dt * 1000:.2f} ms{mfu_column(cfg, T, total_batch, dt, ops)} | "
+              f"| {dt * 1000:.2f} ms{mfu_column(cfg, T, total_batch // comm.world, dt, ops)} | "
               f"{total_batch / dt:.0f} tok/s | eta {eta}", flush=True)
         logger.train(step + 1, train_loss, lr, norm, dt * 1000, total_batch / dt)
         if step == start and ops.memory_in_use() is not None:
