@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from llmpy import LlmpyError, backends, distributed, hellaswag
+from llmpy import LlmpyError, backends, distributed, hellaswag, run_main
 from llmpy.autofit import AUTO_START_B, advice, auto_start_B, fit, is_out_of_memory, release_memory
 from llmpy.checkpoint import (checkpoint_paths, checkpoints_to_delete, complete_checkpoint_steps,
                               delete_checkpoint, latest_checkpoint_step, read_model, read_state,
@@ -434,7 +434,4 @@ def train(args, ops, comm):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except LlmpyError as e:
-        sys.exit(f"error: {e}")
+    run_main(main)

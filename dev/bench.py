@@ -50,7 +50,6 @@ def cupy_timed(fn):
 
 def bench_llmpy(cfg, params, loader, args):
     model = GPT2(cfg, cuda, args.B, args.T, params=params)
-
     losses = []
 
     def step():
@@ -64,8 +63,6 @@ def bench_llmpy(cfg, params, loader, args):
     memory = cp.get_default_memory_pool().total_bytes()
     if args.profile:
         profile(model, loader)
-    del model
-    cp.get_default_memory_pool().free_all_blocks()
     return ms, memory, losses
 
 
@@ -169,6 +166,7 @@ def main():
     t0 = time.time()
     ms, memory, losses = bench_llmpy(cfg, params, DataLoader(args.data, args.B, args.T), args)
     rows.append(("llmpy", ms, memory, losses))
+    cp.get_default_memory_pool().free_all_blocks()      # the model is gone: room for PyTorch
     print(f"llmpy done in {time.time() - t0:.0f} s", flush=True)
     if not args.no_torch:
         ms, memory, losses = bench_torch(cfg, params, DataLoader(args.data, args.B, args.T), args)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # repo root: dev/ is not an installed package
 
-from llmpy import LlmpyError
+from llmpy import LlmpyError, run_main
 
 GPT2_124M_HELLASWAG = 29.4     # OpenAI's GPT-2 124M, acc_norm in percent (llm.c's eval)
 # (panel title, log key, scale)
@@ -136,7 +136,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except LlmpyError as e:
-        sys.exit(f"error: {e}")
+    run_main(main)

@@ -9,7 +9,6 @@ import functools
 import hashlib
 import os
 import struct
-import sys
 import tarfile
 import tempfile
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import tiktoken
 
-from llmpy import LlmpyError
+from llmpy import LlmpyError, run_main
 from llmpy.fetch import cache_dir, pip_download_sdist
 
 EOT = 50256
@@ -146,7 +145,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except LlmpyError as e:
-        sys.exit(f"error: {e}")
+    run_main(main)

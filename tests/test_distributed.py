@@ -14,7 +14,6 @@ from llmpy import cpu
 from llmpy.gpt2 import GPT2
 from tests.helpers import assert_close
 from tests.test_gpt2 import TINY, random_params
-from tests.test_train import tiny_run  # noqa: F401  (a fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 MPIEXEC = shutil.which("mpiexec") or shutil.which("mpiexec", path=str(Path(sys.executable).parent))

@@ -3,7 +3,6 @@ scorer (llmpy/hellaswag.py), on tests/data/hellaswag_sample.jsonl: six examples 
 format, written for these tests, scored by a model whose choice is set by hand."""
 import json
 import math
-import shutil
 import struct
 import subprocess
 import sys

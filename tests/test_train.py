@@ -12,7 +12,7 @@ import torch
 
 from dev.data.data_common import write_datafile
 from llmpy.checkpoint import read_model, read_state, write_model, write_state
-from llmpy.config import GPT2Config, from_descriptor, param_shapes
+from llmpy.config import GPT2Config, from_descriptor
 from llmpy.schedulers import learning_rate
 from tests.test_gpt2 import TINY, random_params
 from tests.test_hellaswag import CHOOSER, SAMPLE, chooser_params
@@ -34,15 +34,6 @@ def losses(stdout):
     return {int(m[1]): m[3] for m in map(STEP_LINE.match, stdout.splitlines()) if m}
 
 
-@pytest.fixture
-def tiny_run(tmp_path):
-    """A tiny model file and train/val shards of tokens in its vocabulary; returns the flags."""
-    rng = np.random.default_rng(0)
-    write_datafile(tmp_path / "train.bin", rng.integers(0, TINY.vocab_size, 4000))
-    write_datafile(tmp_path / "val.bin", rng.integers(0, TINY.vocab_size, 1000))
-    write_model(tmp_path / "tiny.bin", TINY, random_params(TINY, seed=0))
-    return ["-e", tmp_path / "tiny.bin", "-i", tmp_path / "train.bin", "-j", tmp_path / "val.bin",
-            "-b", 2, "-t", 16, "-s", 0]
 
 
 def test_step_lines_have_llm_c_form_and_loss_falls(tiny_run):

@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # repo root: dev/ is not an installed package
 
 from dev.data.data_common import text_stream, tokenize_to_shards
-from llmpy import LlmpyError
+from llmpy import run_main
 
 DATASETS = {"classic": ("HuggingFaceFW/fineweb", "fineweb"), "edu": ("HuggingFaceFW/fineweb-edu", "edufineweb")}
 VERSIONS = {"10B": "sample-10BT", "100B": "sample-100BT"}
@@ -61,7 +61,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except LlmpyError as e:
-        sys.exit(f"error: {e}")
+    run_main(main)

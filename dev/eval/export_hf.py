@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # repo root: dev/ is not an installed package
 
-from llmpy import LlmpyError
+from llmpy import run_main
 from llmpy.checkpoint import read_model
 from llmpy.hf import export_hf
 
@@ -31,7 +31,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except LlmpyError as e:
-        sys.exit(f"error: {e}")
+    run_main(main)

@@ -5,7 +5,6 @@ forward stores each activation ~10 times per layer over 12 layers, and the error
 random walk, to ~1e-2 of a tensor's scale for logits and gradients — llm.c's test_gpt2cu accepts
 the same order. A wrong formula gives errors of order 1, so the checks still bite.
 """
-import cupy as cp
 import numpy as np
 import pytest
 import torch
