@@ -35,6 +35,12 @@ def random_params(cfg, seed):
     return params
 
 
+def forward_backward(model, inputs, targets, loss_scale=1.0):
+    """One micro-step's gradients, accumulated into model.grads."""
+    model.forward(inputs, targets, loss_scale=loss_scale)
+    model.backward()
+
+
 def check_model_against_torch(cfg, B, T, tol=1e-5):
     params = random_params(cfg, seed=1)
     inputs, targets = random_batch(cfg, B, T, seed=2)
@@ -46,8 +52,7 @@ def check_model_against_torch(cfg, B, T, tol=1e-5):
     model.forward(inputs)
     assert_close(model.logits(), logits_ref.detach(), tol, "logits")
     model.zero_grad()
-    model.forward(inputs, targets)
-    model.backward()
+    forward_backward(model, inputs, targets)
     assert abs(model.mean_loss() - loss_ref.item()) < 1e-5 * loss_ref.item()
     grads = split_flat(model.grads_flat, param_shapes(cfg))
     grads_ref = split_flat(ref.flat(grads=True), param_shapes(cfg))
@@ -78,8 +83,7 @@ def test_padded_vocab_rows_get_no_gradient():
     inputs, targets = random_batch(TINY, 2, 8, seed=5)
     model = GPT2(TINY, cpu, 2, 8, params=params)
     model.zero_grad()
-    model.forward(inputs, targets)
-    model.backward()
+    forward_backward(model, inputs, targets)
     assert np.all(model.grads["wte"][TINY.vocab_size:] == 0)
 
 
@@ -90,8 +94,7 @@ def test_smaller_batch_in_allocated_model_matches_exact_size_model():
     exact = GPT2(TINY, cpu, 1, 5, params=params)
     for model in (big, exact):
         model.zero_grad()
-        model.forward(inputs, targets)
-        model.backward()
+        forward_backward(model, inputs, targets)
     assert big.mean_loss() == exact.mean_loss()
     assert np.array_equal(big.grads_flat, exact.grads_flat)
 
@@ -107,8 +110,7 @@ def test_ten_adamw_steps_match_torch_losses_and_params():
     for step in range(10):
         inputs, targets = random_batch(cfg, B, T, seed=100 + step)
         model.zero_grad()
-        model.forward(inputs, targets)
-        model.backward()
+        forward_backward(model, inputs, targets)
         norm = model.update(lr, weight_decay=wd, grad_clip=clip)
 
         opt.zero_grad()
@@ -126,13 +128,11 @@ def test_gradient_accumulation_equals_one_big_batch():
     inputs, targets = random_batch(TINY, 4, 8, seed=10)
     big = GPT2(TINY, cpu, 4, 8, params=params)
     big.zero_grad()
-    big.forward(inputs, targets)
-    big.backward()
+    forward_backward(big, inputs, targets)
     small = GPT2(TINY, cpu, 2, 8, params=params)
     small.zero_grad()
     for half in (slice(0, 2), slice(2, 4)):
-        small.forward(inputs[half], targets[half], loss_scale=0.5)
-        small.backward()
+        forward_backward(small, inputs[half], targets[half], loss_scale=0.5)
     assert_close(small.grads_flat, big.grads_flat, 1e-5, "accumulated grads")
 
 
@@ -148,8 +148,7 @@ def test_recompute_gives_the_same_gradients_with_less_activation_memory(recomput
     models = [GPT2(TINY, cpu, 2, 16, params=params, recompute=r) for r in (0, recompute)]
     for model in models:
         model.zero_grad()
-        model.forward(inputs, targets)
-        model.backward()
+        forward_backward(model, inputs, targets)
     assert models[1].mean_loss() == models[0].mean_loss()
     assert np.array_equal(models[1].grads_flat, models[0].grads_flat)
     assert models[1].acts_bytes.nbytes < models[0].acts_bytes.nbytes
