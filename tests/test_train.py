@@ -379,3 +379,15 @@ def test_resuming_optimizer_state_of_another_size_is_an_error(tiny_run, tmp_path
                 loader_state=state["loader_state"], extra=state["extra"])
     assert_one_line_error(run(*tiny_run, "-x", 4, "-v", 0, "-o", tmp_path / "out", "-y", 1, check=False),
                           "-y 1", "AdamW state")
+
+
+def test_hugging_face_folder_trains_like_the_same_weights_in_a_model_file(tiny_run, tmp_path):
+    from llmpy.hf import export_hf
+    export_hf(TINY, random_params(TINY, seed=0), tmp_path / "hf", tokenizer=False)   # tiny.bin's weights
+    from_file = losses(run(*tiny_run, "-x", 2, "-v", 0).stdout)
+    from_folder = losses(run(*tiny_run, "-e", tmp_path / "hf", "-x", 2, "-v", 0).stdout)
+    assert from_folder == from_file
+
+
+def test_hf_dir_without_an_openai_name_is_an_error(tiny_run, tmp_path):
+    assert_one_line_error(run(*tiny_run, "--hf_dir", tmp_path, check=False), "--hf_dir")
