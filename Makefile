@@ -30,7 +30,7 @@ $(VENV)/.installed: requirements.txt requirements-gpu.txt
 data: $(INSTALL)
 	$(PY) dev/data/shakespeare.py
 
-# a fresh d6 (30M parameters) on Shakespeare: ~3 minutes on 2 CPU cores; on the GPU if there is one
+# a fresh d6 (30M parameters) on Shakespeare: ~3.5 minutes of training on 2 CPU cores; on the GPU if there is one
 train: data
 	$(PY) train_gpt2.py -e d6 -b 8 -t 128 -x 120 -u 10 -l 1e-3 -v 40 -m 8 -s 120 -g 64 -o log_d6
 
