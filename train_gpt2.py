@@ -202,14 +202,11 @@ def save_checkpoint(out_dir, step, model, loader, rng, extra):
     with ZeRO-1), then, once every process has written, DONE_<step>."""
     comm = model.comm
     model_path, state_path = checkpoint_paths(out_dir, step, rank=comm.rank)
-    params = model.params_fp32() if model.master is None else None   # with ZeRO-1: every rank
     if comm.rank == 0:
-        if model.master is None:
-            write_model(model_path, model.cfg, params)
-        else:                     # the bf16 weights themselves, exactly (the master is in the state)
-            n = num_parameters(model.cfg)   # with ZeRO-1 the buffer is padded to a multiple of the ranks
-            params = model.ops.to_host(model.params_flat[:n]).astype(np.float32)
-            write_model(model_path, model.cfg, params, dtype="bf16")
+        # the weights exactly as the model holds them, fp32 on the CPU and bf16 on a GPU (the
+        # fp32 master weights go into the state); with ZeRO-1 the flat buffer is padded
+        weights = model.ops.to_host(model.params_flat[:num_parameters(model.cfg)]).astype(np.float32)
+        write_model(model_path, model.cfg, weights, dtype="fp32" if model.master is None else "bf16")
     master = None if model.master is None else model.ops.to_host(model.master)
     write_state(state_path, step=step, m=model.ops.to_host(model.m_flat),
                 v=model.ops.to_host(model.v_flat), master=master,
