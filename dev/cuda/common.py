@@ -9,42 +9,17 @@ ROOT = DEV_DIR.parents[1]
 sys.path.insert(0, str(ROOT))   # dev/ is not a package: let the scripts import llmpy
 
 import cupy as cp          # noqa: E402
-import ml_dtypes           # noqa: E402
 import numpy as np         # noqa: E402
 
 from llmpy.cuda.runtime import module   # noqa: E402
-
-bf16 = ml_dtypes.bfloat16
+# the same bf16 helpers and error measure as the GPU tests
+from tests.gpu.bf16 import bf16, gpu, host, poisoned, randn   # noqa: E402,F401
+from tests.helpers import rel_error   # noqa: E402,F401
 
 
 def dev_module(name):
     """dev/cuda/<name>.cu, the earlier versions of a family's kernels, built like kernels/."""
     return module(DEV_DIR / f"{name}.cu")
-
-
-def randn(rng, *shape, scale=1.0):
-    """fp32 normals rounded to bf16 values, so CPU reference and GPU see the same inputs."""
-    return (rng.standard_normal(shape) * scale).astype(bf16).astype(np.float32)
-
-
-def gpu(a, dtype=bf16):
-    return cp.asarray(np.asarray(a).astype(dtype))
-
-
-def poisoned(shape, dtype=bf16):
-    return cp.full(shape, np.nan, dtype=dtype)
-
-
-def host(a):
-    return cp.asnumpy(a).astype(np.float32)
-
-
-def rel_error(ours, ref):
-    """max |ours - ref| / max |ref|; inf if anything is NaN (a poisoned element left unwritten)."""
-    ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
-    if not np.all(np.isfinite(ours)):
-        return np.inf
-    return np.abs(ours - ref).max() / max(np.abs(ref).max(), 1e-30)
 
 
 def time_ms(fn, warmup=3, repeats=20):

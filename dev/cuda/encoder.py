@@ -60,7 +60,7 @@ def check(op, fn, rng, B, T):
         wte, wpe = randn(rng, Vp, C), randn(rng, maxT, C)
         ref = np.empty((B, T, C), np.float32)
         cpu.encoder_forward(ref, inp, wte, wpe)
-        out = poisoned((B, T, C))
+        out = poisoned(B, T, C)
         fn(out, cp.asarray(inp), gpu(wte), gpu(wpe))
         return {"out": rel_error(host(out), ref)}
     dout = randn(rng, B, T, C)
@@ -85,7 +85,7 @@ def main():
     inp_all = cp.asarray(tokens(rng, Bmax, T))
     dout_all = gpu(randn(rng, Bmax, T, C))
     wte, wpe = gpu(randn(rng, Vp, C, scale=0.02)), gpu(randn(rng, maxT, C, scale=0.02))
-    out_all = poisoned((Bmax, T, C))
+    out_all = poisoned(Bmax, T, C)
     dwte, dwpe = cp.zeros((Vp, C), bf16), cp.zeros((maxT, C), bf16)
     rows = []
     for v in picked:

@@ -37,8 +37,8 @@ def check_forward(fn, rng, B, T):
     ref = np.empty_like(x)
     ref_mean, ref_rstd = np.empty((B, T), np.float32), np.empty((B, T), np.float32)
     cpu.layernorm_forward(ref, ref_mean, ref_rstd, x, w, b)
-    out = poisoned((B, T, C))
-    mean, rstd = poisoned((B, T), np.float32), poisoned((B, T), np.float32)
+    out = poisoned(B, T, C)
+    mean, rstd = poisoned(B, T, dtype=np.float32), poisoned(B, T, dtype=np.float32)
     fn(out, mean, rstd, gpu(x), gpu(w), gpu(b))
     return {"out": rel_error(host(out), ref), "mean": rel_error(host(mean), ref_mean),
             "rstd": rel_error(host(rstd), ref_rstd)}
@@ -77,7 +77,7 @@ def main():
               + ("  OK" if worst <= TOL else "  FAILED"))
     T, Bmax = 1024, 64
     x_all, dout_all = gpu(randn(rng, Bmax, T, C)), gpu(randn(rng, Bmax, T, C))
-    out_all, dinp_all = poisoned((Bmax, T, C)), cp.zeros((Bmax, T, C), x_all.dtype)
+    out_all, dinp_all = poisoned(Bmax, T, C), cp.zeros((Bmax, T, C), x_all.dtype)
     w, b = gpu(randn(rng, C)), gpu(randn(rng, C))
     dw, db = cp.zeros(C, w.dtype), cp.zeros(C, w.dtype)
     mean_all, rstd_all = cp.zeros((Bmax, T), np.float32), cp.ones((Bmax, T), np.float32)

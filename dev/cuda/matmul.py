@@ -60,7 +60,7 @@ def check_forward(rng, forward):
         inp, weight, bias = randn(rng, CHECK_N, c), randn(rng, oc, c), randn(rng, oc)
         ref = np.empty((CHECK_N, oc), dtype=np.float32)
         cpu.matmul_forward(ref, inp, weight, bias if has_bias else None)
-        out = poisoned((CHECK_N, oc))
+        out = poisoned(CHECK_N, oc)
         forward(out, gpu(inp), gpu(weight), gpu(bias) if has_bias else None)
         errors[f"{name} out"] = rel_error(host(out), ref)
     return errors
@@ -71,7 +71,7 @@ def check_backward(rng):
     for name, c, oc, has_bias in SHAPES:
         dout, inp, weight = randn(rng, CHECK_N, oc), randn(rng, CHECK_N, c), randn(rng, oc, c)
         dweight, dbias = randn(rng, oc, c), randn(rng, oc)      # accumulated into
-        d_dinp, d_dweight, d_dbias = poisoned((CHECK_N, c)), gpu(dweight), gpu(dbias)
+        d_dinp, d_dweight, d_dbias = poisoned(CHECK_N, c), gpu(dweight), gpu(dbias)
         matmul.matmul_backward(d_dinp, d_dweight, d_dbias if has_bias else None,
                                gpu(dout), gpu(inp), gpu(weight))
         dinp = np.empty((CHECK_N, c), dtype=np.float32)

@@ -21,3 +21,8 @@ def poisoned(*shape, dtype=bf16):
 
 def host(a):
     return cp.asnumpy(a).astype(np.float32)
+
+
+def bits(a):
+    """A bf16 array's raw 16-bit patterns, for bit-exact comparisons."""
+    return cp.asnumpy(a).view(np.uint16)

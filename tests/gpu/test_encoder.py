@@ -11,7 +11,7 @@ import pytest
 
 from llmpy import cpu
 from llmpy.cuda import encoder
-from tests.gpu.bf16 import gpu, host, poisoned, randn
+from tests.gpu.bf16 import bits, gpu, host, poisoned, randn
 from tests.helpers import assert_close
 
 TOL = 1e-2
@@ -97,6 +97,6 @@ def test_encoder_backward_is_deterministic(rng):
     for _ in range(2):
         dwte, dwpe = start_wte.copy(), start_wpe.copy()
         encoder.encoder_backward(dwte, dwpe, dout, inp)
-        results.append((cp.asnumpy(dwte).view(np.uint16), cp.asnumpy(dwpe).view(np.uint16)))
+        results.append((bits(dwte), bits(dwpe)))
     assert np.array_equal(results[0][0], results[1][0]), "dwte differs between runs"
     assert np.array_equal(results[0][1], results[1][1]), "dwpe differs between runs"

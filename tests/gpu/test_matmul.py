@@ -6,12 +6,11 @@ that, while a wrong transpose, a missing bias or a lost prefill is off by O(1).
 Poison: out and dinp start as NaN (beta = 0 must not read them); dweight and dbias start random
 (they accumulate: prefill + delta is checked).
 """
-import cupy as cp
 import numpy as np
 
 from llmpy import cpu
 from llmpy.cuda.matmul import bias_backward, matmul_backward, matmul_forward
-from tests.gpu.bf16 import gpu, host, poisoned, randn
+from tests.gpu.bf16 import bits, gpu, host, poisoned, randn
 from tests.helpers import assert_close
 
 TOL = 1e-2
@@ -77,10 +76,6 @@ def test_bias_backward_sums_many_partial_chunks(rng):
     d_dbias = gpu(dbias)
     bias_backward(d_dbias, gpu(dout), rows_per_chunk=64)
     assert_close(host(d_dbias), dbias + dout.sum(axis=0), TOL, "dbias")
-
-
-def bits(a):
-    return cp.asnumpy(a).view(np.uint16)
 
 
 def test_matmul_is_deterministic(rng):
