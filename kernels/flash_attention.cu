@@ -8,9 +8,10 @@
 //                                  units of the scaled scores s = q.k * scale * log2(e), so that
 //                                  p = exp2(s - lse): the only state the backward needs
 //   delta (B, NH, T) fp32          sum_d dout * out per query row (backward's preprocessing)
-// No (T, T) matrix ever reaches memory: a block holds one 64-row tile of queries (forward, dq)
-// or keys (dk, dv) and streams the other side through shared memory in 64-row tiles, skipping
-// the tiles above the diagonal. Every sum runs in a fixed order: no atomics, deterministic.
+// No (T, T) matrix ever reaches memory: a block holds one 64-row tile of queries (forward, dQ)
+// or keys (dK, dV) and streams the other side through shared memory in 64-row tiles, skipping
+// the tiles above the diagonal, the next tile's copy (cp.async) in flight while the current one
+// is used. Every sum runs in a fixed order, so the results are the same bits run to run.
 //
 // Fragment layouts of mma.m16n8k16 (g = lane / 4, q = lane % 4), one 32-bit register = 2 bf16:
 //   A 16x16: a[0] = (row g, cols 2q..2q+1), a[1] = (row g+8, same cols), a[2] = (row g,
@@ -18,14 +19,22 @@
 //   B 16x8:  b[0] = (rows 2q..2q+1, col g), b[1] = (rows 8+2q.., col g)
 //   C 16x8:  c[0..1] = (row g, cols 2q, 2q+1), c[2..3] = (row g+8, cols 2q, 2q+1)
 // A C tile of scores, converted to bf16, is exactly the A fragment of the next product, so the
-// probabilities never leave registers.
+// probabilities never leave registers. ldmatrix.x4 loads four 8x8 bf16 matrices, one per group
+// of 8 lanes (lane 8i + r gives the address of row r of matrix i); each thread receives (row g,
+// cols 2q..2q+1) of every matrix, or with .trans (rows 2q..2q+1, col g): whole A or B fragments.
 #include "common.cuh"
 
 #define HS 64          // head size
 #define TILE 64        // query and key rows per tile; 4 warps x 16 rows
 #define THREADS 128
 #define STRIDE 72      // shared-memory row length in bf16: the 16-byte pad puts the 8 rows that
-                       // one fragment load touches in 8 different bank groups
+                       // one ldmatrix reads in 8 different bank groups
+#define TILE_ELEMS (TILE * STRIDE)
+// dK/dV kernel's occupancy target: 3 blocks per SM cap it at 168 registers a thread (a few
+// spills); at 2 it takes ~244 and its backward is 8% slower on the H200 (dev/cuda/attention.py)
+#ifndef DKDV_BLOCKS_PER_SM
+#define DKDV_BLOCKS_PER_SM 3
+#endif
 
 typedef unsigned int u32;
 
@@ -36,82 +45,101 @@ __device__ __forceinline__ void mma(float* c, const u32* a, u32 b0, u32 b1) {
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-// Four 8x8 bf16 matrices from shared memory, transposed: thread 8i+r gives the address of row r
-// of matrix i; register i receives matrix i's (rows 2q, 2q+1; col g), i.e. a B fragment of a
-// row-major (k, n) tile.
+__device__ __forceinline__ void ldmatrix(u32* r, const bf16* p) {
+    u32 addr = (u32)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
+}
+
 __device__ __forceinline__ void ldmatrix_trans(u32* r, const bf16* p) {
     u32 addr = (u32)__cvta_generic_to_shared(p);
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
 }
 
-__device__ __forceinline__ u32 ld32(const bf16* p) { return *reinterpret_cast<const u32*>(p); }
-
 __device__ __forceinline__ u32 pack(float lo, float hi) {
     __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
     return *reinterpret_cast<u32*>(&h);
 }
 
-// rows t0..t0+63 of one head (64 bf16 each, `stride` apart in global memory) into shared
-// memory; rows past T are zeros, so padded queries and keys contribute nothing
+// 16 bytes global -> shared without passing through registers; src_size 0 writes zeros
+__device__ __forceinline__ void cp_async16(bf16* dst, const bf16* src, bool valid) {
+    u32 addr = (u32)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n"
+                 :: "r"(addr), "l"(src), "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n"); }
+template <int N>   // wait until at most N of this thread's committed groups are still in flight
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" :: "n"(N)); }
+
+// start copying rows t0..t0+63 of one head (64 bf16 each, `stride` apart in global memory) into
+// shared memory; rows past T become zeros, so padded queries and keys contribute nothing
 __device__ __forceinline__ void load_tile(bf16* tile, const bf16* src, int stride, int t0, int T) {
     for (int p = threadIdx.x; p < TILE * HS / 8; p += THREADS) {
         int r = p / 8, c = (p % 8) * 8;
-        int4 v = make_int4(0, 0, 0, 0);
-        if (t0 + r < T) v = *reinterpret_cast<const int4*>(src + (size_t)(t0 + r) * stride + c);
-        *reinterpret_cast<int4*>(tile + r * STRIDE + c) = v;
+        bool valid = t0 + r < T;
+        cp_async16(tile + r * STRIDE + c, valid ? src + (size_t)(t0 + r) * stride + c : src, valid);
     }
 }
 
-// A fragments of a warp's 16 rows (row0..row0+15) of a (64, 64) tile: 4 k-steps of 16 columns
-__device__ __forceinline__ void load_a(u32 (*f)[4], const bf16* tile, int row0) {
-    int g = threadIdx.x % 32 / 4, q = threadIdx.x % 4;
+// A fragments of rows row0..row0+15 of a (64, 64) tile, 4 k-steps of 16 columns
+__device__ __forceinline__ void load_a(u32 (*a)[4], const bf16* tile, int row0) {
+    int m = threadIdx.x % 32 / 8, r = threadIdx.x % 8;
+    for (int ks = 0; ks < 4; ks++)
+        ldmatrix(a[ks], tile + (row0 + (m % 2) * 8 + r) * STRIDE + ks * 16 + (m / 2) * 8);
+}
+
+// A fragments of rows col0..col0+15 of the tile's transpose (columns col0.. of the tile)
+__device__ __forceinline__ void load_a_trans(u32 (*a)[4], const bf16* tile, int col0) {
+    int m = threadIdx.x % 32 / 8, r = threadIdx.x % 8;
+    for (int ks = 0; ks < 4; ks++)
+        ldmatrix_trans(a[ks], tile + (ks * 16 + (m / 2) * 8 + r) * STRIDE + col0 + (m % 2) * 8);
+}
+
+// C-layout floats (16 x 64) -> bf16 A fragments (16 x 64)
+__device__ __forceinline__ void to_a(u32 (*a)[4], float (*c)[4]) {
     for (int ks = 0; ks < 4; ks++) {
-        const bf16* p = tile + (row0 + g) * STRIDE + ks * 16 + 2 * q;
-        f[ks][0] = ld32(p);
-        f[ks][1] = ld32(p + 8 * STRIDE);
-        f[ks][2] = ld32(p + 8);
-        f[ks][3] = ld32(p + 8 * STRIDE + 8);
+        a[ks][0] = pack(c[2 * ks][0], c[2 * ks][1]);
+        a[ks][1] = pack(c[2 * ks][2], c[2 * ks][3]);
+        a[ks][2] = pack(c[2 * ks + 1][0], c[2 * ks + 1][1]);
+        a[ks][3] = pack(c[2 * ks + 1][2], c[2 * ks + 1][3]);
     }
 }
 
-// acc (16 x 64) = A (16 x 64, fragments) @ tile^T, where tile is (64 rows = output columns, 64)
-// row-major: the B fragment (k = column of tile, n = row of tile) is two adjacent bf16 of a row
+// acc (16 x 64) = A (16 x 64) @ tile^T, tile (64 rows = output columns, 64) row-major: a B
+// fragment (k = column of tile, n = row of tile) is a non-transposed 8x8 matrix of the tile
 __device__ __forceinline__ void mul_abt(float (*acc)[4], u32 (*a)[4], const bf16* tile) {
-    int g = threadIdx.x % 32 / 4, q = threadIdx.x % 4;
-    for (int nt = 0; nt < 8; nt++) {
-        acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
+    int m = threadIdx.x % 32 / 8, r = threadIdx.x % 8;
+    for (int nt = 0; nt < 8; nt++) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
+    for (int np = 0; np < 4; np++)            // pairs of 8-column n-tiles
         for (int ks = 0; ks < 4; ks++) {
-            const bf16* p = tile + (nt * 8 + g) * STRIDE + ks * 16 + 2 * q;
-            mma(acc[nt], a[ks], ld32(p), ld32(p + 8));
+            u32 b[4];
+            ldmatrix(b, tile + (np * 16 + (m / 2) * 8 + r) * STRIDE + ks * 16 + (m % 2) * 8);
+            mma(acc[2 * np], a[ks], b[0], b[1]);
+            mma(acc[2 * np + 1], a[ks], b[2], b[3]);
         }
-    }
 }
 
-// acc (16 x 64) += P (16 x 64, C-layout floats, rounded to bf16 here) @ tile, where tile is
-// (64 = k, 64 = n) row-major: B fragments through ldmatrix.trans
-__device__ __forceinline__ void mul_pb(float (*acc)[4], float (*p)[4], const bf16* tile) {
-    int lane = threadIdx.x % 32;
-    for (int ks = 0; ks < 4; ks++) {
-        u32 a[4] = {pack(p[2 * ks][0], p[2 * ks][1]), pack(p[2 * ks][2], p[2 * ks][3]),
-                    pack(p[2 * ks + 1][0], p[2 * ks + 1][1]), pack(p[2 * ks + 1][2], p[2 * ks + 1][3])};
-        for (int np = 0; np < 4; np++) {      // pairs of 8-column n-tiles
+// acc (16 x 64) += A (16 x 64) @ tile, tile (64 = k, 64 = n) row-major: B through ldmatrix.trans
+__device__ __forceinline__ void mul_ab(float (*acc)[4], u32 (*a)[4], const bf16* tile) {
+    int m = threadIdx.x % 32 / 8, r = threadIdx.x % 8;
+    for (int ks = 0; ks < 4; ks++)
+        for (int np = 0; np < 4; np++) {
             u32 b[4];
-            int m = lane / 8, r = lane % 8;   // this thread addresses row r of matrix m
             ldmatrix_trans(b, tile + (ks * 16 + (m % 2) * 8 + r) * STRIDE + np * 16 + (m / 2) * 8);
-            mma(acc[2 * np], a, b[0], b[1]);
-            mma(acc[2 * np + 1], a, b[2], b[3]);
+            mma(acc[2 * np], a[ks], b[0], b[1]);
+            mma(acc[2 * np + 1], a[ks], b[2], b[3]);
         }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
 // forward: grid (T/64 query tiles, B*NH); each warp owns 16 query rows and keeps a running max
 // m, a running denominator l and the output accumulator o in registers (online softmax).
+// K and V tiles are double-buffered: tile kt+1 is copied while tile kt is used.
 
 extern "C" __global__ void __launch_bounds__(THREADS)
 flash_attention_forward(bf16* out, float* lse, const bf16* qkv, int T, int NH, float scale_log2) {
-    __shared__ __align__(16) bf16 Qs[TILE * STRIDE], Ks[TILE * STRIDE], Vs[TILE * STRIDE];
+    __shared__ __align__(16) bf16 Qs[TILE_ELEMS], Ks[2][TILE_ELEMS], Vs[2][TILE_ELEMS];
     int qt = gridDim.x - 1 - blockIdx.x;       // the longest rows (most key tiles) start first
     int bh = blockIdx.y, b = bh / NH, h = bh % NH, C = NH * HS;
     int warp = threadIdx.x / 32, g = threadIdx.x % 32 / 4, q = threadIdx.x % 4;
@@ -120,19 +148,26 @@ flash_attention_forward(bf16* out, float* lse, const bf16* qkv, int T, int NH, f
     int rows[2] = {q0 + warp * 16 + g, q0 + warp * 16 + g + 8};   // this thread's two query rows
 
     load_tile(Qs, qp, 3 * C, q0, T);
-    __syncthreads();
-    u32 qf[4][4];
-    load_a(qf, Qs, warp * 16);
+    load_tile(Ks[0], qp + C, 3 * C, 0, T);
+    load_tile(Vs[0], qp + 2 * C, 3 * C, 0, T);
+    cp_async_commit();
 
+    u32 qf[4][4];
     float o[8][4] = {}, s[8][4];
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
     for (int kt = 0; kt <= qt; kt++) {
-        int k0 = kt * TILE;
-        __syncthreads();                       // everyone is done with the previous K, V
-        load_tile(Ks, qp + C, 3 * C, k0, T);
-        load_tile(Vs, qp + 2 * C, 3 * C, k0, T);
+        int k0 = kt * TILE, buf = kt % 2;
+        if (kt < qt) {                         // the next tile's copy overlaps this tile's math
+            load_tile(Ks[buf ^ 1], qp + C, 3 * C, k0 + TILE, T);
+            load_tile(Vs[buf ^ 1], qp + 2 * C, 3 * C, k0 + TILE, T);
+            cp_async_commit();
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
         __syncthreads();
-        mul_abt(s, qf, Ks);
+        if (kt == 0) load_a(qf, Qs, warp * 16);
+        mul_abt(s, qf, Ks[buf]);
         float mnew[2] = {m[0], m[1]};
         for (int nt = 0; nt < 8; nt++)
             for (int e = 0; e < 4; e++) {
@@ -155,7 +190,10 @@ flash_attention_forward(bf16* out, float* lse, const bf16* qkv, int T, int NH, f
                 s[nt][e] = exp2f(s[nt][e] - m[e / 2]);
                 l[e / 2] += s[nt][e];          // this lane's part of the row sum
             }
-        mul_pb(o, s, Vs);
+        u32 pf[4][4];
+        to_a(pf, s);
+        mul_ab(o, pf, Vs[buf]);
+        __syncthreads();                       // everyone is done with buf before it is refilled
     }
     for (int r = 0; r < 2; r++) {
         l[r] += __shfl_xor_sync(0xffffffff, l[r], 1);
@@ -173,9 +211,7 @@ flash_attention_forward(bf16* out, float* lse, const bf16* qkv, int T, int NH, f
 // ---------------------------------------------------------------------------------------------
 // backward. With P = softmax(scale * Q K^T) and dP = dO V^T, the score gradient is
 // dS = P * (dP - delta), delta = rowsum(dO * O); then dQ = scale dS K, dK = scale dS^T Q,
-// dV = P^T dO. Two kernels, each owning what it writes, so nothing needs atomics: one per key
-// tile (dK, dV: loops over the query tiles below the diagonal), one per query tile (dQ: loops
-// over the key tiles), each recomputing P from the saved lse.
+// dV = P^T dO.
 
 // delta[b, h, t] = sum_d dout[b, t, h, d] * out[b, t, h, d]: one warp per row, 2 per lane
 extern "C" __global__ void flash_attention_delta(float* delta, const bf16* dout, const bf16* out,
@@ -190,15 +226,28 @@ extern "C" __global__ void flash_attention_delta(float* delta, const bf16* dout,
     if (lane == 0) delta[row] = sum;
 }
 
+// Two kernels, each owning what it writes, so nothing needs atomics: one per key tile (dK, dV:
+// loops over the query tiles on and below the diagonal), one per query tile (dQ: loops over the
+// key tiles up to the diagonal), each recomputing P from the saved lse. (One kernel for all
+// three, adding each key tile's part of dQ in a fixed order, does 5 tile products per tile pair
+// instead of 7 but was slower: dev/cuda/attention.py versions 5 and 6.) The streamed tiles are
+// double-buffered in dynamic shared memory: 2 resident tiles, 2 x 2 streamed ones, and the
+// streamed rows' lse and delta twice = 55 KB.
+
 // dK, dV for one key tile: each warp owns 16 keys and computes the transposed products
 // S^T = K Q^T, dP^T = V dO^T for the 64 queries of each tile, so that P^T and dS^T come out
 // in C layout, ready to be the A operands of dV += P^T dO and dK += dS^T Q.
-extern "C" __global__ void __launch_bounds__(THREADS)
+extern "C" __global__ void __launch_bounds__(THREADS, DKDV_BLOCKS_PER_SM)
 flash_attention_backward_dkdv(bf16* dqkv, const bf16* dout, const bf16* qkv, const float* lse,
                               const float* delta, int T, int NH, float scale, float scale_log2) {
-    __shared__ __align__(16) bf16 Qs[TILE * STRIDE], dOs[TILE * STRIDE];
-    __shared__ float lse_s[TILE], delta_s[TILE];
-    int kt = blockIdx.x;                       // key tile 0 sees the most query tiles: first
+    extern __shared__ __align__(16) bf16 smem[];
+    bf16 *Ks = smem, *Vs = Ks + TILE_ELEMS;
+    auto Qs = [&](int buf) { return Vs + (1 + buf) * TILE_ELEMS; };       // buffers 0 and 1
+    auto dOs = [&](int buf) { return Vs + (3 + buf) * TILE_ELEMS; };
+    float (*lse_s)[TILE] = reinterpret_cast<float (*)[TILE]>(Vs + 5 * TILE_ELEMS);
+    float (*delta_s)[TILE] = lse_s + 2;
+
+    int tiles = gridDim.x, kt = blockIdx.x;    // key tile 0 sees the most query tiles: first
     int bh = blockIdx.y, b = bh / NH, h = bh % NH, C = NH * HS;
     int warp = threadIdx.x / 32, g = threadIdx.x % 32 / 4, q = threadIdx.x % 4;
     const bf16* qp = qkv + (size_t)b * T * 3 * C + h * HS;
@@ -206,38 +255,51 @@ flash_attention_backward_dkdv(bf16* dqkv, const bf16* dout, const bf16* qkv, con
     int k0 = kt * TILE;
     int keys[2] = {k0 + warp * 16 + g, k0 + warp * 16 + g + 8};
 
-    u32 kf[4][4], vf[4][4];                    // this warp's K and V rows, staged through Qs/dOs
-    load_tile(Qs, qp + C, 3 * C, k0, T);
-    load_tile(dOs, qp + 2 * C, 3 * C, k0, T);
-    __syncthreads();
-    load_a(kf, Qs, warp * 16);
-    load_a(vf, dOs, warp * 16);
-
-    float dk[8][4] = {}, dv[8][4] = {}, p[8][4], dp[8][4];
-    int tiles = (T + TILE - 1) / TILE;
-    for (int qt = kt; qt < tiles; qt++) {
+    auto load_queries = [&](int qt, int buf) {  // query tile qt's Q, dO, lse, delta into buf
         int q0 = qt * TILE;
-        __syncthreads();
-        load_tile(Qs, qp, 3 * C, q0, T);
-        load_tile(dOs, dop, C, q0, T);
+        load_tile(Qs(buf), qp, 3 * C, q0, T);
+        load_tile(dOs(buf), dop, C, q0, T);
         for (int i = threadIdx.x; i < TILE; i += THREADS) {
-            bool valid = q0 + i < T;           // padded queries: p = exp2(-inf) = 0
-            lse_s[i] = valid ? lse[(size_t)bh * T + q0 + i] : INFINITY;
-            delta_s[i] = valid ? delta[(size_t)bh * T + q0 + i] : 0.0f;
+            bool valid = q0 + i < T;           // padded queries: zero dO rows, so dS = 0 there
+            lse_s[buf][i] = valid ? lse[(size_t)bh * T + q0 + i] : 0.0f;
+            delta_s[buf][i] = valid ? delta[(size_t)bh * T + q0 + i] : 0.0f;
+        }
+    };
+    load_tile(Ks, qp + C, 3 * C, k0, T);
+    load_tile(Vs, qp + 2 * C, 3 * C, k0, T);
+    load_queries(kt, 0);
+    cp_async_commit();
+
+    float dk[8][4] = {}, dv[8][4] = {};
+    for (int qt = kt, buf = 0; qt < tiles; qt++, buf ^= 1) {
+        int q0 = qt * TILE;
+        if (qt + 1 < tiles) {                  // the next tile's copy overlaps this tile's math
+            load_queries(qt + 1, buf ^ 1);
+            cp_async_commit();
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
         }
         __syncthreads();
-        mul_abt(p, kf, Qs);                    // S^T: rows = keys, columns = queries
-        mul_abt(dp, vf, dOs);                  // dP^T
+        float p[8][4], dp[8][4];
+        u32 a[4][4];
+        load_a(a, Ks, warp * 16);
+        mul_abt(p, a, Qs(buf));                // S^T: rows = keys, columns = queries
+        load_a(a, Vs, warp * 16);
+        mul_abt(dp, a, dOs(buf));              // dP^T
         for (int nt = 0; nt < 8; nt++)
             for (int e = 0; e < 4; e++) {
                 int col = nt * 8 + 2 * q + e % 2, query = q0 + col;
-                float pe = exp2f(p[nt][e] * scale_log2 - lse_s[col]);
+                float pe = exp2f(p[nt][e] * scale_log2 - lse_s[buf][col]);
                 if (qt == kt && query < keys[e / 2]) pe = 0.0f;     // the key is in its future
                 p[nt][e] = pe;
-                dp[nt][e] = pe * (dp[nt][e] - delta_s[col]);         // dS^T
+                dp[nt][e] = pe * (dp[nt][e] - delta_s[buf][col]);   // dS^T
             }
-        mul_pb(dv, p, dOs);
-        mul_pb(dk, dp, Qs);
+        to_a(a, p);
+        mul_ab(dv, a, dOs(buf));
+        to_a(a, dp);
+        mul_ab(dk, a, Qs(buf));
+        __syncthreads();                       // everyone is done with buf before it is refilled
     }
     for (int r = 0; r < 2; r++) {
         if (keys[r] >= T) continue;
@@ -254,7 +316,10 @@ flash_attention_backward_dkdv(bf16* dqkv, const bf16* dout, const bf16* qkv, con
 extern "C" __global__ void __launch_bounds__(THREADS)
 flash_attention_backward_dq(bf16* dqkv, const bf16* dout, const bf16* qkv, const float* lse,
                             const float* delta, int T, int NH, float scale, float scale_log2) {
-    __shared__ __align__(16) bf16 Ks[TILE * STRIDE], Vs[TILE * STRIDE];
+    extern __shared__ __align__(16) bf16 smem[];
+    bf16 *Qs = smem, *dOs = Qs + TILE_ELEMS;
+    auto Ks = [&](int buf) { return dOs + (1 + buf) * TILE_ELEMS; };
+    auto Vs = [&](int buf) { return dOs + (3 + buf) * TILE_ELEMS; };
     int qt = gridDim.x - 1 - blockIdx.x;
     int bh = blockIdx.y, b = bh / NH, h = bh % NH, C = NH * HS;
     int warp = threadIdx.x / 32, g = threadIdx.x % 32 / 4, q = threadIdx.x % 4;
@@ -265,26 +330,34 @@ flash_attention_backward_dq(bf16* dqkv, const bf16* dout, const bf16* qkv, const
     float row_lse[2], row_delta[2];
     for (int r = 0; r < 2; r++) {
         bool valid = rows[r] < T;
-        row_lse[r] = valid ? lse[(size_t)bh * T + rows[r]] : INFINITY;
+        row_lse[r] = valid ? lse[(size_t)bh * T + rows[r]] : 0.0f;
         row_delta[r] = valid ? delta[(size_t)bh * T + rows[r]] : 0.0f;
     }
 
-    u32 qf[4][4], dof[4][4];                   // this warp's Q and dO rows, staged through Ks/Vs
-    load_tile(Ks, qp, 3 * C, q0, T);
-    load_tile(Vs, dop, C, q0, T);
-    __syncthreads();
-    load_a(qf, Ks, warp * 16);
-    load_a(dof, Vs, warp * 16);
+    load_tile(Qs, qp, 3 * C, q0, T);
+    load_tile(dOs, dop, C, q0, T);
+    load_tile(Ks(0), qp + C, 3 * C, 0, T);
+    load_tile(Vs(0), qp + 2 * C, 3 * C, 0, T);
+    cp_async_commit();
 
-    float dq[8][4] = {}, p[8][4], dp[8][4];
-    for (int kt = 0; kt <= qt; kt++) {
+    float dq[8][4] = {};
+    for (int kt = 0, buf = 0; kt <= qt; kt++, buf ^= 1) {
         int k0 = kt * TILE;
+        if (kt < qt) {
+            load_tile(Ks(buf ^ 1), qp + C, 3 * C, k0 + TILE, T);
+            load_tile(Vs(buf ^ 1), qp + 2 * C, 3 * C, k0 + TILE, T);
+            cp_async_commit();
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
         __syncthreads();
-        load_tile(Ks, qp + C, 3 * C, k0, T);
-        load_tile(Vs, qp + 2 * C, 3 * C, k0, T);
-        __syncthreads();
-        mul_abt(p, qf, Ks);                    // S
-        mul_abt(dp, dof, Vs);                  // dP = dO V^T
+        float p[8][4], dp[8][4];
+        u32 a[4][4];
+        load_a(a, Qs, warp * 16);
+        mul_abt(p, a, Ks(buf));                // S
+        load_a(a, dOs, warp * 16);
+        mul_abt(dp, a, Vs(buf));               // dP = dO V^T
         for (int nt = 0; nt < 8; nt++)
             for (int e = 0; e < 4; e++) {
                 int key = k0 + nt * 8 + 2 * q + e % 2;
@@ -292,7 +365,9 @@ flash_attention_backward_dq(bf16* dqkv, const bf16* dout, const bf16* qkv, const
                 if (kt == qt && key > rows[e / 2]) pe = 0.0f;
                 dp[nt][e] = pe * (dp[nt][e] - row_delta[e / 2]);     // dS
             }
-        mul_pb(dq, dp, Ks);
+        to_a(a, dp);
+        mul_ab(dq, a, Ks(buf));
+        __syncthreads();
     }
     for (int r = 0; r < 2; r++) {
         if (rows[r] >= T) continue;

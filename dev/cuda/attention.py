@@ -14,25 +14,41 @@ keywords set, kernels in dev/cuda/attention.cu); version 4 is llmpy's (kernels/f
   3  causal gemms: one gemm per block of row_block query rows over the keys up to the block's
      end (5/8 of the matrix at row_block = 256), and the softmax backward writes dpreatt's zeros
      only as far as those blocks read; timed per row_block
-  4  flash attention (FlashAttention-2's algorithm) on bf16 tensor cores, mma.sync m16n8k16:
-     64-row tiles of queries stream the keys through shared memory with an online softmax, the
-     probabilities never leave registers and skip the tiles above the diagonal; only the
-     log-sum-exp per row is saved. The backward recomputes the probabilities: one kernel per
-     key tile for dK and dV, one per query tile for dQ (no atomics). No (T, T) traffic at all.
+  4  flash attention (FlashAttention-2's algorithm) on bf16 tensor cores, mma.sync m16n8k16
+     (dev/cuda/flash_attention_v4.cu): 64-row tiles of queries stream the keys through shared
+     memory with an online softmax, the probabilities never leave registers and skip the tiles
+     above the diagonal; only the log-sum-exp per row is saved. The backward recomputes the
+     probabilities: one kernel per key tile for dK and dV, one per query tile for dQ (no
+     atomics). No (T, T) traffic at all.
+  5  one backward kernel per key tile computes dK, dV and its part of dQ, added into an fp32
+     accumulator in a fixed order of key tiles (a counter per query tile; still no float
+     atomics): 5 tile products per tile pair instead of 7 (dev/cuda/flash_attention_v5.cu).
+     Every operand fragment comes from shared memory by ldmatrix (4x fewer load instructions
+     than 32-bit loads), the next tile's copy (cp.async) runs while the current one is used.
+     Slower than 4 all the same: each tile pair now waits on the ordered read-add-write of dQ
+     through L2 and a memory fence, at only 2 blocks per SM (246 registers)
+  6  version 5 with its backward compiled for 3 blocks per SM (168 registers)
+  7  llmpy's (kernels/flash_attention.cu): version 4's two backward kernels and forward with
+     version 5's ldmatrix fragments and double-buffered cp.async tiles, the dK/dV kernel
+     compiled for 3 blocks per SM (168 registers, a few spills)
+  8  version 7 with its dK/dV kernel at 2 blocks per SM (244 registers, none spilled)
 Timed at GPT-2 124M's NH = 12, hs = 64, T = 1024 for B = 8..64, forward and forward + backward
 (backward: their difference), against PyTorch's flash attention (F.scaled_dot_product_attention)
 on the same qkv, with nanoGPT's head split and merge around it, where torch is installed.
 """
 import functools
+import math
+from types import SimpleNamespace
 
 import cupy as cp
 import numpy as np
-from common import (bf16, gpu, host, poisoned, print_table, randn, rel_error, selected_versions,
-                    time_ms)
+from common import (DEV_DIR, bf16, gpu, host, poisoned, print_table, randn, rel_error,
+                    selected_versions, time_ms)
 
 import attention_simple as simple
 from llmpy import cpu
 from llmpy.cuda import flash_attention
+from llmpy.cuda.runtime import ceil_div, kernel, launch
 
 NH, HS, T = 12, 64, 1024
 BATCHES = (8, 16, 32, 64)
@@ -41,12 +57,69 @@ CHECKS = [(4, 256, NH, HS), (2, 37, 4, 64), (1, 1024, 2, 64)]
 # preatt, att, the outputs (and datt, dpreatt backward) are each rounded to bf16 (<= 2^-8 of a
 # value); a NumPy emulation of that chain gives ~5e-3 forward and ~6e-3 backward of the scale
 TOL = {"out": 1e-2, "att": 1e-2, "dq": 2e-2, "dk": 2e-2, "dv": 2e-2}
+V4 = DEV_DIR / "flash_attention_v4.cu"
+
+
+def v4_forward(out, lse, qkv, nh):
+    B, T_, _ = qkv.shape
+    launch(V4, "flash_attention_forward", (ceil_div(T_, 64), B * nh), 128,
+           out, lse, qkv, T_, nh, flash_attention.LOG2E / math.sqrt(HS))
+
+
+def v4_backward(dqkv, dout, qkv, out, lse, nh):
+    B, T_, _ = qkv.shape
+    delta = cp.empty(B * nh * T_, np.float32)
+    launch(V4, "flash_attention_delta", ceil_div(B * nh * T_, 8), 256, delta, dout, out, B, T_, nh)
+    scale = 1 / math.sqrt(HS)
+    for name in ("flash_attention_backward_dkdv", "flash_attention_backward_dq"):
+        launch(V4, name, (ceil_div(T_, 64), B * nh), 128,
+               dqkv, dout, qkv, lse, delta, T_, nh, scale, scale * flash_attention.LOG2E)
+
+
+V5 = DEV_DIR / "flash_attention_v5.cu"
+
+
+def v5_backward(dqkv, dout, qkv, out, lse, nh, source=V5):
+    B, T_, _ = qkv.shape
+    tiles = ceil_div(T_, 64)
+    delta = cp.empty(B * nh * T_, np.float32)
+    dq_accum = cp.empty(B * nh * tiles * 64 * 64, np.float32)
+    counter = cp.zeros(B * nh * tiles, np.uint32)
+    launch(source, "flash_attention_delta", ceil_div(B * nh * T_, 8), 256, delta, dout, out, B, T_, nh)
+    shared = 7 * flash_attention.TILE_BYTES + 4 * 64 * 4
+    kernel(source, "flash_attention_backward").max_dynamic_shared_size_bytes = shared
+    scale = 1 / math.sqrt(HS)
+    launch(source, "flash_attention_backward", (tiles, B * nh), 128, dqkv, dq_accum, counter,
+           dout, qkv, lse, delta, T_, nh, scale, scale * flash_attention.LOG2E, shared_mem=shared)
+
+
+def variant(forward, backward):
+    return SimpleNamespace(attention_saved=flash_attention.attention_saved,
+                           attention_forward=forward, attention_backward=backward)
+
+
+V5_THREE = (V5, ("-DBACKWARD_BLOCKS_PER_SM=3",))
+V7_TWO = ("flash_attention", ("-DDKDV_BLOCKS_PER_SM=2",))
 # version: the module and the keywords of its attention_forward and attention_backward
 # (row_block None: one gemm over the whole matrix)
 VERSIONS = {1: (simple, dict(vectorized=False, row_block=None)),
             2: (simple, dict(vectorized=True, row_block=None)),
             3: (simple, dict(vectorized=True, row_block=simple.ROW_BLOCK)),
-            4: (flash_attention, {})}
+            4: (variant(v4_forward, v4_backward), {}),
+            5: (variant(flash_attention.attention_forward, v5_backward), {}),
+            6: (variant(flash_attention.attention_forward,
+                        functools.partial(v5_backward, source=V5_THREE)), {}),
+            7: (flash_attention, {}),
+            8: (variant(flash_attention.attention_forward,
+                        functools.partial(flash_attention.attention_backward, source=V7_TWO)), {})}
+# registers per thread and spilled bytes of each flash version's kernels
+KERNELS = {4: (V4, ("flash_attention_forward", "flash_attention_backward_dkdv",
+                    "flash_attention_backward_dq")),
+           5: (V5, ("flash_attention_backward",)),
+           6: (V5_THREE, ("flash_attention_backward",)),
+           7: ("flash_attention", ("flash_attention_forward", "flash_attention_backward_dkdv",
+                                   "flash_attention_backward_dq")),
+           8: (V7_TWO, ("flash_attention_backward_dkdv",))}
 ROW_BLOCKS = (128, 256, 512)   # timed for version 3
 
 
@@ -124,6 +197,10 @@ def main():
         for name, (kind, err) in check(rng, *VERSIONS[version]).items():
             verdict = "ok" if err < TOL[kind] else "FAIL"
             print(f"version {version} {name}: relative error {err:.2e} {verdict}")
+        source, names = KERNELS.get(version, (None, ()))
+        for name in names:
+            k = kernel(source, name)
+            print(f"version {version} {name}: {k.num_regs} registers, {k.local_size_bytes} bytes local")
     rows = []
     for B in BATCHES:
         qkv, dout = repeated(rng, B, T, 3 * NH * HS), repeated(rng, B, T, NH * HS)

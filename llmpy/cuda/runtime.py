@@ -17,9 +17,12 @@ def arch_option():
 @functools.cache
 def module(source):
     """The compiled kernels/<source>.cu, or the .cu file at path `source` (dev/cuda's earlier
-    versions, built the same way)."""
+    versions, built the same way); source (name or path, ("-DNAME=value", ...)) builds it with
+    those macros (dev/cuda's variants of a kernel's compile-time knobs)."""
+    source, defines = source if isinstance(source, tuple) else (source, ())
     path = source if isinstance(source, Path) else KERNEL_DIR / f"{source}.cu"
-    return cp.RawModule(code=path.read_text(), options=OPTIONS + (arch_option(),), backend="nvrtc")
+    return cp.RawModule(code=path.read_text(), options=OPTIONS + (arch_option(), *defines),
+                        backend="nvrtc")
 
 
 @functools.cache

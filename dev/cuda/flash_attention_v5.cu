@@ -1,0 +1,368 @@
+// Versions 5 and 6 of dev/cuda/attention.py, kept for comparison: the backward in one kernel per
+// key tile, dQ added across key tiles in a fixed order. Slower than two kernels (see there).
+// Causal flash attention (FlashAttention-2's algorithm) on bf16 tensor cores (mma.sync m16n8k16),
+// forward and backward, for head size 64 (every GPT-2 size has C / NH = 64).
+//
+// Layouts, row-major, hs = 64, C = NH * hs:
+//   qkv, dqkv (B, T, 3, NH, hs)   q, k, v side by side, each split into NH heads
+//   out, dout (B, T, NH, hs)       heads concatenated
+//   lse (B, NH, T) fp32            log2 of the softmax denominator of each query row, in the
+//                                  units of the scaled scores s = q.k * scale * log2(e), so that
+//                                  p = exp2(s - lse): the only state the backward needs
+//   delta (B, NH, T) fp32          sum_d dout * out per query row (backward's preprocessing)
+//   dq_accum (B*NH, tiles, 64, 64) fp32, backward's running dQ of each query tile
+// No (T, T) matrix ever reaches memory: a block holds one 64-row tile of queries (forward) or
+// keys (backward) and streams the other side through shared memory in 64-row tiles, skipping
+// the tiles above the diagonal, the next tile's copy (cp.async) in flight while the current one
+// is used. Every sum runs in a fixed order, so the results are the same bits run to run.
+//
+// Fragment layouts of mma.m16n8k16 (g = lane / 4, q = lane % 4), one 32-bit register = 2 bf16:
+//   A 16x16: a[0] = (row g, cols 2q..2q+1), a[1] = (row g+8, same cols), a[2] = (row g,
+//            cols 8+2q..), a[3] = (row g+8, cols 8+2q..)
+//   B 16x8:  b[0] = (rows 2q..2q+1, col g), b[1] = (rows 8+2q.., col g)
+//   C 16x8:  c[0..1] = (row g, cols 2q, 2q+1), c[2..3] = (row g+8, cols 2q, 2q+1)
+// A C tile of scores, converted to bf16, is exactly the A fragment of the next product, so the
+// probabilities never leave registers. ldmatrix.x4 loads four 8x8 bf16 matrices, one per group
+// of 8 lanes (lane 8i + r gives the address of row r of matrix i); each thread receives (row g,
+// cols 2q..2q+1) of every matrix, or with .trans (rows 2q..2q+1, col g): whole A or B fragments.
+#include "common.cuh"
+
+#define HS 64          // head size
+#define TILE 64        // query and key rows per tile; 4 warps x 16 rows
+#define THREADS 128
+#define STRIDE 72      // shared-memory row length in bf16: the 16-byte pad puts the 8 rows that
+                       // one ldmatrix reads in 8 different bank groups
+#define TILE_ELEMS (TILE * STRIDE)
+// backward's occupancy target: 2 blocks per SM leave it 255 registers a thread (it needs ~180);
+// 3 cap it at 168, with a few spills (dev/cuda/attention.py times both)
+#ifndef BACKWARD_BLOCKS_PER_SM
+#define BACKWARD_BLOCKS_PER_SM 2
+#endif
+
+typedef unsigned int u32;
+
+__device__ __forceinline__ void mma(float* c, const u32* a, u32 b0, u32 b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ void ldmatrix(u32* r, const bf16* p) {
+    u32 addr = (u32)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
+}
+
+__device__ __forceinline__ void ldmatrix_trans(u32* r, const bf16* p) {
+    u32 addr = (u32)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
+}
+
+__device__ __forceinline__ u32 pack(float lo, float hi) {
+    __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<u32*>(&h);
+}
+
+// 16 bytes global -> shared without passing through registers; src_size 0 writes zeros
+__device__ __forceinline__ void cp_async16(bf16* dst, const bf16* src, bool valid) {
+    u32 addr = (u32)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n"
+                 :: "r"(addr), "l"(src), "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n"); }
+template <int N>   // wait until at most N of this thread's committed groups are still in flight
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" :: "n"(N)); }
+
+// start copying rows t0..t0+63 of one head (64 bf16 each, `stride` apart in global memory) into
+// shared memory; rows past T become zeros, so padded queries and keys contribute nothing
+__device__ __forceinline__ void load_tile(bf16* tile, const bf16* src, int stride, int t0, int T) {
+    for (int p = threadIdx.x; p < TILE * HS / 8; p += THREADS) {
+        int r = p / 8, c = (p % 8) * 8;
+        bool valid = t0 + r < T;
+        cp_async16(tile + r * STRIDE + c, valid ? src + (size_t)(t0 + r) * stride + c : src, valid);
+    }
+}
+
+// A fragments of rows row0..row0+15 of a (64, 64) tile, 4 k-steps of 16 columns
+__device__ __forceinline__ void load_a(u32 (*a)[4], const bf16* tile, int row0) {
+    int m = threadIdx.x % 32 / 8, r = threadIdx.x % 8;
+    for (int ks = 0; ks < 4; ks++)
+        ldmatrix(a[ks], tile + (row0 + (m % 2) * 8 + r) * STRIDE + ks * 16 + (m / 2) * 8);
+}
+
+// A fragments of rows col0..col0+15 of the tile's transpose (columns col0.. of the tile)
+__device__ __forceinline__ void load_a_trans(u32 (*a)[4], const bf16* tile, int col0) {
+    int m = threadIdx.x % 32 / 8, r = threadIdx.x % 8;
+    for (int ks = 0; ks < 4; ks++)
+        ldmatrix_trans(a[ks], tile + (ks * 16 + (m / 2) * 8 + r) * STRIDE + col0 + (m % 2) * 8);
+}
+
+// C-layout floats (16 x 64) -> bf16 A fragments (16 x 64)
+__device__ __forceinline__ void to_a(u32 (*a)[4], float (*c)[4]) {
+    for (int ks = 0; ks < 4; ks++) {
+        a[ks][0] = pack(c[2 * ks][0], c[2 * ks][1]);
+        a[ks][1] = pack(c[2 * ks][2], c[2 * ks][3]);
+        a[ks][2] = pack(c[2 * ks + 1][0], c[2 * ks + 1][1]);
+        a[ks][3] = pack(c[2 * ks + 1][2], c[2 * ks + 1][3]);
+    }
+}
+
+// acc (16 x 64) = A (16 x 64) @ tile^T, tile (64 rows = output columns, 64) row-major: a B
+// fragment (k = column of tile, n = row of tile) is a non-transposed 8x8 matrix of the tile
+__device__ __forceinline__ void mul_abt(float (*acc)[4], u32 (*a)[4], const bf16* tile) {
+    int m = threadIdx.x % 32 / 8, r = threadIdx.x % 8;
+    for (int nt = 0; nt < 8; nt++) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
+    for (int np = 0; np < 4; np++)            // pairs of 8-column n-tiles
+        for (int ks = 0; ks < 4; ks++) {
+            u32 b[4];
+            ldmatrix(b, tile + (np * 16 + (m / 2) * 8 + r) * STRIDE + ks * 16 + (m % 2) * 8);
+            mma(acc[2 * np], a[ks], b[0], b[1]);
+            mma(acc[2 * np + 1], a[ks], b[2], b[3]);
+        }
+}
+
+// acc (16 x 64) += A (16 x 64) @ tile, tile (64 = k, 64 = n) row-major: B through ldmatrix.trans
+__device__ __forceinline__ void mul_ab(float (*acc)[4], u32 (*a)[4], const bf16* tile) {
+    int m = threadIdx.x % 32 / 8, r = threadIdx.x % 8;
+    for (int ks = 0; ks < 4; ks++)
+        for (int np = 0; np < 4; np++) {
+            u32 b[4];
+            ldmatrix_trans(b, tile + (ks * 16 + (m % 2) * 8 + r) * STRIDE + np * 16 + (m / 2) * 8);
+            mma(acc[2 * np], a[ks], b[0], b[1]);
+            mma(acc[2 * np + 1], a[ks], b[2], b[3]);
+        }
+}
+
+// ---------------------------------------------------------------------------------------------
+// forward: grid (T/64 query tiles, B*NH); each warp owns 16 query rows and keeps a running max
+// m, a running denominator l and the output accumulator o in registers (online softmax).
+// K and V tiles are double-buffered: tile kt+1 is copied while tile kt is used.
+
+extern "C" __global__ void __launch_bounds__(THREADS)
+flash_attention_forward(bf16* out, float* lse, const bf16* qkv, int T, int NH, float scale_log2) {
+    __shared__ __align__(16) bf16 Qs[TILE_ELEMS], Ks[2][TILE_ELEMS], Vs[2][TILE_ELEMS];
+    int qt = gridDim.x - 1 - blockIdx.x;       // the longest rows (most key tiles) start first
+    int bh = blockIdx.y, b = bh / NH, h = bh % NH, C = NH * HS;
+    int warp = threadIdx.x / 32, g = threadIdx.x % 32 / 4, q = threadIdx.x % 4;
+    const bf16* qp = qkv + (size_t)b * T * 3 * C + h * HS;
+    int q0 = qt * TILE;
+    int rows[2] = {q0 + warp * 16 + g, q0 + warp * 16 + g + 8};   // this thread's two query rows
+
+    load_tile(Qs, qp, 3 * C, q0, T);
+    load_tile(Ks[0], qp + C, 3 * C, 0, T);
+    load_tile(Vs[0], qp + 2 * C, 3 * C, 0, T);
+    cp_async_commit();
+
+    u32 qf[4][4];
+    float o[8][4] = {}, s[8][4];
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+    for (int kt = 0; kt <= qt; kt++) {
+        int k0 = kt * TILE, buf = kt % 2;
+        if (kt < qt) {                         // the next tile's copy overlaps this tile's math
+            load_tile(Ks[buf ^ 1], qp + C, 3 * C, k0 + TILE, T);
+            load_tile(Vs[buf ^ 1], qp + 2 * C, 3 * C, k0 + TILE, T);
+            cp_async_commit();
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        __syncthreads();
+        if (kt == 0) load_a(qf, Qs, warp * 16);
+        mul_abt(s, qf, Ks[buf]);
+        float mnew[2] = {m[0], m[1]};
+        for (int nt = 0; nt < 8; nt++)
+            for (int e = 0; e < 4; e++) {
+                int key = k0 + nt * 8 + 2 * q + e % 2;
+                float x = s[nt][e] * scale_log2;
+                if (kt == qt && key > rows[e / 2]) x = -INFINITY;     // the future
+                s[nt][e] = x;
+                mnew[e / 2] = fmaxf(mnew[e / 2], x);
+            }
+        for (int r = 0; r < 2; r++) {          // a row's 64 scores sit in 4 lanes of a quad
+            mnew[r] = fmaxf(mnew[r], __shfl_xor_sync(0xffffffff, mnew[r], 1));
+            mnew[r] = fmaxf(mnew[r], __shfl_xor_sync(0xffffffff, mnew[r], 2));
+        }
+        // key k0 <= every row of this tile is visible, so mnew is finite from the first tile on
+        float alpha[2] = {exp2f(m[0] - mnew[0]), exp2f(m[1] - mnew[1])};
+        for (int r = 0; r < 2; r++) { m[r] = mnew[r]; l[r] *= alpha[r]; }
+        for (int nt = 0; nt < 8; nt++)
+            for (int e = 0; e < 4; e++) {
+                o[nt][e] *= alpha[e / 2];
+                s[nt][e] = exp2f(s[nt][e] - m[e / 2]);
+                l[e / 2] += s[nt][e];          // this lane's part of the row sum
+            }
+        u32 pf[4][4];
+        to_a(pf, s);
+        mul_ab(o, pf, Vs[buf]);
+        __syncthreads();                       // everyone is done with buf before it is refilled
+    }
+    for (int r = 0; r < 2; r++) {
+        l[r] += __shfl_xor_sync(0xffffffff, l[r], 1);
+        l[r] += __shfl_xor_sync(0xffffffff, l[r], 2);
+    }
+    for (int r = 0; r < 2; r++) {
+        if (rows[r] >= T) continue;
+        bf16* dst = out + ((size_t)b * T + rows[r]) * C + h * HS + 2 * q;
+        for (int nt = 0; nt < 8; nt++)
+            *reinterpret_cast<u32*>(dst + nt * 8) = pack(o[nt][2 * r] / l[r], o[nt][2 * r + 1] / l[r]);
+        if (q == 0) lse[(size_t)bh * T + rows[r]] = m[r] + log2f(l[r]);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// backward. With P = softmax(scale * Q K^T) and dP = dO V^T, the score gradient is
+// dS = P * (dP - delta), delta = rowsum(dO * O); then dQ = scale dS K, dK = scale dS^T Q,
+// dV = P^T dO.
+
+// delta[b, h, t] = sum_d dout[b, t, h, d] * out[b, t, h, d]: one warp per row, 2 per lane
+extern "C" __global__ void flash_attention_delta(float* delta, const bf16* dout, const bf16* out,
+                                                 int B, int T, int NH) {
+    int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (row >= B * NH * T) return;
+    int t = row % T, bh = row / T, b = bh / NH, h = bh % NH;
+    size_t i = ((size_t)b * T + t) * NH * HS + h * HS + 2 * lane;
+    __nv_bfloat162 d = *reinterpret_cast<const __nv_bfloat162*>(dout + i);
+    __nv_bfloat162 o = *reinterpret_cast<const __nv_bfloat162*>(out + i);
+    float sum = warp_sum(__low2float(d) * __low2float(o) + __high2float(d) * __high2float(o));
+    if (lane == 0) delta[row] = sum;
+}
+
+__device__ __forceinline__ u32 load_acquire(const u32* p) {
+    u32 v;
+    asm volatile("ld.acquire.gpu.global.u32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
+    return v;
+}
+
+// One block per key tile kt; grid (tiles, B*NH), the key tiles in reverse launch order (see
+// below). Each warp owns 16 keys and loops over the query tiles qt = kt.. (those on or below the
+// diagonal), computing the transposed products S^T = K Q^T and dP^T = V dO^T, so that P^T and
+// dS^T come out in C layout, ready to be the A operands of dV += P^T dO and dK += dS^T Q; dK and
+// dV stay in registers and are written once at the end.
+// dQ of query tile qt sums the contributions dS K of key tiles 0..qt, which live in different
+// blocks. Instead of float atomics (whose order, and so whose rounding, varies run to run) the
+// blocks add into dq_accum in a fixed order, kt = qt first, then qt-1, ..., 0: counter[bh, qt]
+// counts the key tiles that have added, and block kt waits for it to reach qt - kt. That is the
+// order in which the blocks get there anyway (block kt+1 starts one tile nearer the diagonal),
+// so the waits are short; launched before kt, block kt+1 is always running or done, so the wait
+// cannot deadlock. Block 0 adds last and writes the scaled bf16 dQ.
+// Shared memory (dynamic, 64 KB): K, V, double-buffered Q and dO, dS^T, lse and delta.
+extern "C" __global__ void __launch_bounds__(THREADS, BACKWARD_BLOCKS_PER_SM)
+flash_attention_backward(bf16* dqkv, float* dq_accum, u32* counter, const bf16* dout,
+                         const bf16* qkv, const float* lse, const float* delta, int T, int NH,
+                         float scale, float scale_log2) {
+    extern __shared__ __align__(16) bf16 smem[];
+    bf16 *Ks = smem, *Vs = Ks + TILE_ELEMS, *dSs = Vs + TILE_ELEMS;
+    auto Qs = [&](int buf) { return dSs + (1 + buf) * TILE_ELEMS; };     // buffers 0 and 1
+    auto dOs = [&](int buf) { return dSs + (3 + buf) * TILE_ELEMS; };
+    float (*lse_s)[TILE] = reinterpret_cast<float (*)[TILE]>(dSs + 5 * TILE_ELEMS);
+    float (*delta_s)[TILE] = lse_s + 2;
+
+    int tiles = gridDim.x, kt = tiles - 1 - blockIdx.x;
+    int bh = blockIdx.y, b = bh / NH, h = bh % NH, C = NH * HS;
+    int warp = threadIdx.x / 32, g = threadIdx.x % 32 / 4, q = threadIdx.x % 4;
+    const bf16* qp = qkv + (size_t)b * T * 3 * C + h * HS;
+    const bf16* dop = dout + (size_t)b * T * C + h * HS;
+    int k0 = kt * TILE;
+    int keys[2] = {k0 + warp * 16 + g, k0 + warp * 16 + g + 8};
+
+    // copies of query tile qt (Q, dO, lse, delta) into buffer buf
+    auto load_queries = [&](int qt, int buf) {
+        int q0 = qt * TILE;
+        load_tile(Qs(buf), qp, 3 * C, q0, T);
+        load_tile(dOs(buf), dop, C, q0, T);
+        for (int i = threadIdx.x; i < TILE; i += THREADS) {
+            bool valid = q0 + i < T;           // padded queries: zero dO rows, so dS = 0 there
+            lse_s[buf][i] = valid ? lse[(size_t)bh * T + q0 + i] : 0.0f;
+            delta_s[buf][i] = valid ? delta[(size_t)bh * T + q0 + i] : 0.0f;
+        }
+    };
+    load_tile(Ks, qp + C, 3 * C, k0, T);
+    load_tile(Vs, qp + 2 * C, 3 * C, k0, T);
+    load_queries(kt, 0);
+    cp_async_commit();
+
+    float dk[8][4] = {}, dv[8][4] = {};
+    for (int qt = kt, buf = 0; qt < tiles; qt++, buf ^= 1) {
+        int q0 = qt * TILE;
+        if (qt + 1 < tiles) {
+            load_queries(qt + 1, buf ^ 1);
+            cp_async_commit();
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        __syncthreads();
+        float p[8][4], dp[8][4];
+        u32 a[4][4];
+        load_a(a, Ks, warp * 16);
+        mul_abt(p, a, Qs(buf));                // S^T: rows = keys, columns = queries
+        load_a(a, Vs, warp * 16);
+        mul_abt(dp, a, dOs(buf));              // dP^T
+        for (int nt = 0; nt < 8; nt++)
+            for (int e = 0; e < 4; e++) {
+                int col = nt * 8 + 2 * q + e % 2, query = q0 + col;
+                float pe = exp2f(p[nt][e] * scale_log2 - lse_s[buf][col]);
+                if (qt == kt && query < keys[e / 2]) pe = 0.0f;     // the key is in its future
+                p[nt][e] = pe;
+                dp[nt][e] = pe * (dp[nt][e] - delta_s[buf][col]);   // dS^T
+            }
+        to_a(a, p);
+        mul_ab(dv, a, dOs(buf));
+        to_a(a, dp);
+        mul_ab(dk, a, Qs(buf));
+        // dS^T (bf16, the A fragments just used) to shared memory: dQ needs all 64 keys' rows
+        for (int ks = 0; ks < 4; ks++) {
+            bf16* row = dSs + (warp * 16 + g) * STRIDE + ks * 16 + 2 * q;
+            *reinterpret_cast<u32*>(row) = a[ks][0];
+            *reinterpret_cast<u32*>(row + 8 * STRIDE) = a[ks][1];
+            *reinterpret_cast<u32*>(row + 8) = a[ks][2];
+            *reinterpret_cast<u32*>(row + 8 * STRIDE + 8) = a[ks][3];
+        }
+        __syncthreads();
+        // this block's part of dQ for the warp's 16 queries: dS (16 x 64 keys) @ K (64 x 64)
+        float dq[8][4] = {};
+        load_a_trans(a, dSs, warp * 16);
+        mul_ab(dq, a, Ks);
+
+        u32* count = counter + (size_t)bh * tiles + qt;
+        if (qt != kt) {
+            if (threadIdx.x == 0)
+                while (load_acquire(count) < (u32)(qt - kt)) __nanosleep(64);
+            __syncthreads();
+        }
+        float* acc = dq_accum + ((size_t)bh * tiles + qt) * TILE * HS;
+        for (int r = 0; r < 2; r++) {
+            int row = warp * 16 + g + 8 * r;
+            for (int nt = 0; nt < 8; nt++) {
+                float2* slot = reinterpret_cast<float2*>(acc + row * HS + nt * 8 + 2 * q);
+                float2 v = make_float2(dq[nt][2 * r], dq[nt][2 * r + 1]);
+                if (qt != kt) {                // L2, not L1: other SMs wrote it
+                    float2 prev = __ldcg(slot);
+                    v.x += prev.x;
+                    v.y += prev.y;
+                }
+                if (kt > 0) {
+                    __stcg(slot, v);
+                } else if (q0 + row < T) {
+                    bf16* dst = dqkv + ((size_t)b * T + q0 + row) * 3 * C + h * HS + nt * 8 + 2 * q;
+                    *reinterpret_cast<u32*>(dst) = pack(scale * v.x, scale * v.y);
+                }
+            }
+        }
+        if (kt > 0) {
+            __threadfence();                   // the sums are visible before the count says so
+            __syncthreads();
+            if (threadIdx.x == 0) atomicAdd(count, 1u);
+        }
+    }
+    for (int r = 0; r < 2; r++) {
+        if (keys[r] >= T) continue;
+        bf16* dst = dqkv + ((size_t)b * T + keys[r]) * 3 * C + h * HS + 2 * q;
+        for (int nt = 0; nt < 8; nt++) {
+            *reinterpret_cast<u32*>(dst + C + nt * 8) = pack(scale * dk[nt][2 * r], scale * dk[nt][2 * r + 1]);
+            *reinterpret_cast<u32*>(dst + 2 * C + nt * 8) = pack(dv[nt][2 * r], dv[nt][2 * r + 1]);
+        }
+    }
+}
