@@ -1,19 +1,9 @@
-// The bias around cuBLAS's matmul (llmpy/cuda/matmul.py). Row-major, N = B*T rows:
-//   out (N, OC) = inp (N, C) @ weight (OC, C)^T + bias (OC)
-// Forward: bias_broadcast fills out with the bias, then the gemm runs with beta = 1, so cuBLAS
-//   adds the bias in fp32 and rounds out to bf16 once.
-// Backward: dbias (OC) += column sums of dout (N, OC), deterministically (no atomics):
+// The matmul's bias gradient (llmpy/cuda/matmul.py; the products, and the forward's bias in
+// cuBLASLt's epilogue, are NVIDIA's). Row-major, N = B*T rows:
+//   dbias (OC) += column sums of dout (N, OC), deterministically (no atomics):
 //   bias_backward_partial sums chunks of rows into partial (chunks, OC) fp32, then
 //   bias_backward_finish sums each column's chunks in a fixed order and adds into bf16 dbias.
 #include "common.cuh"
-
-// out[r, :] = bias; 8 columns (128 bits) per thread. OC % 8 == 0, so a packet never
-// straddles two rows. N*OC exceeds 2^31 for the LM head: size_t indices.
-extern "C" __global__ void bias_broadcast(bf16* out, const bf16* bias, int N, int OC) {
-    size_t i = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) * x128::size;
-    if (i >= (size_t)N * OC) return;
-    store128(out + i, load128(bias + i % OC));
-}
 
 // Block (32, BIAS_WARPS): lane x owns columns [256*blockIdx.x + 8x, +8), warp y sums the rows
 // y, y + BIAS_WARPS, ... of row chunk blockIdx.y; the warps' sums are then added in order of y.

@@ -1,5 +1,5 @@
-// Earlier versions of the matmul's bias handling; the latest is kernels/matmul.cu. Layout as
-// there: out (N, OC) row-major, bias (OC), OC % 8 == 0.
+// Earlier versions of the matmul's bias handling; the latest is cuBLASLt's bias epilogue
+// (llmpy/cuda/cublaslt.py). Layout: out (N, OC) row-major, bias (OC), OC % 8 == 0.
 #include "common.cuh"
 
 // version 1: add the bias after the gemm (llm.c's first add_bias): out makes one more round
@@ -10,4 +10,14 @@ extern "C" __global__ void add_bias_v1(bf16* out, const bf16* bias, int N, int O
     x128 o = load128(out + i), b = load128(bias + i % OC);
     for (int k = 0; k < x128::size; k++) o[k] = to_bf16(to_float(o[k]) + to_float(b[k]));
     store128(out + i, o);
+}
+
+// version 2: out[r, :] = bias, then the gemm with beta = 1 adds its product in fp32 and rounds out
+// to bf16 once: one pass over out (this write) before the gemm instead of a read and a write after
+// it. 8 columns (128 bits) per thread; OC % 8 == 0, so a packet never straddles two rows. N*OC
+// exceeds 2^31 for the LM head: size_t indices.
+extern "C" __global__ void bias_broadcast_v2(bf16* out, const bf16* bias, int N, int OC) {
+    size_t i = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) * x128::size;
+    if (i >= (size_t)N * OC) return;
+    store128(out + i, load128(bias + i % OC));
 }

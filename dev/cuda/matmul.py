@@ -1,15 +1,29 @@
-"""matmul forward and backward: cuBLAS gemms, bf16 in and out with fp32 accumulation
-(llmpy/cuda/matmul.py), and the bias kernels (kernels/matmul.cu; earlier: dev/cuda/matmul.cu).
+"""matmul forward and backward: cuBLASLt with its epilogues and cuBLAS gemms, bf16 in and out with
+fp32 accumulation (llmpy/cuda/matmul.py, llmpy/cuda/cublaslt.py), and the bias kernels
+(kernels/matmul.cu; earlier ones in dev/cuda/matmul.cu).
 
     python dev/cuda/matmul.py [version...]     # check against llmpy/cpu.py, then time
 
-Forward versions (the gemm is cuBLAS's in both; they differ in how the bias gets in):
+Forward, out = inp @ W^T + bias, at every shape (they differ in how the bias gets in):
   1  the gemm, then a bias-add kernel over out (llm.c's first version): out is read and written
      once more after the gemm, and rounded to bf16 twice
-  2  llmpy/cuda/matmul.py: the bias broadcast into out, then the gemm with beta = 1, whose
-     epilogue reads it while the gemm is compute-bound: one pass over out less, one rounding
-Backward (one version): the dinp and dweight gemms, and dbias as a deterministic two-pass column
-sum, timed alone per rows_per_chunk (its block-size-like knob).
+  2  the bias broadcast into out, then the gemm with beta = 1, whose epilogue reads it while the
+     gemm is compute-bound: one pass over out less, one rounding
+  3  llmpy/cuda/matmul.py: cuBLASLt's bias epilogue adds the bias vector to the fp32
+     accumulator: out is written once and never read (2 writes it twice and reads it once)
+The fc matmul and its GELU, fch = inp @ W^T + bias, fch_gelu = gelu(fch), at the fc shape:
+  4  version 3, then the gelu_forward kernel: a second pass reads fch back (400 MB at
+     B*T = 65536) and writes fch_gelu
+  5  llmpy/cuda/matmul.py with pre_gelu: cuBLASLt's GELU_AUX_BIAS epilogue writes fch and
+     fch_gelu straight from the accumulator: one read of fch and one kernel less
+The fcproj backward through the GELU, dfch = (dout @ W) * gelu'(fch), with dW and dbias:
+  6  the backward, then the gelu_backward kernel in place: dinp is written, read back with fch
+     and written again
+  7  llmpy/cuda/matmul.py with pre_gelu: cuBLASLt's DGELU epilogue reads fch and multiplies by
+     gelu'(fch) before dinp is stored: dinp written once (800 MB less traffic), one kernel less
+Backward at every shape (one version; 6 and 7 are the fcproj's with the GELU): the dinp and
+dweight gemms, and dbias as a deterministic two-pass column sum, timed alone per rows_per_chunk
+(its block-size-like knob).
 Shapes: GPT-2 124M's four matmuls at B*T = 65536 rows, and the LM head (Vp = 50304, no bias).
 TFLOP/s counts 2*N*C*OC per gemm (forward one, backward two); GPU_NOTES has cuBLAS alone at
 ~630-770 on the H200. torch.addmm/matmul run on the same tensors where torch is installed.
@@ -22,7 +36,7 @@ from common import (bf16, dev_module, gpu, host, poisoned, print_table, randn, r
                     selected_versions, time_ms)
 
 from llmpy import cpu
-from llmpy.cuda import matmul
+from llmpy.cuda import elementwise, matmul
 from llmpy.cuda.matmul import OP_N, OP_T, gemm
 from llmpy.cuda.runtime import ceil_div
 
@@ -38,8 +52,8 @@ TOL = 1e-2
 
 
 @functools.cache
-def v1_kernel():
-    return dev_module("matmul").get_function("add_bias_v1")
+def dev_kernel(name):
+    return dev_module("matmul").get_function(name)
 
 
 def forward_v1(out, inp, weight, bias):
@@ -47,11 +61,33 @@ def forward_v1(out, inp, weight, bias):
     rows = inp.size // C_
     gemm(OP_T, OP_N, OC, rows, C_, weight, C_, inp, C_, out, OC)
     if bias is not None:
-        v1_kernel()((ceil_div(rows * OC // 8, 512),), (512,),
-                    (out, bias, np.int32(rows), np.int32(OC)))
+        dev_kernel("add_bias_v1")((ceil_div(rows * OC // 8, 512),), (512,),
+                                  (out, bias, np.int32(rows), np.int32(OC)))
 
 
-VERSIONS = {1: forward_v1, 2: matmul.matmul_forward}
+def forward_v2(out, inp, weight, bias):
+    OC, C_ = weight.shape
+    rows = inp.size // C_
+    if bias is not None:
+        dev_kernel("bias_broadcast_v2")((ceil_div(rows * OC // 8, 512),), (512,),
+                                        (out, bias, np.int32(rows), np.int32(OC)))
+    gemm(OP_T, OP_N, OC, rows, C_, weight, C_, inp, C_, out, OC, accumulate=bias is not None)
+
+
+def fc_gelu_v4(out, inp, weight, bias, pre_gelu):
+    matmul.matmul_forward(pre_gelu, inp, weight, bias)
+    elementwise.gelu_forward(out, pre_gelu)
+
+
+def fcproj_backward_v6(dinp, dweight, dbias, dout, inp, weight, pre_gelu):
+    matmul.matmul_backward(dinp, dweight, dbias, dout, inp, weight)
+    elementwise.gelu_backward(dinp, pre_gelu, dinp)
+
+
+FORWARD = {1: forward_v1, 2: forward_v2, 3: matmul.matmul_forward}
+GELU_FORWARD = {4: fc_gelu_v4, 5: matmul.matmul_forward}
+GELU_BACKWARD = {6: fcproj_backward_v6, 7: matmul.matmul_backward}
+VERSIONS = {**FORWARD, **GELU_FORWARD, **GELU_BACKWARD}
 
 
 def check_forward(rng, forward):
@@ -64,6 +100,36 @@ def check_forward(rng, forward):
         forward(out, gpu(inp), gpu(weight), gpu(bias) if has_bias else None)
         errors[f"{name} out"] = rel_error(host(out), ref)
     return errors
+
+
+def check_gelu_forward(rng, forward):
+    # weights of scale 1/sqrt(C): fch of order 1, where GELU bends
+    inp, bias = randn(rng, CHECK_N, C), randn(rng, 4 * C)
+    weight = randn(rng, 4 * C, C, scale=C ** -0.5)
+    ref, ref_pre = np.empty((CHECK_N, 4 * C), np.float32), np.empty((CHECK_N, 4 * C), np.float32)
+    cpu.matmul_forward(ref, inp, weight, bias, pre_gelu=ref_pre)
+    out, pre = poisoned(CHECK_N, 4 * C), poisoned(CHECK_N, 4 * C)
+    forward(out, gpu(inp), gpu(weight), gpu(bias), pre)
+    return {"fc out": rel_error(host(out), ref), "fc pre_gelu": rel_error(host(pre), ref_pre)}
+
+
+def check_gelu_backward(rng, backward):
+    dout, weight, pre = randn(rng, CHECK_N, C), randn(rng, C, 4 * C), randn(rng, CHECK_N, 4 * C)
+    inp = np.empty_like(pre)
+    cpu.gelu_forward(inp, pre)
+    inp = inp.astype(bf16).astype(np.float32)            # the model keeps gelu(fch) in bf16
+    dweight, dbias = randn(rng, C, 4 * C), randn(rng, C)  # accumulated into
+    d_dinp, d_dweight, d_dbias = poisoned(CHECK_N, 4 * C), gpu(dweight), gpu(dbias)
+    backward(d_dinp, d_dweight, d_dbias, gpu(dout), gpu(inp), gpu(weight), gpu(pre))
+    dinp = np.empty((CHECK_N, 4 * C), dtype=np.float32)
+    cpu.matmul_backward(dinp, dweight, dbias, dout, inp, weight, pre_gelu=pre)
+    return {"fcproj dinp": rel_error(host(d_dinp), dinp),
+            "fcproj dweight": rel_error(host(d_dweight), dweight),
+            "fcproj dbias": rel_error(host(d_dbias), dbias)}
+
+
+CHECKS = {**{v: check_forward for v in FORWARD}, **{v: check_gelu_forward for v in GELU_FORWARD},
+          **{v: check_gelu_backward for v in GELU_BACKWARD}}
 
 
 def check_backward(rng):
@@ -130,12 +196,32 @@ def tflops(flops, ms):
     return f"{flops / ms / 1e9:.0f}"
 
 
+def gelu_rows(rng, versions):
+    """Timing rows of the fc forward with its GELU (versions 4, 5) and of the fcproj backward
+    through it (6, 7), at B*T = N rows."""
+    rows, flops = [], 2 * N * C * 4 * C
+    inp, dout, fch = tiled(rng, N, C), tiled(rng, N, C), tiled(rng, N, 4 * C)
+    fcw, fcb = gpu(randn(rng, 4 * C, C, scale=C ** -0.5)), gpu(randn(rng, 4 * C))
+    projw, dweight, dbias = gpu(randn(rng, C, 4 * C)), gpu(randn(rng, C, 4 * C)), gpu(randn(rng, C))
+    out, pre, dinp = (cp.empty((N, 4 * C), dtype=bf16) for _ in range(3))
+    for version in (v for v in versions if v in GELU_FORWARD):
+        ms = time_ms(lambda: VERSIONS[version](out, inp, fcw, fcb, pre))
+        rows.append(("fc+gelu", f"{N}x{C} @ {C}x{4 * C}", "forward", version, f"{ms:.3f}",
+                     tflops(flops, ms)))
+    for version in (v for v in versions if v in GELU_BACKWARD):
+        # inp (gelu(fch)) and pre_gelu (fch): any values time the same
+        ms = time_ms(lambda: VERSIONS[version](dinp, dweight, dbias, dout, fch, projw, fch))
+        rows.append(("fcproj+dgelu", f"{N}x{4 * C} @ {4 * C}x{C}", "backward", version,
+                     f"{ms:.3f}", tflops(2 * flops, ms)))
+    return rows
+
+
 def main():
     rng = np.random.default_rng(0)
     versions = selected_versions(VERSIONS)
     for version in versions:
-        for name, err in check_forward(rng, VERSIONS[version]).items():
-            print(f"version {version} forward {name}: relative error {err:.2e} {verdict(err)}")
+        for name, err in CHECKS[version](rng, VERSIONS[version]).items():
+            print(f"version {version} {name}: relative error {err:.2e} {verdict(err)}")
     for name, err in check_backward(rng).items():
         print(f"backward {name}: relative error {err:.2e} {verdict(err)}")
 
@@ -148,7 +234,7 @@ def main():
         out, dinp = cp.empty((N, oc), dtype=bf16), cp.empty((N, c), dtype=bf16)
         flops = 2 * N * c * oc
         shape = f"{N}x{c} @ {c}x{oc}"
-        for version in versions:
+        for version in (v for v in versions if v in FORWARD):
             ms = time_ms(lambda: VERSIONS[version](out, inp, weight, bias))
             rows.append((name, shape, "forward", version, f"{ms:.3f}", tflops(flops, ms)))
         ms = time_ms(lambda: matmul.matmul_backward(dinp, dweight, dbias, dout, inp, weight))
@@ -158,7 +244,8 @@ def main():
             fwd, bwd = reference
             rows.append((name, shape, "forward", "torch", f"{fwd:.3f}", tflops(flops, fwd)))
             rows.append((name, shape, "backward", "torch", f"{bwd:.3f}", tflops(2 * flops, bwd)))
-    print(f"\nB*T = {N} rows; TFLOP/s of the gemms (bias work included in the time)")
+    rows += gelu_rows(rng, versions)
+    print(f"\nB*T = {N} rows; TFLOP/s of the gemms (bias and GELU work included in the time)")
     print_table(rows, ["matmul", "shape", "pass", "version", "ms", "TFLOP/s"])
 
     rows = []

@@ -1,20 +1,30 @@
-"""matmul through cuBLAS (bf16 in and out, fp32 accumulation) and its bias kernels
-(kernels/matmul.cu). gemm() is shared with the attention's batched products.
+"""matmul: cuBLASLt for the forward and dinp products, with their epilogues
+(llmpy/cuda/cublaslt.py), cuBLAS for the accumulating dweight gemm, and the dbias kernels
+(kernels/matmul.cu); bf16 in and out with fp32 accumulation. gemm() is shared with the
+attention's batched products.
 
 cuBLAS is column-major, our tensors row-major: the bytes of a row-major (R, K) matrix are the
 column-major (K, R) matrix, its transpose. So out (N, OC) = inp (N, C) @ W^T is computed as
 out^T = W inp^T: m = OC, n = N, k = C, with W read transposed (llm.c's layout).
 
+The epilogues run on the fp32 accumulator before out is rounded to bf16 once: the bias (a vector
+read by the epilogue: out is written once, never prefilled or read back), GELU in the fc matmul
+(out = gelu(pre_gelu), with pre_gelu written alongside for the backward: no gelu kernel), and
+GELU's gradient in the fcproj backward's dinp product (no gelu_backward kernel).
+
 Determinism: cuBLAS gives bit-identical results run to run for a given toolkit version on GPUs
 of the same architecture and SM count while one stream is active (cuBLAS documentation, "Results
 reproducibility"; the atomics mode that some routines offer stays at its default, off). We rely
-on that: one stream, the handle's defaults, CUBLAS_GEMM_DEFAULT. Whatever split-K cuBLAS picks
-reduces in a fixed order under that promise. dbias is reduced by our kernels in a fixed order.
+on that: one stream, the handle's defaults, CUBLAS_GEMM_DEFAULT; cuBLASLt's side (a fixed
+algorithm and workspace per plan, no split-K) is in llmpy/cuda/cublaslt.py. dbias is reduced by
+our kernels in a fixed order. (cuBLASLt's BGRAD epilogues would overwrite dbias, which we
+accumulate over micro-steps, so they are not used.)
 """
 import cupy as cp
 import numpy as np
 from cupy_backends.cuda.libs import cublas
 
+from llmpy.cuda import cublaslt
 from llmpy.cuda.runtime import ceil_div, launch, workspace
 
 OP_N, OP_T = cublas.CUBLAS_OP_N, cublas.CUBLAS_OP_T
@@ -26,9 +36,13 @@ ALGO = -1             # CUBLAS_GEMM_DEFAULT: cuBLAS's heuristics choose the kern
 _SCALARS = np.array([0.0, 1.0], dtype=np.float32)
 _ZERO, _ONE = _SCALARS.ctypes.data, _SCALARS.ctypes.data + 4
 
-BROADCAST_BLOCK = 512
 BIAS_ROWS = 256       # rows per chunk of the dbias reduction: 768 blocks at B*T = 65536, C = 768
 BIAS_WARPS = 8        # as in kernels/matmul.cu
+# forward epilogue by (bias given, pre_gelu given)
+FORWARD_EPILOGUES = {(False, False): cublaslt.EPILOGUE_DEFAULT,
+                     (True, False): cublaslt.EPILOGUE_BIAS,
+                     (False, True): cublaslt.EPILOGUE_GELU_AUX,
+                     (True, True): cublaslt.EPILOGUE_GELU_AUX_BIAS}
 
 
 def gemm(transa, transb, m, n, k, A, lda, B, ldb, C, ldc, accumulate=False,
@@ -52,31 +66,34 @@ def gemm(transa, transb, m, n, k, A, lda, B, ldb, C, ldc, accumulate=False,
 
 def _check(OC, C, *arrays):
     assert OC % 8 == 0 and C % 8 == 0, "the bias kernels move 8 bf16 per thread"
-    assert all(a.flags.c_contiguous for a in arrays), "cuBLAS reads them as dense matrices"
+    assert all(a.flags.c_contiguous for a in arrays if a is not None), \
+        "cuBLAS reads them as dense matrices"
 
 
-def matmul_forward(out, inp, weight, bias):
-    """out (..., OC) = inp (..., C) @ weight (OC, C)^T + bias (OC)"""
+def matmul_forward(out, inp, weight, bias, pre_gelu=None):
+    """out (..., OC) = inp (..., C) @ weight (OC, C)^T + bias (OC); with pre_gelu (shaped as out):
+    pre_gelu = inp @ weight^T + bias and out = gelu(pre_gelu), in one cuBLASLt matmul."""
     OC, C = weight.shape
     N = inp.size // C
-    _check(OC, C, out, inp, weight)
-    if bias is not None:
-        # the gemm's epilogue reads the bias back (beta = 1) while the gemm is compute-bound:
-        # one extra pass over out (this write) where a bias add after the gemm needs a read and
-        # a write, and out is rounded to bf16 once, not twice (dev/cuda/matmul.py compares)
-        launch("matmul", "bias_broadcast", ceil_div(N * OC // 8, BROADCAST_BLOCK), BROADCAST_BLOCK,
-               out, bias, N, OC)
-    gemm(OP_T, OP_N, OC, N, C, weight, C, inp, C, out, OC, accumulate=bias is not None)
+    _check(OC, C, out, inp, weight, pre_gelu)
+    assert pre_gelu is None or pre_gelu.shape == out.shape, "pre_gelu is laid out as out"
+    epilogue = FORWARD_EPILOGUES[bias is not None, pre_gelu is not None]
+    cublaslt.matmul(OP_T, OP_N, OC, N, C, weight, C, inp, C, out, OC, epilogue, bias, pre_gelu)
 
 
-def matmul_backward(dinp, dweight, dbias, dout, inp, weight):
-    """dinp = dout @ weight (overwritten); dweight += dout^T @ inp; dbias += column sums of dout."""
+def matmul_backward(dinp, dweight, dbias, dout, inp, weight, pre_gelu=None):
+    """dinp = dout @ weight (overwritten); dweight += dout^T @ inp; dbias += column sums of dout.
+    With pre_gelu (inp = gelu(pre_gelu)), dinp is the gradient of pre_gelu instead:
+    (dout @ weight) * gelu'(pre_gelu), GELU's backward fused into the gemm's epilogue."""
     OC, C = weight.shape
     N = inp.size // C
-    _check(OC, C, dinp, dweight, dout, inp, weight)
+    _check(OC, C, dinp, dweight, dout, inp, weight, pre_gelu)
+    assert pre_gelu is None or pre_gelu.shape == dinp.shape, "pre_gelu is laid out as dinp"
     if dbias is not None:
         bias_backward(dbias, dout)
-    gemm(OP_N, OP_N, C, N, OC, weight, C, dout, OC, dinp, C)                   # dinp^T = W^T dout^T
+    epilogue = cublaslt.EPILOGUE_DEFAULT if pre_gelu is None else cublaslt.EPILOGUE_DGELU
+    cublaslt.matmul(OP_N, OP_N, C, N, OC, weight, C, dout, OC, dinp, C, epilogue,
+                    aux=pre_gelu)                                              # dinp^T = W^T dout^T
     gemm(OP_N, OP_T, C, OC, N, inp, C, dout, OC, dweight, C, accumulate=True)  # dW^T += inp^T dout
 
 
