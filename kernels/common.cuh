@@ -43,6 +43,11 @@ template <class T>
 __device__ __forceinline__ void store128(T* p, const Packed128<T>& x) {
     *reinterpret_cast<Packed128<T>*>(p) = x;
 }
+// streaming store: not read again soon, don't keep in cache
+template <class T>
+__device__ __forceinline__ void store128cs(T* p, const Packed128<T>& x) {
+    __stcs(reinterpret_cast<int4*>(p), *reinterpret_cast<const int4*>(&x));
+}
 
 __device__ __forceinline__ float warp_sum(float x) {
     for (int offset = 16; offset > 0; offset >>= 1) x += __shfl_xor_sync(0xffffffff, x, offset);

@@ -1,6 +1,8 @@
 // LayerNorm over the last axis of N rows of C channels (bf16, row-major; C % 8 == 0):
 //   forward:  mean = sum(x)/C, rstd = 1/sqrt(sum((x - mean)^2)/C + 1e-5),
 //             out = (x - mean) * rstd * weight + bias; mean, rstd (N) fp32, saved for backward
+//   residual_layernorm_forward: x = a + b rounded to bf16 (stored: the residual stream), then
+//             the forward above on that x, in one kernel
 //   backward: n = (x - mean) * rstd, g = dout * weight,
 //             dinp += rstd * (g - mean(g) - n * mean(g * n))
 //             dbias += sum over rows of dout, dweight += sum over rows of dout * n
@@ -12,14 +14,12 @@
 
 #define LN_EPS 1e-5f
 
-// Two passes for the statistics (mean, then the variance of x - mean: no cancellation), a third
-// to write; the row is re-read from L1.
-extern "C" __global__ void layernorm_forward(bf16* out, float* mean, float* rstd, const bf16* inp,
-                                             const bf16* weight, const bf16* bias, int N, int C) {
-    int lane = threadIdx.x % 32;
-    int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
-    if (row >= N) return;   // the whole warp
-    const bf16* x = inp + (size_t)row * C;
+// mean and rstd of one row: two passes (the mean, then the variance of x - mean: no
+// cancellation), each lane summing its own chunks in order, then the warp's xor tree. Both
+// forward kernels use this and normalize() below, so they give the same bits for the same row:
+// with -r 2 the model recomputes ln1/ln2 in the backward with layernorm_forward from the residual
+// that residual_layernorm_forward wrote. x is a generic pointer: global or shared memory.
+__device__ __forceinline__ float2 row_statistics(const bf16* x, int C, int lane) {
     float sum = 0.0f;
     for (int c = lane * 8; c < C; c += 256) {
         x128 v = load128(x + c);
@@ -31,14 +31,57 @@ extern "C" __global__ void layernorm_forward(bf16* out, float* mean, float* rstd
         x128 v = load128(x + c);
         for (int k = 0; k < x128::size; k++) { float d = to_float(v[k]) - m; sq += d * d; }
     }
-    float s = rsqrtf(warp_sum(sq) / C + LN_EPS);
+    return make_float2(m, rsqrtf(warp_sum(sq) / C + LN_EPS));
+}
+
+// the layernorm of chunk c of a row: (x - mean) * rstd * weight + bias
+__device__ __forceinline__ x128 normalize(const x128& v, float2 stats, const bf16* weight,
+                                          const bf16* bias, int c) {
+    x128 w = load128(weight + c), b = load128(bias + c), o;
+    for (int k = 0; k < x128::size; k++)
+        o[k] = to_bf16((to_float(v[k]) - stats.x) * stats.y * to_float(w[k]) + to_float(b[k]));
+    return o;
+}
+
+// The row is read three times (two statistics passes and the output), the last two from L1.
+extern "C" __global__ void layernorm_forward(bf16* out, float* mean, float* rstd, const bf16* inp,
+                                             const bf16* weight, const bf16* bias, int N, int C) {
+    int lane = threadIdx.x % 32;
+    int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    if (row >= N) return;   // the whole warp
+    const bf16* x = inp + (size_t)row * C;
+    float2 stats = row_statistics(x, C, lane);
+    for (int c = lane * 8; c < C; c += 256)
+        store128(out + (size_t)row * C + c, normalize(load128cs(x + c), stats, weight, bias, c));
+    if (lane == 0) { mean[row] = stats.x; rstd[row] = stats.y; }
+}
+
+// residual = a + b (summed in fp32, rounded once to bf16, as residual_forward), then
+// layernorm_forward of the rounded residual. Each warp keeps its row of the residual in shared
+// memory (dynamic, C bf16 per warp), so a and b are read from global memory once and the three
+// passes over the row read shared memory: 8 bytes move per element (read a, b; write residual,
+// out) against 10 for residual_forward (6) then layernorm_forward (4). Each lane reads back only the
+// chunks it wrote itself, so the warp needs no synchronisation.
+extern "C" __global__ void residual_layernorm_forward(bf16* residual, bf16* out, float* mean,
+                                                      float* rstd, const bf16* a, const bf16* b,
+                                                      const bf16* weight, const bf16* bias, int N,
+                                                      int C) {
+    extern __shared__ x128 residual_rows[];
+    int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    int row = blockIdx.x * (blockDim.x / 32) + warp;
+    if (row >= N) return;   // the whole warp
+    bf16* r = reinterpret_cast<bf16*>(residual_rows) + (size_t)warp * C;
+    size_t offset = (size_t)row * C;
     for (int c = lane * 8; c < C; c += 256) {
-        x128 v = load128cs(x + c), w = load128(weight + c), b = load128(bias + c), o;
-        for (int k = 0; k < x128::size; k++)
-            o[k] = to_bf16((to_float(v[k]) - m) * s * to_float(w[k]) + to_float(b[k]));
-        store128(out + (size_t)row * C + c, o);
+        x128 x = load128cs(a + offset + c), y = load128cs(b + offset + c), sum;
+        for (int k = 0; k < x128::size; k++) sum[k] = to_bf16(to_float(x[k]) + to_float(y[k]));
+        store128cs(residual + offset + c, sum);   // next read a whole branch later: not cached
+        store128(r + c, sum);
     }
-    if (lane == 0) { mean[row] = m; rstd[row] = s; }
+    float2 stats = row_statistics(r, C, lane);
+    for (int c = lane * 8; c < C; c += 256)
+        store128(out + offset + c, normalize(load128(r + c), stats, weight, bias, c));
+    if (lane == 0) { mean[row] = stats.x; rstd[row] = stats.y; }
 }
 
 // Block b handles rows [b*rows_per_block, (b+1)*rows_per_block), warp w the rows w, w + warps, ...

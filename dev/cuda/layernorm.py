@@ -5,9 +5,13 @@ python dev/cuda/layernorm.py [version...]
      row re-read from L1                                                   kernels/layernorm.cu
   2  backward: one warp per row; dweight/dbias as per-block fp32 partials, summed in block
      order by a second kernel (deterministic)                              kernels/layernorm.cu
+  3  residual add fused into the forward: residual = a + b, then version 1 on it, the warp's
+     row kept in shared memory: a and b read once, 8 bytes moved per element against 10 for
+     residual_forward then version 1 (timed too, as "1+res")             kernels/layernorm.cu
 
 GB/s counts the bytes each op must move: forward reads x and writes out (+ mean, rstd);
-backward reads dout, x and dinp and writes dinp (+ mean, rstd).
+backward reads dout, x and dinp and writes dinp (+ mean, rstd); the fused forward reads a, b
+and writes residual, out (+ mean, rstd).
 """
 import cupy as cp
 import numpy as np
@@ -15,7 +19,7 @@ from common import (bf16, gpu, host, poisoned, print_table, randn, rel_error, se
                     time_ms)
 
 from llmpy import cpu
-from llmpy.cuda import layernorm
+from llmpy.cuda import elementwise, layernorm
 
 C = 768
 TOL = 1e-2   # bf16 outputs: 8-bit significand, rounding error <= 2^-8 = 4e-3 of a value
@@ -61,9 +65,36 @@ def check_backward(fn, rng, B, T):
             "dbias": rel_error(host(g_db), ref_db)}
 
 
+def check_residual_forward(fn, rng, B, T):
+    a, w, bias = forward_inputs(rng, B, T)
+    branch = randn(rng, B, T, C)
+    residual_ref = rounded(a + branch)       # the kernel normalizes the bf16-rounded sum
+    ref = np.empty_like(a)
+    ref_mean, ref_rstd = np.empty((B, T), np.float32), np.empty((B, T), np.float32)
+    cpu.layernorm_forward(ref, ref_mean, ref_rstd, residual_ref, w, bias)
+    residual, out = poisoned(B, T, C), poisoned(B, T, C)
+    mean, rstd = poisoned(B, T, dtype=np.float32), poisoned(B, T, dtype=np.float32)
+    fn(residual, out, mean, rstd, gpu(a), gpu(branch), gpu(w), gpu(bias))
+    # the -r 2 backward recomputes the layernorm with version 1: it must give the same bits
+    out1 = poisoned(B, T, C)
+    layernorm.layernorm_forward(out1, poisoned(B, T, dtype=np.float32),
+                                poisoned(B, T, dtype=np.float32), residual, gpu(w), gpu(bias))
+    same_bits = np.array_equal(cp.asnumpy(out1).view(np.uint16), cp.asnumpy(out).view(np.uint16))
+    return {"residual": rel_error(host(residual), residual_ref), "out": rel_error(host(out), ref),
+            "mean": rel_error(host(mean), ref_mean), "rstd": rel_error(host(rstd), ref_rstd),
+            "bits unlike version 1's": 0.0 if same_bits else np.inf}
+
+
+def unfused(residual, out, mean, rstd, a, b, weight, bias, block_size):
+    """What version 3 replaces: residual_forward, then version 1."""
+    elementwise.residual_forward(residual, a, b)
+    layernorm.layernorm_forward(out, mean, rstd, residual, weight, bias, block_size=block_size)
+
+
 # version: (op, function, check)
 VERSIONS = {1: ("forward", layernorm.layernorm_forward, check_forward),
-            2: ("backward", layernorm.layernorm_backward, check_backward)}
+            2: ("backward", layernorm.layernorm_backward, check_backward),
+            3: ("residual+forward", layernorm.residual_layernorm_forward, check_residual_forward)}
 
 
 def main():
@@ -78,22 +109,28 @@ def main():
     T, Bmax = 1024, 64
     x_all, dout_all = gpu(randn(rng, Bmax, T, C)), gpu(randn(rng, Bmax, T, C))
     out_all, dinp_all = poisoned(Bmax, T, C), cp.zeros((Bmax, T, C), x_all.dtype)
+    residual_all = poisoned(Bmax, T, C)
     w, b = gpu(randn(rng, C)), gpu(randn(rng, C))
     dw, db = cp.zeros(C, w.dtype), cp.zeros(C, w.dtype)
     mean_all, rstd_all = cp.zeros((Bmax, T), np.float32), cp.ones((Bmax, T), np.float32)
     rows = []
-    for v in picked:
-        op, fn, _ = VERSIONS[v]
+    timed = [(v, *VERSIONS[v][:2]) for v in picked]
+    if 3 in picked:
+        timed.append(("1+res", "residual, forward", unfused))
+    for v, op, fn in timed:
         for B in (8, 64):
             x, dout, out, dinp = x_all[:B], dout_all[:B], out_all[:B], dinp_all[:B]
-            mean, rstd = mean_all[:B], rstd_all[:B]
+            residual, mean, rstd = residual_all[:B], mean_all[:B], rstd_all[:B]
             N = B * T
             nbytes = (2 if op == "forward" else 4) * N * C * 2 + N * 8
             for block in (64, 128, 256, 512, 1024):
                 if op == "forward":
                     ms = time_ms(lambda: fn(out, mean, rstd, x, w, b, block_size=block))
-                else:
+                elif op == "backward":
                     ms = time_ms(lambda: fn(dinp, dw, db, dout, x, w, mean, rstd, block_size=block))
+                else:     # the residual add and the forward: x + dout, fused or not
+                    ms = time_ms(lambda: fn(residual, out, mean, rstd, x, dout, w, b,
+                                            block_size=block))
                 rows.append((v, op, B, block, f"{ms:.4f}", f"{nbytes / ms / 1e6:.0f}"))
     print_table(rows, ["version", "op", "B", "block", "ms", "GB/s"])
 

@@ -13,7 +13,8 @@ from llmpy.cuda.classifier import classifier_forward_backward  # noqa: F401
 from llmpy.cuda.elementwise import gelu_backward, gelu_forward, residual_forward  # noqa: F401
 from llmpy.cuda.flash_attention import attention_backward, attention_forward, attention_saved  # noqa: F401
 from llmpy.cuda.encoder import encoder_backward, encoder_forward  # noqa: F401
-from llmpy.cuda.layernorm import layernorm_backward, layernorm_forward  # noqa: F401
+from llmpy.cuda.layernorm import (layernorm_backward, layernorm_forward,  # noqa: F401
+                                   residual_layernorm_forward)
 from llmpy.cuda.matmul import matmul_backward, matmul_forward  # noqa: F401
 
 xp = cp

@@ -22,6 +22,19 @@ def layernorm_forward(out, mean, rstd, inp, weight, bias, block_size=FORWARD_BLO
            out, mean, rstd, inp, weight, bias, N, C)
 
 
+def residual_layernorm_forward(residual, out, mean, rstd, a, b, weight, bias,
+                               block_size=FORWARD_BLOCK):
+    """residual = a + b, then layernorm_forward(out, mean, rstd, residual, weight, bias), in one
+    kernel: the same bits as residual_forward followed by layernorm_forward."""
+    N, C = _rows(a, weight)
+    assert all(x.flags.c_contiguous and x.size == a.size for x in (b, residual, out))
+    shared = block_size // 32 * C * 2    # each warp's row of the residual, bf16
+    if shared > 48 * 1024:   # the default limit on dynamic shared memory; C > 3072 at 8 warps
+        kernel("layernorm", "residual_layernorm_forward").max_dynamic_shared_size_bytes = shared
+    launch("layernorm", "residual_layernorm_forward", ceil_div(N, block_size // 32), block_size,
+           residual, out, mean, rstd, a, b, weight, bias, N, C, shared_mem=shared)
+
+
 def layernorm_backward(dinp, dweight, dbias, dout, inp, weight, mean, rstd,
                        block_size=BACKWARD_BLOCK):
     """dinp, dweight, dbias accumulate (+=)."""

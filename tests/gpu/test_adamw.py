@@ -81,8 +81,10 @@ def grads_for(rng, n):
     return (rng.standard_normal(n) * 1e-2).astype(bf16)
 
 
-def test_adamw_matches_cpu_with_master_weights_over_3_steps(rng):
-    n = 100_008      # a multiple of 8 that leaves the last block part full
+# a block of 512 threads updates 4096 elements in two sweeps of 2048: the last block's first sweep
+# part full (100,008 = 24 * 4096 + 1704), or its second (102,392 = 24 * 4096 + 4088)
+@pytest.mark.parametrize("n", [100_008, 102_392])
+def test_adamw_matches_cpu_with_master_weights_over_3_steps(rng, n):
     master, m, v, param = make_state(rng, n)
     ref = [a.copy() for a in (master, m, v)]
     d_param, d_master, d_m, d_v = (cp.asarray(a) for a in (param, master, m, v))
@@ -91,7 +93,7 @@ def test_adamw_matches_cpu_with_master_weights_over_3_steps(rng):
         cpu.adamw_update(ref[0], grad.astype(np.float32), ref[1], ref[2], None, **HYPER,
                          step=step, grad_scale=0.7, seed=step)
         adamw_update(d_param, cp.asarray(grad), d_m, d_v, d_master, **HYPER,
-                     step=step, grad_scale=0.7, seed=step)
+                     step=step, grad_scale=0.7, seed=step, block=512)
     for ours, theirs in zip((d_master, d_m, d_v), ref):
         assert rel_error(cp.asnumpy(ours), theirs) <= ADAMW_TOL
     assert_bf16_neighbour(d_param, cp.asnumpy(d_master))

@@ -6,13 +6,15 @@ Tolerance: statistics and sums are fp32 inside the kernels and each output is ro
 bf16 (8-bit significand: relative error <= 2^-8 ~ 4e-3 of the value); mean and rstd stay fp32.
 1e-2 of the tensor's scale keeps a 2.5x margin and still catches a wrong term: dout is made to
 have a per-row offset and to correlate with n, so that mean(g) and n * mean(g * n) in dx are
-each ~25% of its scale (with plain noise for dout they would be ~1-5%)."""
+each ~25% of its scale (with plain noise for dout they would be ~1-5%).
+The fused residual_layernorm_forward stores a + b rounded once to bf16, checked exactly, and
+normalizes that rounded sum: the reference does the same."""
 import cupy as cp
 import numpy as np
 import pytest
 
 from llmpy import cpu
-from llmpy.cuda import layernorm
+from llmpy.cuda import elementwise, layernorm
 from tests.gpu.bf16 import bf16, bits, gpu, host, poisoned, randn
 from tests.helpers import assert_close
 
@@ -98,3 +100,50 @@ def test_layernorm_backward_is_deterministic(rng):
         results.append([bits(a) for a in grads])
     for name, a, b in zip(("dinp", "dweight", "dbias"), *results):
         assert np.array_equal(a, b), f"{name} differs between runs"
+
+
+# C = 3200: the fused kernel's rows of the residual need more than the default 48 KiB of shared
+# memory at 8 warps a block
+FUSED_SHAPES = [(4, 128, 768), (3, 1001, 768), (2, 64, 1600), (2, 3, 5, 128), (1, 40, 3200)]
+
+
+def fused_inputs(rng, shape):
+    """a: the residual stream (offset, scale); b: a branch's output; weights around 1."""
+    a, w, bias = inputs(rng, shape)
+    return a, randn(rng, *shape), w, bias
+
+
+def fused_outputs(shape):
+    """Poisoned residual, out, mean, rstd."""
+    return (poisoned(*shape), poisoned(*shape), poisoned(*shape[:-1], dtype=np.float32),
+            poisoned(*shape[:-1], dtype=np.float32))
+
+
+@pytest.mark.parametrize("shape", FUSED_SHAPES)
+def test_residual_layernorm_forward_matches_cpu(rng, shape):
+    a, b, w, bias = fused_inputs(rng, shape)
+    residual_ref = rounded(a + b)
+    ref = np.empty_like(a)
+    ref_mean, ref_rstd = np.empty(shape[:-1], np.float32), np.empty(shape[:-1], np.float32)
+    cpu.layernorm_forward(ref, ref_mean, ref_rstd, residual_ref, w, bias)
+    residual, out, mean, rstd = fused_outputs(shape)
+    layernorm.residual_layernorm_forward(residual, out, mean, rstd, gpu(a), gpu(b), gpu(w),
+                                         gpu(bias))
+    assert np.array_equal(host(residual), residual_ref), "residual is not a + b rounded once"
+    assert_close(host(out), ref, TOL, "out")
+    assert_close(cp.asnumpy(mean), ref_mean, 1e-5, "mean")
+    assert_close(cp.asnumpy(rstd), ref_rstd, 1e-5, "rstd")
+
+
+def test_residual_layernorm_forward_gives_the_bits_of_residual_then_layernorm(rng):
+    # with -r 2 the backward recomputes ln1/ln2 by layernorm_forward from the stored residual:
+    # it must reproduce what the fused kernel wrote in the forward exactly
+    shape = (8, 1024, 768)
+    a, b, w, bias = (gpu(x) for x in fused_inputs(rng, shape))
+    fused, separate = fused_outputs(shape), fused_outputs(shape)
+    layernorm.residual_layernorm_forward(*fused, a, b, w, bias)
+    residual, out, mean, rstd = separate
+    elementwise.residual_forward(residual, a, b)
+    layernorm.layernorm_forward(out, mean, rstd, residual, w, bias)
+    for name, x, y in zip(("residual", "out", "mean", "rstd"), fused, separate):
+        assert np.array_equal(cp.asnumpy(x).view(np.uint8), cp.asnumpy(y).view(np.uint8)), name
