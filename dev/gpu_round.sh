@@ -4,6 +4,7 @@
 #   tests      make test-gpu: every kernel against NumPy, the bf16 model against PyTorch
 #   resume     train d12 with checkpoints, resume from the middle, sample, plot main.log
 #   multigpu   dev/multigpu.py on every GPU: equality with one GPU, scaling (d12, then d48 -r 1)
+#   kernels    the dev/cuda scripts: each kernel family's versions checked and timed
 #   bench      dev/bench.py at B=64 (with PyTorch) and B=8
 # Needs the Shakespeare shards and the tokenizer cache in dev/data (carry them).
 set -u
@@ -11,7 +12,7 @@ OUT=${OUT:-gpu_round_out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
 GPUS=$(nvidia-smi -L | wc -l)
-sections=${*:-tests resume multigpu bench}
+sections=${*:-tests resume multigpu kernels bench}
 summary=()
 
 for s in $sections; do
@@ -37,6 +38,15 @@ for s in $sections; do
       timeout 280 python3 dev/multigpu.py --gpus "$GPUS" --model d48 --B 8 --check_B 2 --recompute 1 --steps 12 >> "$OUT/multigpu.log" 2>&1
       summary+=("multigpu d48 (rc $?)")
     fi ;;
+  kernels)
+    for family in "attention 4 7 8" matmul layernorm classifier adamw elementwise; do
+      set -- $family
+      echo "== python3 dev/cuda/$*" >> "$OUT/kernels.log"
+      timeout 150 python3 dev/cuda/$1.py "${@:2}" > /tmp/dev_kernel.log 2>&1
+      rc=$?
+      cat /tmp/dev_kernel.log >> "$OUT/kernels.log"
+      summary+=("dev/cuda/$1.py (rc $rc): $(grep -c FAIL /tmp/dev_kernel.log) checks failed")
+    done ;;
   bench)
     timeout 240 python3 dev/bench.py --steps 30 --profile > "$OUT/bench.log" 2>&1
     summary+=("bench B=64 (rc $?)")

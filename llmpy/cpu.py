@@ -85,20 +85,28 @@ def layernorm_backward(dinp, dweight, dbias, dout, inp, weight, mean, rstd):
 # ----------------------------------------------------------------------------------------------
 # matmul: out (B,T,OC) = inp (B,T,C) @ weight(OC,C)^T + bias (OC)
 
-def matmul_forward(out, inp, weight, bias):
+def matmul_forward(out, inp, weight, bias, pre_gelu=None):
+    """With pre_gelu (shaped as out), the MLP's fc layer: pre_gelu = inp @ W^T + bias, kept for the
+    backward, and out = gelu(pre_gelu) (the GPU does both in one matmul's epilogue)."""
     OC, C = weight.shape
-    out2d = out.reshape(-1, OC)
-    np.matmul(inp.reshape(-1, C), weight.T, out=out2d)
+    linear = (out if pre_gelu is None else pre_gelu).reshape(-1, OC)
+    np.matmul(inp.reshape(-1, C), weight.T, out=linear)
     if bias is not None:
-        out2d += bias
+        linear += bias
+    if pre_gelu is not None:
+        gelu_forward(out, pre_gelu)
 
 
-def matmul_backward(dinp, dweight, dbias, dout, inp, weight):
-    """dinp = dout @ W (overwritten); dW += dout^T @ inp; dbias += sum over rows of dout."""
+def matmul_backward(dinp, dweight, dbias, dout, inp, weight, pre_gelu=None):
+    """dinp = dout @ W (overwritten); dW += dout^T @ inp; dbias += sum over rows of dout.
+    With pre_gelu (where inp = gelu(pre_gelu)), dinp is the gradient of pre_gelu:
+    (dout @ W) * gelu'(pre_gelu) (the GPU applies gelu' in the matmul's epilogue)."""
     OC, C = weight.shape
     dout2d = dout.reshape(-1, OC)
     inp2d = inp.reshape(-1, C)
     np.matmul(dout2d, weight, out=dinp.reshape(-1, C))
+    if pre_gelu is not None:
+        gelu_backward(dinp, pre_gelu, dinp)
     dweight += dout2d.T @ inp2d
     if dbias is not None:
         dbias += dout2d.sum(axis=0)
@@ -166,10 +174,17 @@ def gelu_backward(dinp, inp, dout):
 
 
 # ----------------------------------------------------------------------------------------------
-# residual: out = a + b
+# residual: out = a + b; and the same add fused with the layernorm that reads its output
 
 def residual_forward(out, a, b):
     np.add(a, b, out=out)
+
+
+def residual_layernorm_forward(residual, out, mean, rstd, a, b, weight, bias):
+    """residual = a + b, then out = layernorm(residual): the residual add fused with the layernorm
+    that follows it (on the GPU one kernel reads a and b once)."""
+    residual_forward(residual, a, b)
+    layernorm_forward(out, mean, rstd, residual, weight, bias)
 
 
 # ----------------------------------------------------------------------------------------------

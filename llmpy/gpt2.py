@@ -149,6 +149,15 @@ class GPT2:
         """Layer l's view of a per-layer activation: its own, or the shared recomputed slot."""
         return a[name][0 if name in self.recomputed else l]
 
+    def _input_layernorm(self, a, l):
+        """(out, mean, rstd, weight, bias) of the layernorm of layer l's input: layer l's ln1,
+        or for l = L (the last layer's output) the final lnf."""
+        p = self.params
+        if l == self.cfg.num_layers:
+            return a["lnf"], a["lnf_mean"], a["lnf_rstd"], p["lnfw"], p["lnfb"]
+        return (self._layer(a, "ln1", l), a["ln1_mean"][l], a["ln1_rstd"][l], p["ln1w"][l],
+                p["ln1b"][l])
+
     def acts(self, B, T):
         """Views of the activations for a (B, T) batch within the allocated one: each tensor
         is laid out contiguously for (B, T) from the start of its allocated slot."""
@@ -181,24 +190,25 @@ class GPT2:
         NH = cfg.num_heads
 
         ops.encoder_forward(a["encoded"], self.inputs_bt, p["wte"], p["wpe"])
+        # the first layernorm; every later one is fused with the residual add that feeds it
+        out, mean, rstd, weight, bias = self._input_layernorm(a, 0)
+        ops.layernorm_forward(out, mean, rstd, a["encoded"], weight, bias)
         residual = a["encoded"]
         for l in range(cfg.num_layers):
             ln1, ln2, fch_gelu = (self._layer(a, n, l) for n in ("ln1", "ln2", "fch_gelu"))
-            ops.layernorm_forward(ln1, a["ln1_mean"][l], a["ln1_rstd"][l], residual,
-                                  p["ln1w"][l], p["ln1b"][l])
             ops.matmul_forward(a["qkv"][l], ln1, p["qkvw"][l], p["qkvb"][l])
             ops.attention_forward(a["atty"][l], a["att"][l], a["qkv"][l], NH)
             ops.matmul_forward(a["btc"], a["atty"][l], p["attprojw"][l], p["attprojb"][l])
-            ops.residual_forward(a["residual2"][l], residual, a["btc"])
-            ops.layernorm_forward(ln2, a["ln2_mean"][l], a["ln2_rstd"][l],
-                                  a["residual2"][l], p["ln2w"][l], p["ln2b"][l])
-            ops.matmul_forward(a["fch"][l], ln2, p["fcw"][l], p["fcb"][l])
-            ops.gelu_forward(fch_gelu, a["fch"][l])
+            ops.residual_layernorm_forward(a["residual2"][l], ln2, a["ln2_mean"][l],
+                                           a["ln2_rstd"][l], residual, a["btc"], p["ln2w"][l],
+                                           p["ln2b"][l])
+            ops.matmul_forward(fch_gelu, ln2, p["fcw"][l], p["fcb"][l], pre_gelu=a["fch"][l])
             ops.matmul_forward(a["btc"], fch_gelu, p["fcprojw"][l], p["fcprojb"][l])
-            ops.residual_forward(a["residual3"][l], a["residual2"][l], a["btc"])
+            # residual3, fused with the next layernorm: layer l + 1's ln1, or lnf after the last
+            out, mean, rstd, weight, bias = self._input_layernorm(a, l + 1)
+            ops.residual_layernorm_forward(a["residual3"][l], out, mean, rstd, a["residual2"][l],
+                                           a["btc"], weight, bias)
             residual = a["residual3"][l]
-        ops.layernorm_forward(a["lnf"], a["lnf_mean"], a["lnf_rstd"], residual,
-                              p["lnfw"], p["lnfb"])
         ops.matmul_forward(a["logits"], a["lnf"], p["wte"], None)   # tied LM head
         if targets is not None:
             self.targets[:b, :t] = ops.to_device(targets)
@@ -246,9 +256,9 @@ class GPT2:
             if "fch_gelu" in self.recomputed:
                 ops.gelu_forward(fch_gelu, a["fch"][l])
             # MLP branch: residual3 = residual2 + fcproj(gelu(fc(ln2(residual2))))
+            # dbt4c gets the gradient of fch, the GELU's input (GELU's backward is fused in)
             ops.matmul_backward(dbt4c, g["fcprojw"][l], g["fcprojb"][l], dresidual,
-                                fch_gelu, p["fcprojw"][l])
-            ops.gelu_backward(dbt4c, a["fch"][l], dbt4c)
+                                fch_gelu, p["fcprojw"][l], pre_gelu=a["fch"][l])
             ops.matmul_backward(dbtc, g["fcw"][l], g["fcb"][l], dbt4c, ln2, p["fcw"][l])
             ops.layernorm_backward(dresidual, g["ln2w"][l], g["ln2b"][l], dbtc,
                                    a["residual2"][l], p["ln2w"][l], a["ln2_mean"][l],

@@ -108,6 +108,34 @@ def test_matmul_backward_overwrites_dinp_and_accumulates_dweight_dbias(rng, with
         assert np.array_equal(db, db0)
 
 
+def test_matmul_forward_with_pre_gelu_writes_linear_output_and_its_gelu(rng):
+    OC = 4 * C
+    x, w, b = randn(rng, B, T, C), randn(rng, OC, C), randn(rng, OC)
+    out, pre = poisoned(B, T, OC), poisoned(B, T, OC)
+    cpu.matmul_forward(out, x, w, b, pre_gelu=pre)
+    ref_pre = F.linear(leaf(x), leaf(w), leaf(b))
+    assert_close(pre, ref_pre.detach(), TOL, "pre_gelu")
+    assert_close(out, F.gelu(ref_pre, approximate="tanh").detach(), TOL, "gelu out")
+
+
+def test_matmul_backward_with_pre_gelu_gives_gradient_of_pre_gelu(rng):
+    # fcproj after the GELU: out = gelu(pre) @ W^T + b; dinp is d/dpre, dW and db as without it
+    C4 = 4 * C
+    pt, wt, bt = leaf(randn(rng, B, T, C4, scale=2.0)), leaf(randn(rng, C, C4)), leaf(randn(rng, C))
+    dout = randn(rng, B, T, C)
+    F.linear(F.gelu(pt, approximate="tanh"), wt, bt).backward(torch.from_numpy(dout).double())
+    pre, w = pt.detach().numpy().astype(np.float32), wt.detach().numpy().astype(np.float32)
+    inp = np.empty_like(pre)
+    cpu.gelu_forward(inp, pre)
+    dx = poisoned(B, T, C4)
+    dw0, db0 = randn(rng, C, C4), randn(rng, C)
+    dw, db = dw0.copy(), db0.copy()
+    cpu.matmul_backward(dx, dw, db, dout, inp, w, pre_gelu=pre)
+    assert_close(dx, pt.grad, TOL, "dpre_gelu")
+    assert_close(dw - dw0, wt.grad, TOL, "dweight")
+    assert_close(db - db0, bt.grad, TOL, "dbias")
+
+
 def torch_attention(qkv, NH):
     B, T, C3 = qkv.shape
     q, k, v = qkv.split(C3 // 3, dim=2)
@@ -158,6 +186,19 @@ def test_residual_forward_adds(rng):
     out = poisoned(B, T, C)
     cpu.residual_forward(out, a, b)
     assert_close(out, a.astype(np.float64) + b, TOL, "residual")
+
+
+def test_residual_layernorm_forward_adds_then_normalizes_the_sum(rng):
+    a, b = randn(rng, B, T, C, scale=3.0) + 1.5, randn(rng, B, T, C)
+    w, bias = randn(rng, C), randn(rng, C)
+    residual, out, mean, rstd = poisoned(B, T, C), poisoned(B, T, C), poisoned(B, T), poisoned(B, T)
+    cpu.residual_layernorm_forward(residual, out, mean, rstd, a, b, w, bias)
+    x = leaf(a) + leaf(b)
+    assert_close(residual, x.detach(), TOL, "residual")
+    assert_close(out, F.layer_norm(x, (C,), leaf(w), leaf(bias), eps=1e-5).detach(), TOL, "ln out")
+    x64 = x.detach().numpy()
+    assert_close(mean, x64.mean(-1), TOL, "mean")
+    assert_close(rstd, 1 / np.sqrt(x64.var(-1) + 1e-5), TOL, "rstd")
 
 
 def test_classifier_gives_cross_entropy_and_writes_dlogits_in_place(rng):

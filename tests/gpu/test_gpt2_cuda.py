@@ -100,3 +100,18 @@ def test_cpu_and_gpu_models_agree_on_the_loss():
         model.forward(inputs, targets)
         losses.append(model.mean_loss())
     assert abs(losses[0] - losses[1]) < 1e-2 * losses[0]
+
+
+def test_recomputed_layernorms_give_the_same_gradient_bits():
+    # -r 2 differs from -r 1 only in recomputing ln1 and ln2 in the backward (layernorm_forward on
+    # the stored residuals); the forward wrote them with the fused residual_layernorm_forward
+    params = random_params(TINY, seed=17)
+    inputs, targets = random_batch(TINY, 4, 16, seed=18)
+    grads = []
+    for recompute in (1, 2):
+        model = GPT2(TINY, cuda, 4, 16, params=params, recompute=recompute)
+        model.zero_grad()
+        model.forward(inputs, targets)
+        model.backward()
+        grads.append(cuda.to_host(model.grads_flat).view(np.uint16))
+    assert np.array_equal(*grads)
