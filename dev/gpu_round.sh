@@ -6,13 +6,14 @@
 #   multigpu   dev/multigpu.py on every GPU: equality with one GPU, scaling (d12, then d48 -r 1)
 #   kernels    the dev/cuda scripts: each kernel family's versions checked and timed
 #   bench      dev/bench.py at B=64 (with PyTorch) and B=8
+#   sizes      d24 (350M) at B=32, and d48 (1.5B) at B=32 with -r 1: tokens/s and MFU
 # Needs the Shakespeare shards and the tokenizer cache in dev/data (carry them).
 set -u
 OUT=${OUT:-gpu_round_out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
 GPUS=$(nvidia-smi -L | wc -l)
-sections=${*:-tests resume multigpu kernels bench}
+sections=${*:-tests resume multigpu kernels bench sizes}
 summary=()
 
 for s in $sections; do
@@ -47,6 +48,11 @@ for s in $sections; do
       cat /tmp/dev_kernel.log >> "$OUT/kernels.log"
       summary+=("dev/cuda/$1.py (rc $rc): $(grep -c FAIL /tmp/dev_kernel.log) checks failed")
     done ;;
+  sizes)
+    timeout 150 python3 dev/bench.py --model d24 --B 32 --steps 15 --no-torch > "$OUT/sizes.log" 2>&1
+    summary+=("bench d24 B=32 (rc $?)")
+    timeout 240 python3 train_gpt2.py -e d48 -b 32 -t 1024 -r 1 -x 12 -v 0 -s 0 >> "$OUT/sizes.log" 2>&1
+    summary+=("train d48 B=32 -r 1 (rc $?): $(grep -E '^step +12/' "$OUT/sizes.log")") ;;
   bench)
     timeout 240 python3 dev/bench.py --steps 30 --profile > "$OUT/bench.log" 2>&1
     summary+=("bench B=64 (rc $?)")
@@ -60,3 +66,4 @@ for line in "${summary[@]}"; do echo "$line"; done
 [ -f "$OUT/multigpu.log" ] && grep -E "largest|GPUs \||^ +[0-9]+ \| +[0-9,]+ \||^d[0-9]+" "$OUT/multigpu.log"
 [ -f "$OUT/bench.log" ] && tail -4 "$OUT/bench.log"
 [ -f "$OUT/bench_b8.log" ] && tail -3 "$OUT/bench_b8.log"
+[ -f "$OUT/sizes.log" ] && grep -A3 "^system" "$OUT/sizes.log"
