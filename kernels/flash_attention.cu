@@ -35,6 +35,13 @@
 #ifndef DKDV_BLOCKS_PER_SM
 #define DKDV_BLOCKS_PER_SM 3
 #endif
+// the forward's: uncapped it takes ~134 registers (3 blocks per SM); -DFORWARD_BLOCKS_PER_SM=4
+// caps it at 128 (dev/cuda/attention.py version 9)
+#ifdef FORWARD_BLOCKS_PER_SM
+#define FORWARD_BOUNDS __launch_bounds__(THREADS, FORWARD_BLOCKS_PER_SM)
+#else
+#define FORWARD_BOUNDS __launch_bounds__(THREADS)
+#endif
 
 typedef unsigned int u32;
 
@@ -137,7 +144,7 @@ __device__ __forceinline__ void mul_ab(float (*acc)[4], u32 (*a)[4], const bf16*
 // m, a running denominator l and the output accumulator o in registers (online softmax).
 // K and V tiles are double-buffered: tile kt+1 is copied while tile kt is used.
 
-extern "C" __global__ void __launch_bounds__(THREADS)
+extern "C" __global__ void FORWARD_BOUNDS
 flash_attention_forward(bf16* out, float* lse, const bf16* qkv, int T, int NH, float scale_log2) {
     __shared__ __align__(16) bf16 Qs[TILE_ELEMS], Ks[2][TILE_ELEMS], Vs[2][TILE_ELEMS];
     int qt = gridDim.x - 1 - blockIdx.x;       // the longest rows (most key tiles) start first

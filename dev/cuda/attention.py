@@ -32,6 +32,7 @@ keywords set, kernels in dev/cuda/attention.cu); version 4 is llmpy's (kernels/f
      version 5's ldmatrix fragments and double-buffered cp.async tiles, the dK/dV kernel
      compiled for 3 blocks per SM (168 registers, a few spills)
   8  version 7 with its dK/dV kernel at 2 blocks per SM (244 registers, none spilled)
+  9  version 7 with its forward capped for 4 blocks per SM (128 registers) instead of 3
 Timed at GPT-2 124M's NH = 12, hs = 64, T = 1024 for B = 8..64, forward and forward + backward
 (backward: their difference), against PyTorch's flash attention (F.scaled_dot_product_attention)
 on the same qkv, with nanoGPT's head split and merge around it, where torch is installed.
@@ -100,6 +101,13 @@ def variant(forward, backward):
 
 V5_THREE = (V5, ("-DBACKWARD_BLOCKS_PER_SM=3",))
 V7_TWO = ("flash_attention", ("-DDKDV_BLOCKS_PER_SM=2",))
+V7_FOUR = ("flash_attention", ("-DFORWARD_BLOCKS_PER_SM=4",))
+
+
+def v9_forward(out, lse, qkv, nh):
+    B, T_, _ = qkv.shape
+    launch(V7_FOUR, "flash_attention_forward", (ceil_div(T_, 64), B * nh), 128,
+           out, lse, qkv, T_, nh, flash_attention.LOG2E / math.sqrt(HS))
 # version: the module and the keywords of its attention_forward and attention_backward
 # (row_block None: one gemm over the whole matrix)
 VERSIONS = {1: (simple, dict(vectorized=False, row_block=None)),
@@ -111,7 +119,8 @@ VERSIONS = {1: (simple, dict(vectorized=False, row_block=None)),
                         functools.partial(v5_backward, source=V5_THREE)), {}),
             7: (flash_attention, {}),
             8: (variant(flash_attention.attention_forward,
-                        functools.partial(flash_attention.attention_backward, source=V7_TWO)), {})}
+                        functools.partial(flash_attention.attention_backward, source=V7_TWO)), {}),
+            9: (variant(v9_forward, flash_attention.attention_backward), {})}
 # registers per thread and spilled bytes of each flash version's kernels
 KERNELS = {4: (V4, ("flash_attention_forward", "flash_attention_backward_dkdv",
                     "flash_attention_backward_dq")),
@@ -119,7 +128,8 @@ KERNELS = {4: (V4, ("flash_attention_forward", "flash_attention_backward_dkdv",
            6: (V5_THREE, ("flash_attention_backward",)),
            7: ("flash_attention", ("flash_attention_forward", "flash_attention_backward_dkdv",
                                    "flash_attention_backward_dq")),
-           8: (V7_TWO, ("flash_attention_backward_dkdv",))}
+           8: (V7_TWO, ("flash_attention_backward_dkdv",)),
+           9: (V7_FOUR, ("flash_attention_forward",))}
 ROW_BLOCKS = (128, 256, 512)   # timed for version 3
 
 
