@@ -13,23 +13,8 @@
 // the tiles above the diagonal, the next tile's copy (cp.async) in flight while the current one
 // is used. Every sum runs in a fixed order, so the results are the same bits run to run.
 //
-// Fragment layouts of mma.m16n8k16 (g = lane / 4, q = lane % 4), one 32-bit register = 2 bf16:
-//   A 16x16: a[0] = (row g, cols 2q..2q+1), a[1] = (row g+8, same cols), a[2] = (row g,
-//            cols 8+2q..), a[3] = (row g+8, cols 8+2q..)
-//   B 16x8:  b[0] = (rows 2q..2q+1, col g), b[1] = (rows 8+2q.., col g)
-//   C 16x8:  c[0..1] = (row g, cols 2q, 2q+1), c[2..3] = (row g+8, cols 2q, 2q+1)
-// A C tile of scores, converted to bf16, is exactly the A fragment of the next product, so the
-// probabilities never leave registers. ldmatrix.x4 loads four 8x8 bf16 matrices, one per group
-// of 8 lanes (lane 8i + r gives the address of row r of matrix i); each thread receives (row g,
-// cols 2q..2q+1) of every matrix, or with .trans (rows 2q..2q+1, col g): whole A or B fragments.
-#include "common.cuh"
+#include "flash_attention.cuh"
 
-#define HS 64          // head size
-#define TILE 64        // query and key rows per tile; 4 warps x 16 rows
-#define THREADS 128
-#define STRIDE 72      // shared-memory row length in bf16: the 16-byte pad puts the 8 rows that
-                       // one ldmatrix reads in 8 different bank groups
-#define TILE_ELEMS (TILE * STRIDE)
 // dK/dV kernel's occupancy target: 3 blocks per SM cap it at 168 registers a thread (a few
 // spills); at 2 it takes ~244 and its backward is 8% slower on the H200 (dev/cuda/attention.py)
 #ifndef DKDV_BLOCKS_PER_SM
@@ -42,102 +27,6 @@
 #else
 #define FORWARD_BOUNDS __launch_bounds__(THREADS)
 #endif
-
-typedef unsigned int u32;
-
-__device__ __forceinline__ void mma(float* c, const u32* a, u32 b0, u32 b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-__device__ __forceinline__ void ldmatrix(u32* r, const bf16* p) {
-    u32 addr = (u32)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
-}
-
-__device__ __forceinline__ void ldmatrix_trans(u32* r, const bf16* p) {
-    u32 addr = (u32)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
-}
-
-__device__ __forceinline__ u32 pack(float lo, float hi) {
-    __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
-    return *reinterpret_cast<u32*>(&h);
-}
-
-// 16 bytes global -> shared without passing through registers; src_size 0 writes zeros
-__device__ __forceinline__ void cp_async16(bf16* dst, const bf16* src, bool valid) {
-    u32 addr = (u32)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n"
-                 :: "r"(addr), "l"(src), "r"(valid ? 16 : 0));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n"); }
-template <int N>   // wait until at most N of this thread's committed groups are still in flight
-__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" :: "n"(N)); }
-
-// start copying rows t0..t0+63 of one head (64 bf16 each, `stride` apart in global memory) into
-// shared memory; rows past T become zeros, so padded queries and keys contribute nothing
-__device__ __forceinline__ void load_tile(bf16* tile, const bf16* src, int stride, int t0, int T) {
-    for (int p = threadIdx.x; p < TILE * HS / 8; p += THREADS) {
-        int r = p / 8, c = (p % 8) * 8;
-        bool valid = t0 + r < T;
-        cp_async16(tile + r * STRIDE + c, valid ? src + (size_t)(t0 + r) * stride + c : src, valid);
-    }
-}
-
-// A fragments of rows row0..row0+15 of a (64, 64) tile, 4 k-steps of 16 columns
-__device__ __forceinline__ void load_a(u32 (*a)[4], const bf16* tile, int row0) {
-    int m = threadIdx.x % 32 / 8, r = threadIdx.x % 8;
-    for (int ks = 0; ks < 4; ks++)
-        ldmatrix(a[ks], tile + (row0 + (m % 2) * 8 + r) * STRIDE + ks * 16 + (m / 2) * 8);
-}
-
-// A fragments of rows col0..col0+15 of the tile's transpose (columns col0.. of the tile)
-__device__ __forceinline__ void load_a_trans(u32 (*a)[4], const bf16* tile, int col0) {
-    int m = threadIdx.x % 32 / 8, r = threadIdx.x % 8;
-    for (int ks = 0; ks < 4; ks++)
-        ldmatrix_trans(a[ks], tile + (ks * 16 + (m / 2) * 8 + r) * STRIDE + col0 + (m % 2) * 8);
-}
-
-// C-layout floats (16 x 64) -> bf16 A fragments (16 x 64)
-__device__ __forceinline__ void to_a(u32 (*a)[4], float (*c)[4]) {
-    for (int ks = 0; ks < 4; ks++) {
-        a[ks][0] = pack(c[2 * ks][0], c[2 * ks][1]);
-        a[ks][1] = pack(c[2 * ks][2], c[2 * ks][3]);
-        a[ks][2] = pack(c[2 * ks + 1][0], c[2 * ks + 1][1]);
-        a[ks][3] = pack(c[2 * ks + 1][2], c[2 * ks + 1][3]);
-    }
-}
-
-// acc (16 x 64) = A (16 x 64) @ tile^T, tile (64 rows = output columns, 64) row-major: a B
-// fragment (k = column of tile, n = row of tile) is a non-transposed 8x8 matrix of the tile
-__device__ __forceinline__ void mul_abt(float (*acc)[4], u32 (*a)[4], const bf16* tile) {
-    int m = threadIdx.x % 32 / 8, r = threadIdx.x % 8;
-    for (int nt = 0; nt < 8; nt++) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
-    for (int np = 0; np < 4; np++)            // pairs of 8-column n-tiles
-        for (int ks = 0; ks < 4; ks++) {
-            u32 b[4];
-            ldmatrix(b, tile + (np * 16 + (m / 2) * 8 + r) * STRIDE + ks * 16 + (m % 2) * 8);
-            mma(acc[2 * np], a[ks], b[0], b[1]);
-            mma(acc[2 * np + 1], a[ks], b[2], b[3]);
-        }
-}
-
-// acc (16 x 64) += A (16 x 64) @ tile, tile (64 = k, 64 = n) row-major: B through ldmatrix.trans
-__device__ __forceinline__ void mul_ab(float (*acc)[4], u32 (*a)[4], const bf16* tile) {
-    int m = threadIdx.x % 32 / 8, r = threadIdx.x % 8;
-    for (int ks = 0; ks < 4; ks++)
-        for (int np = 0; np < 4; np++) {
-            u32 b[4];
-            ldmatrix_trans(b, tile + (ks * 16 + (m % 2) * 8 + r) * STRIDE + np * 16 + (m / 2) * 8);
-            mma(acc[2 * np], a[ks], b[0], b[1]);
-            mma(acc[2 * np + 1], a[ks], b[2], b[3]);
-        }
-}
 
 // ---------------------------------------------------------------------------------------------
 // forward: grid (T/64 query tiles, B*NH); each warp owns 16 query rows and keeps a running max

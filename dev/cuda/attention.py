@@ -70,7 +70,8 @@ def v4_forward(out, lse, qkv, nh):
 def v4_backward(dqkv, dout, qkv, out, lse, nh):
     B, T_, _ = qkv.shape
     delta = cp.empty(B * nh * T_, np.float32)
-    launch(V4, "flash_attention_delta", ceil_div(B * nh * T_, 8), 256, delta, dout, out, B, T_, nh)
+    launch("flash_attention", "flash_attention_delta", ceil_div(B * nh * T_, 8), 256,
+           delta, dout, out, B, T_, nh)
     scale = 1 / math.sqrt(HS)
     for name in ("flash_attention_backward_dkdv", "flash_attention_backward_dq"):
         launch(V4, name, (ceil_div(T_, 64), B * nh), 128,
@@ -86,7 +87,8 @@ def v5_backward(dqkv, dout, qkv, out, lse, nh, source=V5):
     delta = cp.empty(B * nh * T_, np.float32)
     dq_accum = cp.empty(B * nh * tiles * 64 * 64, np.float32)
     counter = cp.zeros(B * nh * tiles, np.uint32)
-    launch(source, "flash_attention_delta", ceil_div(B * nh * T_, 8), 256, delta, dout, out, B, T_, nh)
+    launch("flash_attention", "flash_attention_delta", ceil_div(B * nh * T_, 8), 256,
+           delta, dout, out, B, T_, nh)
     shared = 7 * flash_attention.TILE_BYTES + 4 * 64 * 4
     kernel(source, "flash_attention_backward").max_dynamic_shared_size_bytes = shared
     scale = 1 / math.sqrt(HS)

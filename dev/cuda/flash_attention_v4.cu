@@ -1,6 +1,7 @@
 // Version 4 of dev/cuda/attention.py, kept for comparison: llmpy's first flash attention (now
 // kernels/flash_attention.cu). Its backward runs two kernels that each recompute P and dP, one
 // per key tile (dK, dV) and one per query tile (dQ): 7 tile products per tile pair instead of 5.
+// (Its delta kernel is llmpy's, kernels/flash_attention.cu.)
 // Causal flash attention (FlashAttention-2's algorithm) on bf16 tensor cores (mma.sync m16n8k16),
 // forward and backward, for head size 64 (every GPT-2 size has C / NH = 64).
 //
@@ -179,19 +180,6 @@ flash_attention_forward(bf16* out, float* lse, const bf16* qkv, int T, int NH, f
 // dV = P^T dO. Two kernels, each owning what it writes, so nothing needs atomics: one per key
 // tile (dK, dV: loops over the query tiles below the diagonal), one per query tile (dQ: loops
 // over the key tiles), each recomputing P from the saved lse.
-
-// delta[b, h, t] = sum_d dout[b, t, h, d] * out[b, t, h, d]: one warp per row, 2 per lane
-extern "C" __global__ void flash_attention_delta(float* delta, const bf16* dout, const bf16* out,
-                                                 int B, int T, int NH) {
-    int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
-    if (row >= B * NH * T) return;
-    int t = row % T, bh = row / T, b = bh / NH, h = bh % NH;
-    size_t i = ((size_t)b * T + t) * NH * HS + h * HS + 2 * lane;
-    __nv_bfloat162 d = *reinterpret_cast<const __nv_bfloat162*>(dout + i);
-    __nv_bfloat162 o = *reinterpret_cast<const __nv_bfloat162*>(out + i);
-    float sum = warp_sum(__low2float(d) * __low2float(o) + __high2float(d) * __high2float(o));
-    if (lane == 0) delta[row] = sum;
-}
 
 // dK, dV for one key tile: each warp owns 16 keys and computes the transposed products
 // S^T = K Q^T, dP^T = V dO^T for the 64 queries of each tile, so that P^T and dS^T come out
