@@ -128,16 +128,21 @@ def crash_on_call(monkeypatch, name, n):
     monkeypatch.setattr(data_common, name, wrapper)
 
 
+def run_until_crash(tmp_path, local, monkeypatch, where, n, **kwargs):
+    """run_fineweb, stopped by a Crash on data_common.<where>'s n-th call; the patch is undone."""
+    with monkeypatch.context() as m:
+        crash_on_call(m, where, n)
+        with pytest.raises(Crash):
+            run_fineweb(tmp_path, local, **kwargs)
+
+
 @pytest.mark.parametrize("where", ["write_datafile", "write_progress"])
 def test_interrupted_run_resumes_to_the_same_shards(tmp_path, monkeypatch, capsys, where):
     """A crash while writing shard 3 (or after it, before the progress file records it): the
     rerun continues where the progress file says and ends with the shards of an unbroken run."""
     local = [write_parquet(tmp_path / "fw.parquet", documents())]
     whole = run_fineweb(tmp_path, local, shard_size=41, out="whole")
-    with monkeypatch.context() as m:
-        crash_on_call(m, where, 4)
-        with pytest.raises(Crash):
-            run_fineweb(tmp_path, local, shard_size=41, out="broken")
+    run_until_crash(tmp_path, local, monkeypatch, where, 4, shard_size=41, out="broken")
     state = json.loads((tmp_path / "broken" / "fineweb.progress.json").read_text())
     assert state["next_shard"] == 3 and not state["done"]
     assert state["doc_offset"] > 0  # the crash fell inside a document: the rerun starts mid-document
@@ -164,20 +169,14 @@ def test_complete_run_is_not_redone(tmp_path, capsys):
 
 def test_resume_with_another_shard_size_is_refused(tmp_path, monkeypatch):
     local = [write_parquet(tmp_path / "fw.parquet", documents())]
-    crash_on_call(monkeypatch, "write_datafile", 2)
-    with pytest.raises(Crash):
-        run_fineweb(tmp_path, local)
-    monkeypatch.undo()
+    run_until_crash(tmp_path, local, monkeypatch, "write_datafile", 2)
     with pytest.raises(LlmpyError, match="written for shard_size 97, this run has 50"):
         run_fineweb(tmp_path, local, shard_size=50)
 
 
 def test_resume_with_a_shard_missing_is_refused(tmp_path, monkeypatch):
     local = [write_parquet(tmp_path / "fw.parquet", documents())]
-    crash_on_call(monkeypatch, "write_datafile", 3)
-    with pytest.raises(Crash):
-        run_fineweb(tmp_path, local)
-    monkeypatch.undo()
+    run_until_crash(tmp_path, local, monkeypatch, "write_datafile", 3)
     (tmp_path / "out" / "fineweb_val_000000.bin").unlink()
     with pytest.raises(LlmpyError, match="fineweb_val_000000.bin is missing"):
         run_fineweb(tmp_path, local)
