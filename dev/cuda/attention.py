@@ -90,7 +90,6 @@ def v5_backward(dqkv, dout, qkv, out, lse, nh, source=V5):
     launch("flash_attention", "flash_attention_delta", ceil_div(B * nh * T_, 8), 256,
            delta, dout, out, B, T_, nh)
     shared = 7 * flash_attention.TILE_BYTES + 4 * 64 * 4
-    kernel(source, "flash_attention_backward").max_dynamic_shared_size_bytes = shared
     scale = 1 / math.sqrt(HS)
     launch(source, "flash_attention_backward", (tiles, B * nh), 128, dqkv, dq_accum, counter,
            dout, qkv, lse, delta, T_, nh, scale, scale * flash_attention.LOG2E, shared_mem=shared)

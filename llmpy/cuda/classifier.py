@@ -23,10 +23,9 @@ def row_cache_capacity():
     per_block = (props["sharedMemPerMultiprocessor"] // 2 - props["reservedSharedMemPerBlock"]
                  - STATIC_SHARED)
     packets = min(per_block, props["sharedMemPerBlockOptin"] - STATIC_SHARED) // PACKET
-    function = kernel("classifier", "classifier_forward_backward")
-    function.max_dynamic_shared_size_bytes = packets * PACKET
     # as much of L1 as shared memory as there can be: the kernel reuses nothing through L1
-    function.preferred_shared_memory_carveout = 100
+    # (launch() raises the kernel's dynamic shared memory limit to what it is given)
+    kernel("classifier", "classifier_forward_backward").preferred_shared_memory_carveout = 100
     return packets
 
 

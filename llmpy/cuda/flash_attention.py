@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from llmpy.cuda.runtime import ceil_div, kernel, launch, workspace
+from llmpy.cuda.runtime import ceil_div, launch, workspace
 
 HEAD_SIZE, TILE, THREADS = 64, 64, 128
 TILE_BYTES = TILE * 72 * 2     # a bf16 tile in shared memory, rows padded to 72
@@ -46,6 +46,5 @@ def attention_backward(dqkv, dout, qkv, out, lse, NH, source="flash_attention"):
     grid = (ceil_div(T, TILE), B * NH)
     for name, shared in (("flash_attention_backward_dkdv", DKDV_SMEM),
                          ("flash_attention_backward_dq", DQ_SMEM)):
-        kernel(source, name).max_dynamic_shared_size_bytes = shared
         launch(source, name, grid, THREADS, dqkv, dout, qkv, lse, delta, T, NH, scale,
                scale * LOG2E, shared_mem=shared)

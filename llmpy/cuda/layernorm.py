@@ -1,7 +1,7 @@
 """Launchers for kernels/layernorm.cu. Tensors of any leading shape: N = size // C rows."""
 import numpy as np
 
-from llmpy.cuda.runtime import ceil_div, kernel, launch, workspace
+from llmpy.cuda.runtime import ceil_div, launch, workspace
 
 FORWARD_BLOCK = 256
 BACKWARD_BLOCK = 128
@@ -29,8 +29,6 @@ def residual_layernorm_forward(residual, out, mean, rstd, a, b, weight, bias,
     N, C = _rows(a, weight)
     assert all(x.flags.c_contiguous and x.size == a.size for x in (b, residual, out))
     shared = block_size // 32 * C * 2    # each warp's row of the residual, bf16
-    if shared > 48 * 1024:   # the default limit on dynamic shared memory; C > 3072 at 8 warps
-        kernel("layernorm", "residual_layernorm_forward").max_dynamic_shared_size_bytes = shared
     launch("layernorm", "residual_layernorm_forward", ceil_div(N, block_size // 32), block_size,
            residual, out, mean, rstd, a, b, weight, bias, N, C, shared_mem=shared)
 
@@ -44,8 +42,6 @@ def layernorm_backward(dinp, dweight, dbias, dout, inp, weight, mean, rstd,
     blocks = ceil_div(N, rows_per_block)
     partials = workspace("layernorm_partials", blocks * 2 * C, np.float32)
     shared = warps * 2 * ceil_div(C, 256) * 256 * 4   # see layernorm_backward in the .cu
-    if shared > 48 * 1024:   # the default limit on dynamic shared memory; C > 1536 at 4 warps
-        kernel("layernorm", "layernorm_backward").max_dynamic_shared_size_bytes = shared
     launch("layernorm", "layernorm_backward", blocks, block_size,
            dinp, partials, dout, inp, weight, mean, rstd, N, C, rows_per_block,
            shared_mem=shared)
