@@ -109,39 +109,55 @@ flash_attention_forward(bf16* out, float* lse, const bf16* qkv, int T, int NH, f
 // dS = P * (dP - delta), delta = rowsum(dO * O); then dQ = scale dS K, dK = scale dS^T Q,
 // dV = P^T dO.
 
-// delta[b, h, t] = sum_d dout[b, t, h, d] * out[b, t, h, d]: one warp per row, 2 per lane
+// delta[b, h, t] = sum_d dout[b, t, h, d] * out[b, t, h, d]: 8 lanes per row, 16 bytes of each
+// per lane; rows are taken in memory order (b, t, h), so a warp reads 512 contiguous bytes
 extern "C" __global__ void flash_attention_delta(float* delta, const bf16* dout, const bf16* out,
                                                  int B, int T, int NH) {
-    int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
-    if (row >= B * NH * T) return;
-    int t = row % T, bh = row / T, b = bh / NH, h = bh % NH;
-    size_t i = ((size_t)b * T + t) * NH * HS + h * HS + 2 * lane;
-    __nv_bfloat162 d = *reinterpret_cast<const __nv_bfloat162*>(dout + i);
-    __nv_bfloat162 o = *reinterpret_cast<const __nv_bfloat162*>(out + i);
-    float sum = warp_sum(__low2float(d) * __low2float(o) + __high2float(d) * __high2float(o));
-    if (lane == 0) delta[row] = sum;
+    size_t i = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) * x128::size;   // element
+    bool valid = i < (size_t)B * T * NH * HS;  // whole rows of 8 lanes, all in or all out
+    float sum = 0.0f;
+    if (valid) {
+        x128 d = load128(dout + i), o = load128(out + i);
+        for (int k = 0; k < x128::size; k++) sum += to_float(d[k]) * to_float(o[k]);
+    }
+    for (int offset = 1; offset < HS / x128::size; offset *= 2)   // every lane takes part
+        sum += __shfl_xor_sync(0xffffffff, sum, offset);
+    size_t row = i / HS;                       // (b * T + t) * NH + h
+    int h = row % NH, t = row / NH % T, b = row / NH / T;
+    if (valid && threadIdx.x % (HS / x128::size) == 0) delta[((size_t)b * NH + h) * T + t] = sum;
 }
 
 // Two kernels, each owning what it writes, so nothing needs atomics: one per key tile (dK, dV:
-// loops over the query tiles on and below the diagonal), one per query tile (dQ: loops over the
-// key tiles up to the diagonal), each recomputing P from the saved lse. (One kernel for all
-// three, adding each key tile's part of dQ in a fixed order, does 5 tile products per tile pair
-// instead of 7 but was slower: dev/cuda/attention.py versions 5 and 6.) The streamed tiles are
-// double-buffered in dynamic shared memory: 2 resident tiles, 2 x 2 streamed ones, and the
-// streamed rows' lse and delta twice = 55 KB.
+// loops over the query tiles on and below the diagonal, recomputing P from the saved lse), which
+// also stores every tile pair's dS (bf16, 8 KB a pair: B*NH*136 pairs = 855 MB at d12, B=64,
+// T=1024), and one per query tile (dQ: sums dS K over the key tiles up to the diagonal). That is
+// 5 tile products per tile pair, the dQ kernel's one memory-bound. (Recomputing S and dP in the
+// dQ kernel instead costs 7 products: dev/cuda/attention.py version 7; adding each key tile's
+// part of dQ in a fixed order from one kernel stalls: versions 5 and 6.) The streamed tiles are
+// double-buffered in dynamic shared memory: dK/dV: 2 resident tiles, 2 x 2 streamed ones, the
+// streamed rows' lse and delta twice, and dS^T's staging tile = 64 KB; dQ: 2 x 2 streamed
+// tiles = 36 KB.
+//
+// dS tiles: (B*NH, pairs, 64 keys, 64 queries), pair (qt, kt) at qt*(qt+1)/2 + kt, so one query
+// tile's pairs are contiguous in kt.
+__device__ __forceinline__ size_t ds_tile(int bh, int tiles, int qt, int kt) {
+    return ((size_t)bh * (tiles * (tiles + 1) / 2) + qt * (qt + 1) / 2 + kt) * TILE * TILE;
+}
 
 // dK, dV for one key tile: each warp owns 16 keys and computes the transposed products
 // S^T = K Q^T, dP^T = V dO^T for the 64 queries of each tile, so that P^T and dS^T come out
 // in C layout, ready to be the A operands of dV += P^T dO and dK += dS^T Q.
 extern "C" __global__ void __launch_bounds__(THREADS, DKDV_BLOCKS_PER_SM)
-flash_attention_backward_dkdv(bf16* dqkv, const bf16* dout, const bf16* qkv, const float* lse,
-                              const float* delta, int T, int NH, float scale, float scale_log2) {
+flash_attention_backward_dkdv(bf16* dqkv, bf16* ds, const bf16* dout, const bf16* qkv,
+                              const float* lse, const float* delta, int T, int NH, float scale,
+                              float scale_log2) {
     extern __shared__ __align__(16) bf16 smem[];
     bf16 *Ks = smem, *Vs = Ks + TILE_ELEMS;
     auto Qs = [&](int buf) { return Vs + (1 + buf) * TILE_ELEMS; };       // buffers 0 and 1
     auto dOs = [&](int buf) { return Vs + (3 + buf) * TILE_ELEMS; };
     float (*lse_s)[TILE] = reinterpret_cast<float (*)[TILE]>(Vs + 5 * TILE_ELEMS);
     float (*delta_s)[TILE] = lse_s + 2;
+    bf16* dSs = reinterpret_cast<bf16*>(delta_s + 2);                     // dS^T on its way out
 
     int tiles = gridDim.x, kt = blockIdx.x;    // key tile 0 sees the most query tiles: first
     int bh = blockIdx.y, b = bh / NH, h = bh % NH, C = NH * HS;
@@ -191,6 +207,20 @@ flash_attention_backward_dkdv(bf16* dqkv, const bf16* dout, const bf16* qkv, con
                 p[nt][e] = pe;
                 dp[nt][e] = pe * (dp[nt][e] - delta_s[buf][col]);   // dS^T
             }
+        if (ds) {   // this tile pair's dS^T in bf16 for the dQ kernel, staged in shared memory so
+                    // that each warp stores its 16 rows as whole 128-byte lines
+            bf16* stage = dSs + warp * 16 * STRIDE;
+            for (int nt = 0; nt < 8; nt++) {
+                *reinterpret_cast<u32*>(stage + g * STRIDE + nt * 8 + 2 * q) = pack(dp[nt][0], dp[nt][1]);
+                *reinterpret_cast<u32*>(stage + (g + 8) * STRIDE + nt * 8 + 2 * q) = pack(dp[nt][2], dp[nt][3]);
+            }
+            __syncwarp();
+            bf16* dst = ds + ds_tile(bh, tiles, qt, kt) + warp * 16 * TILE;
+            for (int i = threadIdx.x % 32; i < 16 * 8; i += 32) {
+                int r = i / 8, c = i % 8 * 8;
+                *reinterpret_cast<int4*>(dst + r * TILE + c) = *reinterpret_cast<const int4*>(stage + r * STRIDE + c);
+            }
+        }
         to_a(a, p);
         mul_ab(dv, a, dOs(buf));
         to_a(a, dp);
@@ -207,61 +237,39 @@ flash_attention_backward_dkdv(bf16* dqkv, const bf16* dout, const bf16* qkv, con
     }
 }
 
-// dQ for one query tile: each warp owns 16 queries, recomputes P and dS for every key tile up
-// to the diagonal and accumulates dQ += dS K.
+// dQ for one query tile from the dS tiles that the dK/dV kernel stored: dQ = scale * sum over
+// the key tiles up to the diagonal of dS (64 queries x 64 keys) K (64 keys x 64). One product
+// per tile pair, no exponentials: the dS^T tile (stored key-major) and the K tile stream
+// through shared memory, double-buffered; ldmatrix.trans reads dS^T as dS's A fragments.
 extern "C" __global__ void __launch_bounds__(THREADS)
-flash_attention_backward_dq(bf16* dqkv, const bf16* dout, const bf16* qkv, const float* lse,
-                            const float* delta, int T, int NH, float scale, float scale_log2) {
+flash_attention_backward_dq(bf16* dqkv, const bf16* ds, const bf16* qkv, int T, int NH,
+                            float scale) {
     extern __shared__ __align__(16) bf16 smem[];
-    bf16 *Qs = smem, *dOs = Qs + TILE_ELEMS;
-    auto Ks = [&](int buf) { return dOs + (1 + buf) * TILE_ELEMS; };
-    auto Vs = [&](int buf) { return dOs + (3 + buf) * TILE_ELEMS; };
-    int qt = gridDim.x - 1 - blockIdx.x;
+    auto dSs = [&](int buf) { return smem + buf * TILE_ELEMS; };
+    auto Ks = [&](int buf) { return smem + (2 + buf) * TILE_ELEMS; };
+    int tiles = gridDim.x, qt = tiles - 1 - blockIdx.x;
     int bh = blockIdx.y, b = bh / NH, h = bh % NH, C = NH * HS;
     int warp = threadIdx.x / 32, g = threadIdx.x % 32 / 4, q = threadIdx.x % 4;
-    const bf16* qp = qkv + (size_t)b * T * 3 * C + h * HS;
-    const bf16* dop = dout + (size_t)b * T * C + h * HS;
-    int q0 = qt * TILE;
-    int rows[2] = {q0 + warp * 16 + g, q0 + warp * 16 + g + 8};
-    float row_lse[2], row_delta[2];
-    for (int r = 0; r < 2; r++) {
-        bool valid = rows[r] < T;
-        row_lse[r] = valid ? lse[(size_t)bh * T + rows[r]] : 0.0f;
-        row_delta[r] = valid ? delta[(size_t)bh * T + rows[r]] : 0.0f;
-    }
+    const bf16* kp = qkv + (size_t)b * T * 3 * C + C + h * HS;
+    const bf16* dsp = ds + ds_tile(bh, tiles, qt, 0);   // this query tile's dS tiles, in kt order
+    int rows[2] = {qt * TILE + warp * 16 + g, qt * TILE + warp * 16 + g + 8};
 
-    load_tile(Qs, qp, 3 * C, q0, T);
-    load_tile(dOs, dop, C, q0, T);
-    load_tile(Ks(0), qp + C, 3 * C, 0, T);
-    load_tile(Vs(0), qp + 2 * C, 3 * C, 0, T);
+    load_tile(dSs(0), dsp, TILE, 0, TILE);
+    load_tile(Ks(0), kp, 3 * C, 0, T);
     cp_async_commit();
-
     float dq[8][4] = {};
     for (int kt = 0, buf = 0; kt <= qt; kt++, buf ^= 1) {
-        int k0 = kt * TILE;
         if (kt < qt) {
-            load_tile(Ks(buf ^ 1), qp + C, 3 * C, k0 + TILE, T);
-            load_tile(Vs(buf ^ 1), qp + 2 * C, 3 * C, k0 + TILE, T);
+            load_tile(dSs(buf ^ 1), dsp + (size_t)(kt + 1) * TILE * TILE, TILE, 0, TILE);
+            load_tile(Ks(buf ^ 1), kp, 3 * C, (kt + 1) * TILE, T);
             cp_async_commit();
             cp_async_wait<1>();
         } else {
             cp_async_wait<0>();
         }
         __syncthreads();
-        float p[8][4], dp[8][4];
         u32 a[4][4];
-        load_a(a, Qs, warp * 16);
-        mul_abt(p, a, Ks(buf));                // S
-        load_a(a, dOs, warp * 16);
-        mul_abt(dp, a, Vs(buf));               // dP = dO V^T
-        for (int nt = 0; nt < 8; nt++)
-            for (int e = 0; e < 4; e++) {
-                int key = k0 + nt * 8 + 2 * q + e % 2;
-                float pe = exp2f(p[nt][e] * scale_log2 - row_lse[e / 2]);
-                if (kt == qt && key > rows[e / 2]) pe = 0.0f;
-                dp[nt][e] = pe * (dp[nt][e] - row_delta[e / 2]);     // dS
-            }
-        to_a(a, dp);
+        load_a_trans(a, dSs(buf), warp * 16);
         mul_ab(dq, a, Ks(buf));
         __syncthreads();
     }

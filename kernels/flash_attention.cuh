@@ -73,6 +73,15 @@ __device__ __forceinline__ void load_a(u32 (*a)[4], const bf16* tile, int row0) 
         ldmatrix(a[ks], tile + (row0 + (m % 2) * 8 + r) * STRIDE + ks * 16 + (m / 2) * 8);
 }
 
+// A fragments of the transposed tile's rows col0..col0+15 (columns col0.. of the tile, 4 k-steps
+// of 16 of its rows): ldmatrix.trans hands each thread (rows 2q..2q+1, col g) of a stored 8x8
+// matrix, which is (row g, cols 2q..2q+1) of the transpose
+__device__ __forceinline__ void load_a_trans(u32 (*a)[4], const bf16* tile, int col0) {
+    int m = threadIdx.x % 32 / 8, r = threadIdx.x % 8;
+    for (int ks = 0; ks < 4; ks++)
+        ldmatrix_trans(a[ks], tile + (ks * 16 + (m / 2) * 8 + r) * STRIDE + col0 + (m % 2) * 8);
+}
+
 // C-layout floats (16 x 64) -> bf16 A fragments (16 x 64)
 __device__ __forceinline__ void to_a(u32 (*a)[4], float (*c)[4]) {
     for (int ks = 0; ks < 4; ks++) {

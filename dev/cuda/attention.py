@@ -3,7 +3,7 @@
     python dev/cuda/attention.py [version...]     # check against llmpy/cpu.py, then time
 
 Versions 1-3 materialize the (T, T) attention matrix (dev/cuda/attention_simple.py with its
-keywords set, kernels in dev/cuda/attention.cu); version 4 is llmpy's (kernels/flash_attention.cu):
+keywords set, kernels in dev/cuda/attention.cu); 4-10 are flash attention, 10 is llmpy's:
   1  llm.c's train_gpt2.cu before cuDNN: permute qkv into per-head q, k, v; preatt = q k^T and
      y = att v as cuBLAS strided-batched gemms over all B*NH heads and the whole (T, T) matrix;
      a one-warp-per-row online softmax in place, one bf16 per load; the (B, NH, T, T) attention
@@ -28,11 +28,16 @@ keywords set, kernels in dev/cuda/attention.cu); version 4 is llmpy's (kernels/f
      Slower than 4 all the same: each tile pair now waits on the ordered read-add-write of dQ
      through L2 and a memory fence, at only 2 blocks per SM (246 registers)
   6  version 5 with its backward compiled for 3 blocks per SM (168 registers)
-  7  llmpy's (kernels/flash_attention.cu): version 4's two backward kernels and forward with
-     version 5's ldmatrix fragments and double-buffered cp.async tiles, the dK/dV kernel
-     compiled for 3 blocks per SM (168 registers, a few spills)
+  7  version 4's two backward kernels and forward with version 5's ldmatrix fragments and
+     double-buffered cp.async tiles, the dK/dV kernel compiled for 3 blocks per SM (168
+     registers, a few spills); its dQ kernel recomputes S and dP (dev/cuda/flash_attention_v7.cu)
   8  version 7 with its dK/dV kernel at 2 blocks per SM (244 registers, none spilled)
   9  version 7 with its forward capped for 4 blocks per SM (128 registers) instead of 3
+ 10  llmpy's (kernels/flash_attention.cu): version 7 whose dK/dV kernel also stores each tile
+     pair's dS (bf16, 855 MB at B=64; staged in shared memory so that every store is a whole
+     128-byte line), so that the dQ kernel does one product per tile pair, dS K, instead of
+     recomputing S and dP: 5 tile products instead of 7, no atomics; the delta kernel reads 16
+     bytes a lane (8 lanes a row) instead of 4
 Timed at GPT-2 124M's NH = 12, hs = 64, T = 1024 for B = 8..64, forward and forward + backward
 (backward: their difference), against PyTorch's flash attention (F.scaled_dot_product_attention)
 on the same qkv, with nanoGPT's head split and merge around it, where torch is installed.
@@ -69,9 +74,7 @@ def v4_forward(out, lse, qkv, nh):
 
 def v4_backward(dqkv, dout, qkv, out, lse, nh):
     B, T_, _ = qkv.shape
-    delta = cp.empty(B * nh * T_, np.float32)
-    launch("flash_attention", "flash_attention_delta", ceil_div(B * nh * T_, 8), 256,
-           delta, dout, out, B, T_, nh)
+    delta = flash_attention.backward_delta(dout, out, B, T_, nh)
     scale = 1 / math.sqrt(HS)
     for name in ("flash_attention_backward_dkdv", "flash_attention_backward_dq"):
         launch(V4, name, (ceil_div(T_, 64), B * nh), 128,
@@ -84,11 +87,9 @@ V5 = DEV_DIR / "flash_attention_v5.cu"
 def v5_backward(dqkv, dout, qkv, out, lse, nh, source=V5):
     B, T_, _ = qkv.shape
     tiles = ceil_div(T_, 64)
-    delta = cp.empty(B * nh * T_, np.float32)
     dq_accum = cp.empty(B * nh * tiles * 64 * 64, np.float32)
     counter = cp.zeros(B * nh * tiles, np.uint32)
-    launch("flash_attention", "flash_attention_delta", ceil_div(B * nh * T_, 8), 256,
-           delta, dout, out, B, T_, nh)
+    delta = flash_attention.backward_delta(dout, out, B, T_, nh)
     shared = 7 * flash_attention.TILE_BYTES + 4 * 64 * 4
     scale = 1 / math.sqrt(HS)
     launch(source, "flash_attention_backward", (tiles, B * nh), 128, dqkv, dq_accum, counter,
@@ -101,8 +102,23 @@ def variant(forward, backward):
 
 
 V5_THREE = (V5, ("-DBACKWARD_BLOCKS_PER_SM=3",))
+V7 = DEV_DIR / "flash_attention_v7.cu"
 V7_TWO = ("flash_attention", ("-DDKDV_BLOCKS_PER_SM=2",))
 V7_FOUR = ("flash_attention", ("-DFORWARD_BLOCKS_PER_SM=4",))
+NO_DS = np.uint64(0)     # a null dS pointer: llmpy's dK/dV kernel then stores no dS
+
+
+def v7_backward(dqkv, dout, qkv, out, lse, nh, dkdv_source="flash_attention"):
+    """llmpy's delta and dK/dV kernels (without dS), then version 7's recomputing dQ kernel."""
+    B, T_, _ = qkv.shape
+    delta = flash_attention.backward_delta(dout, out, B, T_, nh)
+    scale = 1 / math.sqrt(HS)
+    grid = (ceil_div(T_, 64), B * nh)
+    launch(dkdv_source, "flash_attention_backward_dkdv", grid, 128, dqkv, NO_DS, dout, qkv, lse,
+           delta, T_, nh, scale, scale * flash_attention.LOG2E,
+           shared_mem=flash_attention.DKDV_SMEM)
+    launch(V7, "flash_attention_backward_dq", grid, 128, dqkv, dout, qkv, lse, delta, T_, nh,
+           scale, scale * flash_attention.LOG2E, shared_mem=6 * flash_attention.TILE_BYTES)
 
 
 def v9_forward(out, lse, qkv, nh):
@@ -118,19 +134,21 @@ VERSIONS = {1: (simple, dict(vectorized=False, row_block=None)),
             5: (variant(flash_attention.attention_forward, v5_backward), {}),
             6: (variant(flash_attention.attention_forward,
                         functools.partial(v5_backward, source=V5_THREE)), {}),
-            7: (flash_attention, {}),
+            7: (variant(flash_attention.attention_forward, v7_backward), {}),
             8: (variant(flash_attention.attention_forward,
-                        functools.partial(flash_attention.attention_backward, source=V7_TWO)), {}),
-            9: (variant(v9_forward, flash_attention.attention_backward), {})}
+                        functools.partial(v7_backward, dkdv_source=V7_TWO)), {}),
+            9: (variant(v9_forward, v7_backward), {}),
+            10: (flash_attention, {})}
 # registers per thread and spilled bytes of each flash version's kernels
 KERNELS = {4: (V4, ("flash_attention_forward", "flash_attention_backward_dkdv",
                     "flash_attention_backward_dq")),
            5: (V5, ("flash_attention_backward",)),
            6: (V5_THREE, ("flash_attention_backward",)),
-           7: ("flash_attention", ("flash_attention_forward", "flash_attention_backward_dkdv",
-                                   "flash_attention_backward_dq")),
+           7: (V7, ("flash_attention_backward_dq",)),
            8: (V7_TWO, ("flash_attention_backward_dkdv",)),
-           9: (V7_FOUR, ("flash_attention_forward",))}
+           9: (V7_FOUR, ("flash_attention_forward",)),
+           10: ("flash_attention", ("flash_attention_forward", "flash_attention_backward_dkdv",
+                                    "flash_attention_backward_dq"))}
 ROW_BLOCKS = (128, 256, 512)   # timed for version 3
 
 
@@ -201,6 +219,33 @@ def timed_keywords(keywords):
     return [dict(keywords, row_block=rb) for rb in ROW_BLOCKS]
 
 
+def backward_kernel_rows(rng, B=64):
+    """Each backward kernel of versions 7 and 10 timed alone at B."""
+    tiles = ceil_div(T, 64)
+    qkv, dout = repeated(rng, B, T, 3 * NH * HS), repeated(rng, B, T, NH * HS)
+    out, lse, dqkv = cp.empty_like(dout), cp.empty((B, NH, T), np.float32), cp.empty_like(qkv)
+    flash_attention.attention_forward(out, lse, qkv, NH)
+    delta = flash_attention.backward_delta(dout, out, B, T, NH)
+    ds = cp.empty(B * NH * tiles * (tiles + 1) // 2 * 64 * 64, bf16)
+    scale, grid = 1 / math.sqrt(HS), (tiles, B * NH)
+    common = (lse, delta, T, NH, scale, scale * flash_attention.LOG2E)
+    runs = {
+        "delta": lambda: flash_attention.backward_delta(dout, out, B, T, NH),
+        "7: dK/dV": lambda: launch("flash_attention", "flash_attention_backward_dkdv", grid, 128,
+                                   dqkv, NO_DS, dout, qkv, *common,
+                                   shared_mem=flash_attention.DKDV_SMEM),
+        "7: dQ, recomputing S and dP": lambda: launch(
+            V7, "flash_attention_backward_dq", grid, 128, dqkv, dout, qkv, *common,
+            shared_mem=6 * flash_attention.TILE_BYTES),
+        "10: dK/dV, storing dS": lambda: launch(
+            "flash_attention", "flash_attention_backward_dkdv", grid, 128, dqkv, ds, dout, qkv,
+            *common, shared_mem=flash_attention.DKDV_SMEM),
+        "10: dQ = dS K": lambda: launch("flash_attention", "flash_attention_backward_dq", grid,
+                                        128, dqkv, ds, qkv, T, NH, scale,
+                                        shared_mem=flash_attention.DQ_SMEM)}
+    return [(B, name, f"{time_ms(run):.3f}") for name, run in runs.items()]
+
+
 def main():
     rng = np.random.default_rng(0)
     versions = selected_versions(VERSIONS)
@@ -236,6 +281,9 @@ def main():
     print(f"\nT = {T}, NH = {NH}, hs = {HS}")
     print_table(rows, ["B", "version", "row block", "forward ms", "backward ms",
                        "forward+backward ms"])
+    if {7, 10} & set(versions):
+        print("\nthe backward's kernels alone")
+        print_table(backward_kernel_rows(rng), ["B", "kernel", "ms"])
 
 
 if __name__ == "__main__":

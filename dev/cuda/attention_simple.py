@@ -2,7 +2,7 @@
 before cuDNN), the earlier versions of llmpy's attention (now flash attention,
 kernels/flash_attention.cu): permutes and softmaxes in dev/cuda/attention.cu, the products as cuBLAS
 strided-batched gemms over the B*NH heads, each head's matrices row-major (T, hs) or (T, T).
-cuBLAS sees the transposes (see llmpy/cuda/matmul.py), so each product X = A B is computed as
+cuBLAS (dev/cuda/common.py's gemm) sees the transposes (see llmpy/cuda/matmul.py), so each product X = A B is computed as
 X^T = B^T A^T; the comments give the row-major product.
 
 Causality in the gemms: the query rows are cut into blocks of `row_block`, and rows r0..r1 need
@@ -15,8 +15,8 @@ import math
 from pathlib import Path
 
 import ml_dtypes
+from common import OP_N, OP_T, gemm
 
-from llmpy.cuda.matmul import OP_N, OP_T, gemm
 from llmpy.cuda.runtime import ceil_div, launch, workspace
 
 KERNELS = Path(__file__).with_name("attention.cu")

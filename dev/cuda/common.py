@@ -1,5 +1,6 @@
 """Shared by the dev/cuda scripts: bf16 transfers, poisoned outputs, checks against the NumPy
-reference (llmpy/cpu.py), CUDA-event timing and the result table. Each script runs as
+reference (llmpy/cpu.py), CUDA-event timing, the result table, and cuBLAS's gemm for the
+earlier versions built on it. Each script runs as
 `python dev/cuda/<family>.py [version]` from the repository root."""
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ sys.path.insert(0, str(ROOT))   # dev/ is not a package: let the scripts import 
 
 import cupy as cp          # noqa: E402
 import numpy as np         # noqa: E402
+from cupy_backends.cuda.libs import cublas   # noqa: E402
 
 from llmpy.cuda.runtime import module   # noqa: E402
 # the same bf16 helpers and error measure as the GPU tests
@@ -20,6 +22,35 @@ from tests.helpers import rel_error   # noqa: E402,F401
 def dev_module(name):
     """dev/cuda/<name>.cu, the earlier versions of a family's kernels, built like kernels/."""
     return module(DEV_DIR / f"{name}.cu")
+
+
+OP_N, OP_T = cublas.CUBLAS_OP_N, cublas.CUBLAS_OP_T
+BF16, COMPUTE_32F = 14, 68       # CUDA_R_16BF; CUBLAS_COMPUTE_32F: fp32 accumulation
+ALGO = -1                        # CUBLAS_GEMM_DEFAULT: cuBLAS's heuristics choose the kernel
+# alpha and beta are read through host pointers (the handle's default pointer mode); the array
+# lives as long as the module, so the pointers stay valid
+_SCALARS = np.array([0.0, 1.0], dtype=np.float32)
+_ZERO, _ONE = _SCALARS.ctypes.data, _SCALARS.ctypes.data + 4
+
+
+def gemm(transa, transb, m, n, k, A, lda, B, ldb, C, ldc, accumulate=False,
+         batch=1, stride_a=0, stride_b=0, stride_c=0):
+    """C = op(A) op(B), or C += op(A) op(B) with accumulate (beta = 1: cuBLAS adds in fp32 and
+    rounds to bf16 once), in cuBLAS's column-major terms (llmpy/cuda/matmul.py), all bf16,
+    through CuPy's cuBLAS handle. batch > 1 runs `batch` products, the i-th on A + i*stride_a,
+    B + i*stride_b, C + i*stride_c (elements)."""
+    handle = cp.cuda.device.get_cublas_handle()
+    beta = _ONE if accumulate else _ZERO
+    if batch == 1:
+        cublas.gemmEx(handle, transa, transb, m, n, k, _ONE,
+                      A.data.ptr, BF16, lda, B.data.ptr, BF16, ldb,
+                      beta, C.data.ptr, BF16, ldc, COMPUTE_32F, ALGO)
+    else:
+        cublas.gemmStridedBatchedEx(handle, transa, transb, m, n, k, _ONE,
+                                    A.data.ptr, BF16, lda, stride_a,
+                                    B.data.ptr, BF16, ldb, stride_b,
+                                    beta, C.data.ptr, BF16, ldc, stride_c,
+                                    batch, COMPUTE_32F, ALGO)
 
 
 def time_ms(fn, warmup=3, repeats=20):

@@ -10,13 +10,6 @@
 #define BACKWARD_BLOCKS_PER_SM 2
 #endif
 
-// A fragments of rows col0..col0+15 of the tile's transpose (columns col0.. of the tile)
-__device__ __forceinline__ void load_a_trans(u32 (*a)[4], const bf16* tile, int col0) {
-    int m = threadIdx.x % 32 / 8, r = threadIdx.x % 8;
-    for (int ks = 0; ks < 4; ks++)
-        ldmatrix_trans(a[ks], tile + (ks * 16 + (m / 2) * 8 + r) * STRIDE + col0 + (m % 2) * 8);
-}
-
 __device__ __forceinline__ u32 load_acquire(const u32* p) {
     u32 v;
     asm volatile("ld.acquire.gpu.global.u32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");

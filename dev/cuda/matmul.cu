@@ -1,5 +1,5 @@
-// Earlier versions of the matmul's bias handling; the latest is cuBLASLt's bias epilogue
-// (llmpy/cuda/cublaslt.py). Layout: out (N, OC) row-major, bias (OC), OC % 8 == 0.
+// Other versions of the matmul's bias handling; llmpy's are cuBLASLt's bias epilogue forward and
+// kernels/matmul.cu backward. Layout: out, dout (N, OC) row-major, bias (OC), OC % 8 == 0.
 #include "common.cuh"
 
 // version 1: add the bias after the gemm (llm.c's first add_bias): out makes one more round
@@ -20,4 +20,14 @@ extern "C" __global__ void bias_broadcast_v2(bf16* out, const bf16* bias, int N,
     size_t i = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) * x128::size;
     if (i >= (size_t)N * OC) return;
     store128(out + i, load128(bias + i % OC));
+}
+
+// versions 9 and 10's bias gradient: dbias (OC) += sums (OC), the column sums that cuBLASLt's
+// BGRADB (9: of dout, in the dweight product) or DGELU_BGRAD epilogue (10: of dinp, in the dinp
+// product) wrote into its bias vector (it overwrites; dbias accumulates over micro-steps). The
+// epilogue sums in fp32 but writes bf16: cuBLASLt refuses an fp32 vector with bf16 matrices,
+// so the gradient is rounded twice.
+extern "C" __global__ void bias_accumulate(bf16* dbias, const bf16* sums, int OC) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < OC) dbias[i] = to_bf16(to_float(dbias[i]) + to_float(sums[i]));
 }

@@ -1,10 +1,12 @@
-"""cuBLASLt through ctypes: bf16 matmuls with a fused epilogue (bias, GELU, GELU's gradient), so
-that the bias add and the GELU cost no pass of their own over the output (llm.c's
-matmul_cublaslt). One job: matmul() below; llmpy/cuda/matmul.py decides what to call it with.
+"""cuBLASLt through ctypes: bf16 matmuls with a fused epilogue (bias, GELU, GELU's gradient, the
+bias gradient), so that the bias add, the GELU and the bias's column sums cost no pass of their
+own over a matrix (llm.c's matmul_cublaslt). One job: matmul() below; llmpy/cuda/matmul.py
+decides what to call it with.
 
 Conventions as cuBLAS's gemm (llmpy/cuda/matmul.py): column-major, D (m, n) = op(A) op(B) with
 k the contracted dimension; A, B, D bf16 with fp32 accumulation (CUBLAS_COMPUTE_32F, fp32
 alpha/beta); the epilogue runs on the fp32 accumulator before D is rounded to bf16 once.
+With accumulate, D = D + op(A) op(B) (beta = 1, C is D): still one rounding.
 
 Each distinct call (shapes, epilogue, the alignment of every pointer) gets a plan the first time:
 the descriptors and the algorithm cublasLtMatmulAlgoGetHeuristic picks for them, kept for the
@@ -17,12 +19,11 @@ reproducible run to run for a fixed algorithm, workspace size and GPU, with one 
 chosen once per plan (the heuristic itself is a deterministic function of the descriptors and the
 device; the pointer alignments in a plan's key repeat too, as the buffers and their offsets do),
 the workspace is one fixed 32 MiB buffer, and everything runs on CuPy's current stream,
-the one stream of the training loop. cublasLt.h lists no reduction scheme that uses unordered
-atomics (split-K partials are summed in place behind counters, or in a separate fixed-order
-pass), and we exclude split-K altogether (CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK =
-CUBLASLT_REDUCTION_SCHEME_NONE): every output's dot product runs in one sequence, so there is no
-partial-sum order to vary and no extra rounding of partials; our matmuls (n = B*T rows) fill
-the GPU without split-K.
+the one stream of the training loop. Split-K (the dweight products, whose k is B*T while their
+768-wide outputs have too few tiles to fill the GPU) is allowed with one reduction scheme only,
+CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE: the parts go to the workspace in fp32 and are summed in
+a separate pass in a fixed order (cublasLt.h lists no scheme with unordered atomics), and the
+sum is rounded to bf16 once.
 """
 import ctypes
 import functools
@@ -30,6 +31,7 @@ import glob
 import os
 
 import cupy as cp
+import ml_dtypes
 import numpy as np
 
 from llmpy.cuda.runtime import workspace
@@ -52,15 +54,23 @@ PREF_MAX_WORKSPACE_BYTES = 1                   # uint64_t
 PREF_REDUCTION_SCHEME_MASK = 3                 # uint32_t
 PREF_MIN_ALIGNMENT_A_BYTES, PREF_MIN_ALIGNMENT_B_BYTES = 5, 6       # uint32_t, default 256
 PREF_MIN_ALIGNMENT_C_BYTES, PREF_MIN_ALIGNMENT_D_BYTES = 7, 8
-REDUCTION_SCHEME_NONE = 0                      # cublasLtReductionScheme_t: no split-K
+# cublasLtReductionScheme_t: which split-K reductions an algorithm may use (NONE: no split-K)
+REDUCTION_SCHEME_NONE, REDUCTION_SCHEME_INPLACE = 0, 1
+REDUCTION_SCHEME_COMPUTE_TYPE, REDUCTION_SCHEME_OUTPUT_TYPE = 2, 4
+# allowed: split-K parts summed in an fp32 workspace (or no split-K); dev/cuda/matmul.py times
+# the other masks: no faster, and INPLACE sums the parts in bf16
+REDUCTION_SCHEMES = REDUCTION_SCHEME_COMPUTE_TYPE
 # cublasLtEpilogue_t
 EPILOGUE_DEFAULT = 1
 EPILOGUE_BIAS = 4                              # D = acc + bias (a vector of D's m rows)
 EPILOGUE_GELU_AUX = 32 | 128                   # aux = acc, D = gelu(acc)
 EPILOGUE_GELU_AUX_BIAS = 32 | 128 | 4          # aux = acc + bias, D = gelu(aux)
 EPILOGUE_DGELU = 64 | 128                      # D = acc * gelu'(aux)
-NEEDS_BIAS = {EPILOGUE_BIAS, EPILOGUE_GELU_AUX_BIAS}
-NEEDS_AUX = {EPILOGUE_GELU_AUX, EPILOGUE_GELU_AUX_BIAS, EPILOGUE_DGELU}
+EPILOGUE_DGELU_BGRAD = 64 | 128 | 16           # D = acc * gelu'(aux), bias = D's row sums
+EPILOGUE_BGRADB = 512                          # bias = sums of op(B) over k (a vector of D's n
+                                               # columns), overwritten; D = acc
+NEEDS_BIAS = {EPILOGUE_BIAS, EPILOGUE_GELU_AUX_BIAS, EPILOGUE_BGRADB, EPILOGUE_DGELU_BGRAD}
+NEEDS_AUX = {EPILOGUE_GELU_AUX, EPILOGUE_GELU_AUX_BIAS, EPILOGUE_DGELU, EPILOGUE_DGELU_BGRAD}
 
 WORKSPACE_BYTES = 32 << 20      # what llm.c gives cuBLASLt on Hopper
 
@@ -96,8 +106,9 @@ _SIGNATURES = {   # every function returns cublasStatus_t, except GetStatusName
     "cublasLtGetStatusName": [ctypes.c_int],
 }
 
-# alpha = 1, beta = 0, read through host pointers (the descriptor's default pointer mode)
-_ALPHA, _BETA = ctypes.c_float(1.0), ctypes.c_float(0.0)
+# alpha = 1, beta = 0 or 1, read through host pointers (the descriptor's default pointer mode)
+_ALPHA, _BETA, _BETA_ACCUMULATE = ctypes.c_float(1.0), ctypes.c_float(0.0), ctypes.c_float(1.0)
+_BIAS_TYPES = {np.dtype(np.float32): CUDA_R_32F, np.dtype(ml_dtypes.bfloat16): CUDA_R_16BF}
 
 
 def _library_path():
@@ -165,7 +176,8 @@ _plans = {}
 
 def _plan(key, bias_ptr, aux_ptr):
     """Descriptors and algorithm for one kind of call: (desc, A, B, D layouts, algo)."""
-    transa, transb, m, n, k, lda, ldb, ldd, epilogue, align_a, align_b, align_d = key[:12]
+    (transa, transb, m, n, k, lda, ldb, ldd, epilogue, bias_type, choice, schemes,
+     align_a, align_b, align_d) = key[:15]
     lib, (handle, _) = _lib(), _context()
     desc = ctypes.c_void_p()
     _check(lib.cublasLtMatmulDescCreate(ctypes.byref(desc), CUBLAS_COMPUTE_32F, CUDA_R_32F),
@@ -176,7 +188,7 @@ def _plan(key, bias_ptr, aux_ptr):
     _set(set_desc, desc, DESC_EPILOGUE, ctypes.c_uint32(epilogue))
     # the heuristic reads the bias and aux pointers' values for their alignment
     if epilogue in NEEDS_BIAS:
-        _set(set_desc, desc, DESC_BIAS_DATA_TYPE, ctypes.c_int32(CUDA_R_16BF))
+        _set(set_desc, desc, DESC_BIAS_DATA_TYPE, ctypes.c_int32(bias_type))
         _set(set_desc, desc, DESC_BIAS_POINTER, ctypes.c_void_p(bias_ptr))
     if epilogue in NEEDS_AUX:                  # aux (pre-GELU) is bf16 (D's type), laid out as D
         _set(set_desc, desc, DESC_EPILOGUE_AUX_LD, ctypes.c_int64(ldd))
@@ -193,40 +205,44 @@ def _plan(key, bias_ptr, aux_ptr):
     _check(lib.cublasLtMatmulPreferenceCreate(ctypes.byref(pref)), "cublasLtMatmulPreferenceCreate")
     set_pref = lib.cublasLtMatmulPreferenceSetAttribute
     _set(set_pref, pref, PREF_MAX_WORKSPACE_BYTES, ctypes.c_uint64(WORKSPACE_BYTES))
-    _set(set_pref, pref, PREF_REDUCTION_SCHEME_MASK, ctypes.c_uint32(REDUCTION_SCHEME_NONE))
+    _set(set_pref, pref, PREF_REDUCTION_SCHEME_MASK, ctypes.c_uint32(schemes))
     for attr, align in [(PREF_MIN_ALIGNMENT_A_BYTES, align_a),
                         (PREF_MIN_ALIGNMENT_B_BYTES, align_b),
                         (PREF_MIN_ALIGNMENT_C_BYTES, align_d),
                         (PREF_MIN_ALIGNMENT_D_BYTES, align_d)]:
         _set(set_pref, pref, attr, ctypes.c_uint32(align))
-    result, count = HeuristicResult(), ctypes.c_int(0)
+    results, count = (HeuristicResult * (choice + 1))(), ctypes.c_int(0)
     status = lib.cublasLtMatmulAlgoGetHeuristic(handle, desc, layout_a, layout_b, layout_d,
-                                                layout_d, pref, 1, ctypes.byref(result),
+                                                layout_d, pref, choice + 1, results,
                                                 ctypes.byref(count))
     lib.cublasLtMatmulPreferenceDestroy(pref)
-    if status != 0 or count.value == 0 or result.state != 0:
+    result = results[choice]
+    if status != 0 or count.value <= choice or result.state != 0:
         for layout in layouts:
             lib.cublasLtMatrixLayoutDestroy(layout)
         lib.cublasLtMatmulDescDestroy(desc)
         _check(status, "cublasLtMatmulAlgoGetHeuristic")
-        raise RuntimeError(f"cuBLASLt has no algorithm for m={m} n={n} k={k} epilogue={epilogue} "
-                           f"alignments A/B/D {align_a}/{align_b}/{align_d}")
+        raise RuntimeError(f"cuBLASLt has no algorithm {choice} for m={m} n={n} k={k} "
+                           f"epilogue={epilogue} alignments A/B/D {align_a}/{align_b}/{align_d}")
     plan = _plans[key] = (desc, layout_a, layout_b, layout_d, result.algo)
     return plan
 
 
 def matmul(transa, transb, m, n, k, A, lda, B, ldb, D, ldd, epilogue=EPILOGUE_DEFAULT,
-           bias=None, aux=None):
-    """D (m, n) = epilogue(op(A) op(B)), column-major, all bf16: bias (m) for EPILOGUE_BIAS and
-    GELU_AUX_BIAS; aux, laid out as D (leading dimension ldd), written by GELU_AUX(_BIAS) with
-    the pre-GELU values and read by DGELU. Runs on CuPy's current stream."""
-    assert (bias is not None) == (epilogue in NEEDS_BIAS), "bias exactly when the epilogue adds one"
+           bias=None, aux=None, accumulate=False, choice=0):
+    """D (m, n) = epilogue(op(A) op(B)), or with accumulate D += op(A) op(B), column-major, A, B,
+    D and aux bf16: bias (m, bf16 or fp32) read by EPILOGUE_BIAS and GELU_AUX_BIAS, or written
+    by BGRADB (n) and DGELU_BGRAD (m); aux, laid out as D (leading dimension ldd), written by GELU_AUX(_BIAS)
+    with the pre-GELU values and read by DGELU(_BGRAD). choice: which of the heuristic's algorithms,
+    best first (dev/cuda/matmul.py times the others). Runs on CuPy's current stream."""
+    assert (bias is not None) == (epilogue in NEEDS_BIAS), "bias exactly when the epilogue has one"
     assert (aux is not None) == (epilogue in NEEDS_AUX), "aux exactly when the epilogue uses one"
     a, b, d = A.data.ptr, B.data.ptr, D.data.ptr
     bias_ptr = bias.data.ptr if bias is not None else 0
     aux_ptr = aux.data.ptr if aux is not None else 0
-    key = (transa, transb, m, n, k, lda, ldb, ldd, epilogue, _alignment(a), _alignment(b),
-           _alignment(d), _alignment(bias_ptr), _alignment(aux_ptr))
+    bias_type = _BIAS_TYPES[bias.dtype] if bias is not None else None
+    key = (transa, transb, m, n, k, lda, ldb, ldd, epilogue, bias_type, choice, REDUCTION_SCHEMES,
+           _alignment(a), _alignment(b), _alignment(d), _alignment(bias_ptr), _alignment(aux_ptr))
     desc, layout_a, layout_b, layout_d, algo = _plans.get(key) or _plan(key, bias_ptr, aux_ptr)
     lib, (handle, ws) = _lib(), _context()
     # the pointers differ from layer to layer; cublasLtMatmul reads them from the descriptor
@@ -235,7 +251,8 @@ def matmul(transa, transb, m, n, k, A, lda, B, ldb, D, ldd, epilogue=EPILOGUE_DE
     if aux is not None:
         _set(lib.cublasLtMatmulDescSetAttribute, desc, DESC_EPILOGUE_AUX_POINTER,
              ctypes.c_void_p(aux_ptr))
+    beta = _BETA_ACCUMULATE if accumulate else _BETA
     _check(lib.cublasLtMatmul(handle, desc, ctypes.byref(_ALPHA), a, layout_a, b, layout_b,
-                              ctypes.byref(_BETA), d, layout_d, d, layout_d, ctypes.byref(algo),
+                              ctypes.byref(beta), d, layout_d, d, layout_d, ctypes.byref(algo),
                               ws, WORKSPACE_BYTES, cp.cuda.get_current_stream().ptr),
            "cublasLtMatmul")

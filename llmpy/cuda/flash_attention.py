@@ -3,16 +3,18 @@ The forward saves only the log-sum-exp of each query row (B, NH, T); the backwar
 the probabilities from it, tile by tile."""
 import math
 
+import ml_dtypes
 import numpy as np
 
 from llmpy.cuda.runtime import ceil_div, launch, workspace
 
 HEAD_SIZE, TILE, THREADS = 64, 64, 128
 TILE_BYTES = TILE * 72 * 2     # a bf16 tile in shared memory, rows padded to 72
-# the backward kernels' shared memory: the block's own two tiles and two double-buffered
-# streamed ones (dK/dV: also the streamed rows' lse and delta, twice)
-DKDV_SMEM = 6 * TILE_BYTES + 4 * TILE * 4
-DQ_SMEM = 6 * TILE_BYTES
+# the backward kernels' shared memory: dK/dV: the block's own two tiles, two double-buffered
+# streamed ones, the streamed rows' lse and delta, twice, and dS's staging tile; dQ: two
+# double-buffered tiles
+DKDV_SMEM = 7 * TILE_BYTES + 4 * TILE * 4
+DQ_SMEM = 4 * TILE_BYTES
 LOG2E = 1.4426950408889634     # the kernels use exp2: exp(x) = exp2(x * log2(e))
 
 
@@ -36,15 +38,26 @@ def attention_forward(out, lse, qkv, NH):
            out, lse, qkv, T, NH, scale * LOG2E)
 
 
-def attention_backward(dqkv, dout, qkv, out, lse, NH, source="flash_attention"):
-    """dqkv overwritten: dK and dV by one kernel per key tile, dQ by one per query tile.
-    source: the .cu file (or (file, macros): dev/cuda builds variants of this one)."""
-    B, T = _sizes(qkv, NH)
-    scale = 1.0 / math.sqrt(HEAD_SIZE)
+def backward_delta(dout, out, B, T, NH):
+    """delta (B, NH, T) fp32 = the row sums of dout * out: the backward's preprocessing, in a
+    workspace."""
     delta = workspace("flash_attention_delta", B * NH * T, np.float32)
-    launch(source, "flash_attention_delta", ceil_div(B * NH * T, 8), 256, delta, dout, out, B, T, NH)
-    grid = (ceil_div(T, TILE), B * NH)
-    for name, shared in (("flash_attention_backward_dkdv", DKDV_SMEM),
-                         ("flash_attention_backward_dq", DQ_SMEM)):
-        launch(source, name, grid, THREADS, dqkv, dout, qkv, lse, delta, T, NH, scale,
-               scale * LOG2E, shared_mem=shared)
+    launch("flash_attention", "flash_attention_delta", ceil_div(B * NH * T * 8, 256), 256, delta,
+           dout, out, B, T, NH)                # 8 threads a row
+    return delta
+
+
+def attention_backward(dqkv, dout, qkv, out, lse, NH):
+    """dqkv overwritten: dK and dV by one kernel per key tile, which also stores each tile pair's
+    dS (a scratch buffer of B*NH*pairs 64x64 bf16 tiles), then dQ = dS K by one per query tile."""
+    B, T = _sizes(qkv, NH)
+    tiles = ceil_div(T, TILE)
+    scale = 1.0 / math.sqrt(HEAD_SIZE)
+    delta = backward_delta(dout, out, B, T, NH)
+    ds = workspace("flash_attention_ds", B * NH * tiles * (tiles + 1) // 2 * TILE * TILE,
+                   ml_dtypes.bfloat16)
+    grid = (tiles, B * NH)
+    launch("flash_attention", "flash_attention_backward_dkdv", grid, THREADS, dqkv, ds, dout, qkv,
+           lse, delta, T, NH, scale, scale * LOG2E, shared_mem=DKDV_SMEM)
+    launch("flash_attention", "flash_attention_backward_dq", grid, THREADS, dqkv, ds, qkv, T, NH,
+           scale, shared_mem=DQ_SMEM)

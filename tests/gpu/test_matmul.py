@@ -1,5 +1,5 @@
-"""matmul (cuBLASLt with its epilogues, cuBLAS gemms, kernels/matmul.cu) against llmpy.cpu on the
-same bf16-rounded inputs.
+"""matmul (cuBLASLt with its epilogues, kernels/matmul.cu) against llmpy.cpu on the same
+bf16-rounded inputs.
 
 Tolerance: cuBLAS accumulates in fp32 and rounds each output once to bf16, at most 2^-8 of the
 value (the epilogues' bias, GELU and GELU gradient act on the fp32 accumulator before that
@@ -150,7 +150,7 @@ def test_bias_backward_sums_many_partial_chunks(rng):
 
 
 def test_matmul_is_deterministic(rng):
-    # large enough (k = 8192 rows in the dweight gemm) for cuBLAS to consider split-K
+    # large enough (k = 8192 rows in the dweight product) for cuBLASLt to split k
     B, T, C, OC = 8, 1024, 768, 3072
     inp, weight, bias = gpu(randn(rng, B, T, C)), gpu(randn(rng, OC, C)), gpu(randn(rng, OC))
     dout, dweight0, dbias0 = gpu(randn(rng, B, T, OC)), randn(rng, OC, C), randn(rng, OC)
