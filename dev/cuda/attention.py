@@ -3,7 +3,7 @@
     python dev/cuda/attention.py [version...]     # check against llmpy/cpu.py, then time
 
 Versions 1-3 materialize the (T, T) attention matrix (dev/cuda/attention_simple.py with its
-keywords set, kernels in dev/cuda/attention.cu); 4-10 are flash attention, 10 is llmpy's:
+keywords set, kernels in dev/cuda/attention.cu); 4-11 are flash attention, 11 is llmpy's:
   1  llm.c's train_gpt2.cu before cuDNN: permute qkv into per-head q, k, v; preatt = q k^T and
      y = att v as cuBLAS strided-batched gemms over all B*NH heads and the whole (T, T) matrix;
      a one-warp-per-row online softmax in place, one bf16 per load; the (B, NH, T, T) attention
@@ -33,11 +33,14 @@ keywords set, kernels in dev/cuda/attention.cu); 4-10 are flash attention, 10 is
      registers, a few spills); its dQ kernel recomputes S and dP (dev/cuda/flash_attention_v7.cu)
   8  version 7 with its dK/dV kernel at 2 blocks per SM (244 registers, none spilled)
   9  version 7 with its forward capped for 4 blocks per SM (128 registers) instead of 3
- 10  llmpy's (kernels/flash_attention.cu): version 7 whose dK/dV kernel also stores each tile
-     pair's dS (bf16, 855 MB at B=64; staged in shared memory so that every store is a whole
-     128-byte line), so that the dQ kernel does one product per tile pair, dS K, instead of
+ 10  llmpy's off Hopper (kernels/flash_attention.cu): version 7 whose dK/dV kernel also stores
+     each tile pair's dS (bf16, 855 MB at B=64; staged in shared memory so that every store is a
+     whole 128-byte line), so that the dQ kernel does one product per tile pair, dS K, instead of
      recomputing S and dP: 5 tile products instead of 7, no atomics; the delta kernel reads 16
      bytes a lane (8 lanes a row) instead of 4
+ 11  llmpy's on Hopper: version 10 with the forward on wgmma (kernels/flash_attention_wgmma.cu):
+     two warpgroups of 64 query rows share each K/V tile, both products read their B operand
+     from 128-byte-swizzled shared memory once per warpgroup instead of once per warp
 Timed at GPT-2 124M's NH = 12, hs = 64, T = 1024 for B = 8..64, forward and forward + backward
 (backward: their difference), against PyTorch's flash attention (F.scaled_dot_product_attention)
 on the same qkv, with nanoGPT's head split and merge around it, where torch is installed.
@@ -138,7 +141,9 @@ VERSIONS = {1: (simple, dict(vectorized=False, row_block=None)),
             8: (variant(flash_attention.attention_forward,
                         functools.partial(v7_backward, dkdv_source=V7_TWO)), {}),
             9: (variant(v9_forward, v7_backward), {}),
-            10: (flash_attention, {})}
+            10: (variant(functools.partial(flash_attention.attention_forward, wgmma=False),
+                         flash_attention.attention_backward), {}),
+            11: (flash_attention, {})}
 # registers per thread and spilled bytes of each flash version's kernels
 KERNELS = {4: (V4, ("flash_attention_forward", "flash_attention_backward_dkdv",
                     "flash_attention_backward_dq")),
@@ -148,7 +153,8 @@ KERNELS = {4: (V4, ("flash_attention_forward", "flash_attention_backward_dkdv",
            8: (V7_TWO, ("flash_attention_backward_dkdv",)),
            9: (V7_FOUR, ("flash_attention_forward",)),
            10: ("flash_attention", ("flash_attention_forward", "flash_attention_backward_dkdv",
-                                    "flash_attention_backward_dq"))}
+                                    "flash_attention_backward_dq")),
+           11: ("flash_attention_wgmma", ("flash_attention_forward_wgmma",))}
 ROW_BLOCKS = (128, 256, 512)   # timed for version 3
 
 

@@ -1,10 +1,14 @@
-"""Launchers for kernels/flash_attention.cu: causal attention without the (T, T) matrix.
-The forward saves only the log-sum-exp of each query row (B, NH, T); the backward recomputes
-the probabilities from it, tile by tile."""
+"""Launchers for kernels/flash_attention.cu and kernels/flash_attention_wgmma.cu: causal
+attention without the (T, T) matrix. The forward saves only the log-sum-exp of each query row
+(B, NH, T); the backward recomputes the probabilities from it, tile by tile. On Hopper the
+forward runs on wgmma (flash_attention_wgmma.cu, sm_90a only), elsewhere on mma.sync; both write
+the same outputs."""
 import math
 
 import ml_dtypes
 import numpy as np
+
+import cupy as cp
 
 from llmpy.cuda.runtime import ceil_div, launch, workspace
 
@@ -16,6 +20,10 @@ TILE_BYTES = TILE * 72 * 2     # a bf16 tile in shared memory, rows padded to 72
 DKDV_SMEM = 7 * TILE_BYTES + 4 * TILE * 4
 DQ_SMEM = 4 * TILE_BYTES
 LOG2E = 1.4426950408889634     # the kernels use exp2: exp(x) = exp2(x * log2(e))
+# the wgmma forward: 128 query rows and 256 threads a block; Q and double-buffered K, V tiles
+# (128-byte rows), and 1 KB to align them to 1024 bytes
+WGMMA_ROWS, WGMMA_THREADS = 128, 256
+WGMMA_SMEM = (WGMMA_ROWS + 4 * TILE) * HEAD_SIZE * 2 + 1024
 
 
 def attention_saved(B, NH, T):
@@ -31,11 +39,23 @@ def _sizes(qkv, NH):
     return B, T
 
 
-def attention_forward(out, lse, qkv, NH):
+def hopper():
+    return cp.cuda.Device().compute_capability == "90"
+
+
+def attention_forward(out, lse, qkv, NH, wgmma=None):
+    """out = causal softmax(q k^T / sqrt(hs)) v, lse its log2-sum-exp per query row. wgmma: the
+    Hopper kernel (None: where the GPU is a Hopper; False: the mma.sync one, which the tests
+    check on a Hopper too)."""
     B, T = _sizes(qkv, NH)
     scale = 1.0 / math.sqrt(HEAD_SIZE)
-    launch("flash_attention", "flash_attention_forward", (ceil_div(T, TILE), B * NH), THREADS,
-           out, lse, qkv, T, NH, scale * LOG2E)
+    if hopper() if wgmma is None else wgmma:
+        launch("flash_attention_wgmma", "flash_attention_forward_wgmma",
+               (ceil_div(T, WGMMA_ROWS), B * NH), WGMMA_THREADS, out, lse, qkv, T, NH,
+               scale * LOG2E, shared_mem=WGMMA_SMEM)
+    else:
+        launch("flash_attention", "flash_attention_forward", (ceil_div(T, TILE), B * NH),
+               THREADS, out, lse, qkv, T, NH, scale * LOG2E)
 
 
 def backward_delta(dout, out, B, T, NH):

@@ -1,4 +1,5 @@
-"""Flash attention (kernels/flash_attention.cu) against the NumPy reference, llmpy/cpu.py.
+"""Flash attention (kernels/flash_attention.cu, and the forward on wgmma in
+kernels/flash_attention_wgmma.cu) against the NumPy reference, llmpy/cpu.py.
 
 Tolerance: inputs are bf16; inside, scores and probabilities are fp32 except that the
 probabilities (and dS) are rounded to bf16 as tensor-core operands, and outputs are stored in
@@ -31,26 +32,35 @@ def reference(qkv, dout):
     return out, dqkv
 
 
-def run_forward(qkv):
+def run_forward(qkv, wgmma=None):
     B, T, _ = qkv.shape
     out, lse = poisoned(B, T, C), poisoned(B, NH, T, dtype=np.float32)
-    fa.attention_forward(out, lse, gpu(qkv), NH)
+    fa.attention_forward(out, lse, gpu(qkv), NH, wgmma=wgmma)
     return out, lse
 
 
-# T: a single tile, several tiles, a partial last tile, one token (the sampler's first step)
-@pytest.mark.parametrize("B, T", [(2, 64), (2, 256), (3, 100), (1, 1)])
-def test_forward_matches_numpy(rng, B, T):
+# both forward kernels: mma.sync (any GPU) and wgmma (Hopper only; the default there)
+FORWARDS = [pytest.param(False, id="mma.sync"),
+            pytest.param(True, id="wgmma",
+                         marks=pytest.mark.skipif(not fa.hopper(), reason="wgmma is sm_90a"))]
+
+
+# T: a single tile, several tiles, a partial last tile, one token (the sampler's first step);
+# 129: the wgmma kernel's second block has one valid row, 1024: GPT-2's
+@pytest.mark.parametrize("wgmma", FORWARDS)
+@pytest.mark.parametrize("B, T", [(2, 64), (2, 256), (3, 100), (1, 1), (2, 129), (1, 1024)])
+def test_forward_matches_numpy(rng, B, T, wgmma):
     qkv = randn(rng, B, T, 3 * C, scale=2.0)
-    out, _ = run_forward(qkv)
+    out, _ = run_forward(qkv, wgmma)
     out_ref, _ = reference(qkv, np.zeros((B, T, C), np.float32))
     assert_close(host(out), out_ref, 1e-2, "out")
 
 
-def test_forward_saves_the_log2_sum_exp_of_each_row(rng):
+@pytest.mark.parametrize("wgmma", FORWARDS)
+def test_forward_saves_the_log2_sum_exp_of_each_row(rng, wgmma):
     B, T = 2, 130
     qkv = randn(rng, B, T, 3 * C)
-    _, lse = run_forward(qkv)
+    _, lse = run_forward(qkv, wgmma)
     q, k, _ = qkv.reshape(B, T, 3, NH, HS).transpose(2, 0, 3, 1, 4).astype(np.float64)
     scores = q @ k.transpose(0, 1, 3, 2) / math.sqrt(HS)
     scores[:, :, np.triu(np.ones((T, T), bool), 1)] = -np.inf
