@@ -136,13 +136,8 @@ extern "C" __global__ void flash_attention_delta(float* delta, const bf16* dout,
 // part of dQ in a fixed order from one kernel stalls: versions 5 and 6.) The streamed tiles are
 // double-buffered in dynamic shared memory: dK/dV: 2 resident tiles, 2 x 2 streamed ones, the
 // streamed rows' lse and delta twice, and dS^T's staging tile = 64 KB; dQ: 2 x 2 streamed
-// tiles = 36 KB.
-//
-// dS tiles: (B*NH, pairs, 64 keys, 64 queries), pair (qt, kt) at qt*(qt+1)/2 + kt, so one query
-// tile's pairs are contiguous in kt.
-__device__ __forceinline__ size_t ds_tile(int bh, int tiles, int qt, int kt) {
-    return ((size_t)bh * (tiles * (tiles + 1) / 2) + qt * (qt + 1) / 2 + kt) * TILE * TILE;
-}
+// tiles = 36 KB. The dS tiles' layout: ds_tile in flash_attention.cuh. (On Hopper the dK/dV
+// kernel of kernels/flash_attention_wgmma.cu takes this one's place.)
 
 // dK, dV for one key tile: each warp owns 16 keys and computes the transposed products
 // S^T = K Q^T, dP^T = V dO^T for the 64 queries of each tile, so that P^T and dS^T come out

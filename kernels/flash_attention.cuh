@@ -22,6 +22,13 @@
 
 typedef unsigned int u32;
 
+// The backward's dS tiles, written by the dK/dV kernel and read by the dQ kernel: (B*NH, pairs,
+// 64 keys, 64 queries) bf16, pair (qt, kt) at qt*(qt+1)/2 + kt, so one query tile's pairs are
+// contiguous in kt. The element offset of tile (qt, kt) of head bh:
+__device__ __forceinline__ size_t ds_tile(int bh, int tiles, int qt, int kt) {
+    return ((size_t)bh * (tiles * (tiles + 1) / 2) + qt * (qt + 1) / 2 + kt) * TILE * TILE;
+}
+
 __device__ __forceinline__ void mma(float* c, const u32* a, u32 b0, u32 b1) {
     asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
                  "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"

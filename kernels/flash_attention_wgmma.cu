@@ -1,7 +1,9 @@
-// Causal flash-attention forward on Hopper's warpgroup tensor-core instructions (wgmma.mma_async,
-// sm_90a only), head size 64: kernels/flash_attention.cu's forward (same arguments, outputs, lse
-// convention and online softmax in log2 units) with its mma.sync products replaced by wgmma.
+// Causal flash attention on Hopper's warpgroup tensor-core instructions (wgmma.mma_async, sm_90a
+// only), head size 64: the forward and the backward's dK/dV kernel of kernels/flash_attention.cu
+// (same arguments, outputs, lse convention, dS tiles) with their mma.sync products replaced by
+// wgmma. The backward's delta and dQ kernels stay those of kernels/flash_attention.cu.
 //
+// The forward:
 // Block: 2 warpgroups (256 threads) and 128 query rows, 64 per warpgroup (wgmma's M). Grid
 // (ceil(T/128), B*NH), heaviest query tiles first; dynamic shared memory 50176 bytes
 // (Q 16 KB, K and V double-buffered 4 x 8 KB, 1 KB to align the tiles to 1024 bytes).
@@ -118,4 +120,238 @@ flash_attention_forward_wgmma(bf16* out, float* lse, const bf16* qkv, int T, int
             *reinterpret_cast<u32*>(dst + nt * 8) = pack(o[nt][2 * r] / l[r], o[nt][2 * r + 1] / l[r]);
         if (q == 0) lse[(size_t)bh * T + rows[r]] = m[r] + log2f(l[r]);
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The backward's dK/dV kernel on wgmma: kernels/flash_attention.cu's
+// flash_attention_backward_dkdv (same arguments in the same order, same outputs, the same dS
+// tiles for the dQ kernel, bit for bit) with its mma.sync products replaced by wgmma.
+//
+// Block: BWD_WGS warpgroups of 128 threads, 64 keys each (wgmma's M); default 1 warpgroup, so
+// grid (ceil(T/64), B*NH) and 128 threads as the mma.sync kernel: block x holds key tile x, and
+// each head's heaviest key tiles (the most query tiles) start first. Dynamic shared memory
+// (3 * 64 * BWD_WGS + 256) * 128 + 2048 bytes = 59392 at 1 warpgroup (83968 at 2): K and V of
+// the block's keys, Q and dO double-buffered (4 x 8 KB), one 8 KB dS^T staging tile a
+// warpgroup, the streamed rows' lse and delta twice (1 KB), 1 KB to align the tiles to 1024
+// bytes. The query tiles stream through, shared by the block's warpgroups: query tile
+// BWD_WGS*x + w is warpgroup w's diagonal, and it sits out the tiles before it.
+// Per query tile and warpgroup (64 keys x 64 queries):
+//   S^T = K Q^T, dP^T = V dO^T:  wgmma m64n64k16, A = K (V) and B = Q (dO) both K-major from
+//                shared memory (rows = keys or queries, the 64 columns = the head), as the
+//                forward's Q K^T; both issued at once, two commit groups
+//   P^T = exp2(S^T scale_log2 - lse[query]) (0 where query < key on the diagonal), converted
+//                to bf16 A fragments; dV += P^T dO issued (A from registers, B = dO read
+//                N-major with the transpose bit, as the forward reads V) while dP^T is waited for
+//   dS^T = P^T (dP^T - delta[query]): bf16 A fragments; dK += dS^T Q issued the same way, and
+//                while it runs each warp copies its 16 rows of dS^T (staged in shared memory
+//                before the issue) to the dS tile as whole 128-byte lines
+// dK * scale and dV leave through the staging tile too, whole 128-byte rows of dqkv.
+// The dS tiles: ds_tile's layout (flash_attention.cuh), so kernels/flash_attention.cu's dQ
+// kernel reads them unchanged; ds = NULL skips them. Padded queries
+// (past T): zero Q and dO rows, lse = delta = 0, so dS = 0 there; padded keys: zero K, V rows,
+// their dK, dV unwritten; all as the mma.sync kernel does. No atomics: every sum runs in a fixed
+// order (the same bits run to run).
+// Why faster than mma.sync: each wgmma reads its B tile from shared memory once for the
+// warpgroup instead of once per warp through ldmatrix, the A operands K and V go to the tensor
+// cores straight from shared memory (no fragments loaded per warp and tile), and the products
+// run asynchronously: dV's product overlaps dS's arithmetic, dK's the dS stores, and one
+// block's exponentials the other block's products.
+// Registers: the dK, dV, S^T and dP^T accumulators (4 x 32 floats a thread) and the P^T and dS^T
+// A fragments (2 x 16) take ~208 registers (none spilled): 2 blocks of 128 threads per SM. The
+// knobs BWD_WGS (warpgroups a block, sharing each Q/dO tile copied), BWD_BLOCKS_PER_SM (the
+// __launch_bounds__ target) and BWD_HEADS_FAST (grid (B*NH, key blocks): every head's heaviest
+// blocks first) select the variants measured below.
+// H200, B = 64, NH = 12, T = 1024, dK/dV kernel alone, ms with dS stores / without (median of 20):
+//   mma.sync (kernels/flash_attention.cu, 167 registers, 3 blocks/SM)    1.037 / 0.930
+//   this, 1 warpgroup, 2 blocks/SM (208 registers): the default           0.900 / 0.773
+//   the same with BWD_HEADS_FAST                                          0.912 / 0.768
+//   1 warpgroup, 3 blocks/SM (168 registers, 56 B local, ptxas
+//     serializes the wgmmas: C7512)                                       0.917 / 0.779
+//   2 warpgroups (128 keys), 1 block/SM (209 registers)                   0.979 / 0.807
+//   the same with BWD_HEADS_FAST                                          0.975 / 0.803
+//   3 warpgroups, 1 block/SM (168 registers, spills, serialized)          1.002 / 0.772
+// One block of 2 warpgroups (128 keys) loses to two independent 64-key blocks, likely because
+// the block's barriers tie both warpgroups to every query tile (one sits out the first) and an
+// SM's single block cannot overlap its prologue (K, V, first Q/dO) and epilogue with another
+// block's math; the Q/dO copies it saves come from L2 anyway (not profiled). The production
+// dQ kernel then takes 0.374 ms (the whole mma.sync backward, delta + dK/dV + dQ: 1.469 ms).
+// dQ, dK, dV and the dS tiles came out bit-identical to the mma.sync kernel's for every
+// variant and for (B, T, NH) = (1,1,1), (1,64,1), (2,37,4), (1,65,2), (1,130,2), (2,192,3),
+// (2,256,3), (1,300,2), (1,1024,2) (max error / max reference against the fp32 NumPy
+// backward 2.2e-3 to 7.0e-3); dK, dV without dS stores the same bits as with them.
+//
+
+#ifndef BWD_WGS
+#define BWD_WGS 1                  // warpgroups a block, 64 keys each
+#endif
+#ifndef BWD_BLOCKS_PER_SM
+#define BWD_BLOCKS_PER_SM 2
+#endif
+#define BWD_THREADS (BWD_WGS * 128)
+#define BWD_KEYS (BWD_WGS * TILE)  // keys a block
+
+// 4 bytes global -> shared; src_size 0 writes a zero
+__device__ __forceinline__ void cp_async4(float* dst, const float* src, bool valid) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n"
+                 :: "r"(smem_addr(dst)), "l"(src), "r"(valid ? 4 : 0));
+}
+
+// A fragments handed to an asynchronous wgmma are read by it until the wait: an empty asm that
+// "rewrites" them after the wait keeps the compiler from reusing their registers before
+__device__ __forceinline__ void fence_frag(u32 (*a)[4]) {
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++) asm volatile("" : "+r"(a[i][j]) :: "memory");
+}
+
+// this warp's 16 rows of a 64 x 64 accumulator (rows g and g+8 of this thread), times mul, as
+// bf16 into 16 rows of 64 in shared memory, 16-byte chunk c of row r at chunk c ^ r%8: the 32
+// lanes of each 4-byte store hit 32 different banks, and so do each 8 lanes of a row's reads
+__device__ __forceinline__ void stage_rows(bf16* stage, float (*d)[4], float mul) {
+    int g = threadIdx.x % 32 / 4, q = threadIdx.x % 4;
+    for (int nt = 0; nt < 8; nt++)
+        for (int r = 0; r < 2; r++) {
+            int row = g + 8 * r;
+            *reinterpret_cast<u32*>(stage + row * HS + ((nt ^ (row % 8)) * 8) + 2 * q) =
+                pack(mul * d[nt][2 * r], mul * d[nt][2 * r + 1]);
+        }
+}
+
+// the warp's 16 staged rows to global memory, row r at dst + r*stride (whole 128-byte lines),
+// only the first `rows` of them
+__device__ __forceinline__ void store_rows(bf16* dst, size_t stride, const bf16* stage, int rows) {
+    for (int i = threadIdx.x % 32; i < 16 * 8; i += 32) {
+        int r = i / 8, c = i % 8;
+        if (r < rows)
+            *reinterpret_cast<int4*>(dst + r * stride + c * 8) =
+                *reinterpret_cast<const int4*>(stage + r * HS + (c ^ (r % 8)) * 8);
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(BWD_THREADS, BWD_BLOCKS_PER_SM)
+flash_attention_backward_dkdv_wgmma(bf16* dqkv, bf16* ds, const bf16* dout, const bf16* qkv,
+                                    const float* lse, const float* delta, int T, int NH,
+                                    float scale, float scale_log2) {
+    extern __shared__ __align__(1024) unsigned char smem_raw[];
+    bf16* Ks = align_1024(smem_raw);
+    bf16* Vs = Ks + BWD_KEYS * HS;
+    auto Qs = [&](int buf) { return Vs + (BWD_KEYS + buf * TILE) * HS; };
+    auto dOs = [&](int buf) { return Vs + (BWD_KEYS + (2 + buf) * TILE) * HS; };
+    bf16* stages = Vs + (BWD_KEYS + 4 * TILE) * HS;                     // one tile a warpgroup
+    float (*lse_s)[TILE] = reinterpret_cast<float (*)[TILE]>(stages + BWD_KEYS * HS);
+    float (*delta_s)[TILE] = lse_s + 2;
+
+    int tiles = (T + TILE - 1) / TILE;
+#ifdef BWD_HEADS_FAST                          // grid (B*NH, key blocks): all heads' first
+    int bh = blockIdx.x, kb = blockIdx.y;
+#else                                          // grid (key blocks, B*NH): each head's first
+    int bh = blockIdx.y, kb = blockIdx.x;
+#endif
+    int b = bh / NH, h = bh % NH, C = NH * HS;
+    int wg = threadIdx.x / 128, warp = threadIdx.x % 128 / 32, g = threadIdx.x % 32 / 4;
+    int q = threadIdx.x % 4;
+    const bf16* qp = qkv + (size_t)b * T * 3 * C + h * HS;
+    const bf16* dop = dout + (size_t)b * T * C + h * HS;
+    int qt0 = kb * BWD_WGS;                  // warpgroup 0's key tile: the first query tile
+    int kt = qt0 + wg;                         // this warpgroup's key tile (may be >= tiles)
+    int key0 = kt * TILE + warp * 16;          // this warp's 16 keys
+    int keys[2] = {key0 + g, key0 + g + 8};    // this thread's two keys
+
+    auto load_queries = [&](int qt, int buf) {  // query tile qt's Q, dO, lse, delta into buf
+        int q0 = qt * TILE;
+        load_tile_sw(Qs(buf), qp, 3 * C, q0, TILE, T, BWD_THREADS);
+        load_tile_sw(dOs(buf), dop, C, q0, TILE, T, BWD_THREADS);
+        int i = threadIdx.x;
+        if (i < 2 * TILE) {
+            int r = i % TILE;
+            bool valid = q0 + r < T;           // padded queries: zero dO rows, so dS = 0 there
+            const float* src = (i < TILE ? lse : delta) + (size_t)bh * T + (valid ? q0 + r : 0);
+            cp_async4((i < TILE ? lse_s[buf] : delta_s[buf]) + r, src, valid);
+        }
+    };
+    load_tile_sw(Ks, qp + C, 3 * C, qt0 * TILE, BWD_KEYS, T, BWD_THREADS);
+    load_tile_sw(Vs, qp + 2 * C, 3 * C, qt0 * TILE, BWD_KEYS, T, BWD_THREADS);
+    load_queries(qt0, 0);
+    cp_async_commit();
+
+    const u64 dk_desc = make_desc(Ks + wg * TILE * HS), dv_desc = make_desc(Vs + wg * TILE * HS);
+    bf16* stage = stages + (wg * TILE + warp * 16) * HS;                // this warp's 16 rows
+    float dk[8][4] = {}, dv[8][4] = {}, s[8][4] = {}, dp[8][4] = {};
+    for (int qt = qt0, buf = 0; qt < tiles; qt++, buf ^= 1) {
+        if (qt + 1 < tiles) {                  // the next tile's copy overlaps this tile's math
+            load_queries(qt + 1, buf ^ 1);
+            cp_async_commit();
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        fence_proxy_async();
+        __syncthreads();
+        if (qt >= kt) {                        // uniform over the warpgroup, as wgmma requires
+            u64 dq = make_desc(Qs(buf)), ddo = make_desc(dOs(buf));
+            wgmma_fence();
+            for (int ks = 0; ks < 4; ks++)     // S^T = K Q^T: rows = keys, columns = queries
+                wgmma_ss(s, dk_desc + 2 * ks, dq + 2 * ks, ks);
+            wgmma_commit();
+            for (int ks = 0; ks < 4; ks++)     // dP^T = V dO^T
+                wgmma_ss(dp, dv_desc + 2 * ks, ddo + 2 * ks, ks);
+            wgmma_commit();
+            wgmma_wait<1>();                   // S^T is done, dP^T may still run
+            fence_acc(s);
+            const float* ls = lse_s[buf];
+            for (int nt = 0; nt < 8; nt++) {
+                float2 l2 = *reinterpret_cast<const float2*>(ls + nt * 8 + 2 * q);
+                for (int e = 0; e < 4; e++) {
+                    int query = qt * TILE + nt * 8 + 2 * q + e % 2;
+                    float pe = exp2f(s[nt][e] * scale_log2 - (e % 2 ? l2.y : l2.x));
+                    if (qt == kt && query < keys[e / 2]) pe = 0.0f;     // the key is in its future
+                    s[nt][e] = pe;
+                }
+            }
+            u32 pf[4][4];
+            to_a(pf, s);
+            wgmma_fence();                     // pf was written by ordinary instructions
+            for (int ks = 0; ks < 4; ks++)     // dV += P^T dO: 16 queries = 2048 bytes a k-step
+                wgmma_rs(dv, pf[ks], ddo + 128 * ks);
+            wgmma_commit();
+            wgmma_wait<1>();                   // dP^T is done, dV's product may still run
+            fence_acc(dp);
+            const float* dl = delta_s[buf];
+            for (int nt = 0; nt < 8; nt++) {
+                float2 d2 = *reinterpret_cast<const float2*>(dl + nt * 8 + 2 * q);
+                for (int e = 0; e < 4; e++)    // dS^T
+                    dp[nt][e] = s[nt][e] * (dp[nt][e] - (e % 2 ? d2.y : d2.x));
+            }
+            u32 sf[4][4];
+            to_a(sf, dp);
+            // this tile pair's dS^T in bf16 for the dQ kernel, staged before dK's product is
+            // issued (its A registers must not be touched while it runs)
+            if (ds) stage_rows(stage, dp, 1.0f);
+            wgmma_fence();
+            for (int ks = 0; ks < 4; ks++)     // dK += dS^T Q
+                wgmma_rs(dk, sf[ks], dq + 128 * ks);
+            wgmma_commit();
+            if (ds) {                          // whole 128-byte lines while dK's product runs
+                __syncwarp();
+                store_rows(ds + ds_tile(bh, tiles, qt, kt) + (size_t)warp * 16 * TILE, TILE,
+                           stage, 16);
+            }
+            wgmma_wait<0>();                   // done reading buf before the barrier below
+            fence_acc(dv);
+            fence_acc(dk);
+            fence_frag(pf);
+            fence_frag(sf);
+        }
+        __syncthreads();                       // everyone is done with buf before it is refilled
+    }
+    // dK * scale and dV, each through this warp's staging rows: whole 128-byte rows of dqkv
+    int rows = T - key0 < 16 ? T - key0 : 16;
+    bf16* dst = dqkv + ((size_t)b * T + key0) * 3 * C + h * HS;
+    __syncwarp();
+    stage_rows(stage, dk, scale);
+    __syncwarp();
+    store_rows(dst + C, 3 * C, stage, rows);
+    __syncwarp();
+    stage_rows(stage, dv, 1.0f);
+    __syncwarp();
+    store_rows(dst + 2 * C, 3 * C, stage, rows);
 }

@@ -38,9 +38,12 @@ keywords set, kernels in dev/cuda/attention.cu); 4-11 are flash attention, 11 is
      whole 128-byte line), so that the dQ kernel does one product per tile pair, dS K, instead of
      recomputing S and dP: 5 tile products instead of 7, no atomics; the delta kernel reads 16
      bytes a lane (8 lanes a row) instead of 4
- 11  llmpy's on Hopper: version 10 with the forward on wgmma (kernels/flash_attention_wgmma.cu):
-     two warpgroups of 64 query rows share each K/V tile, both products read their B operand
-     from 128-byte-swizzled shared memory once per warpgroup instead of once per warp
+ 11  llmpy's on Hopper: version 10 with the forward and the dK/dV kernel on wgmma
+     (kernels/flash_attention_wgmma.cu): the products read their shared-memory operands (tiles
+     in the 128-byte swizzle) once per warpgroup instead of once per warp, and run
+     asynchronously. Forward: two warpgroups of 64 query rows share each K/V tile. dK/dV: one
+     warpgroup of 64 keys a block, 2 blocks per SM (208 registers); dV's product overlaps dS's
+     arithmetic and dK's the dS stores; the same bits as version 10's dK/dV kernel
 Timed at GPT-2 124M's NH = 12, hs = 64, T = 1024 for B = 8..64, forward and forward + backward
 (backward: their difference), against PyTorch's flash attention (F.scaled_dot_product_attention)
 on the same qkv, with nanoGPT's head split and merge around it, where torch is installed.
@@ -142,7 +145,7 @@ VERSIONS = {1: (simple, dict(vectorized=False, row_block=None)),
                         functools.partial(v7_backward, dkdv_source=V7_TWO)), {}),
             9: (variant(v9_forward, v7_backward), {}),
             10: (variant(functools.partial(flash_attention.attention_forward, wgmma=False),
-                         flash_attention.attention_backward), {}),
+                         functools.partial(flash_attention.attention_backward, wgmma=False)), {}),
             11: (flash_attention, {})}
 # registers per thread and spilled bytes of each flash version's kernels
 KERNELS = {4: (V4, ("flash_attention_forward", "flash_attention_backward_dkdv",
@@ -154,7 +157,8 @@ KERNELS = {4: (V4, ("flash_attention_forward", "flash_attention_backward_dkdv",
            9: (V7_FOUR, ("flash_attention_forward",)),
            10: ("flash_attention", ("flash_attention_forward", "flash_attention_backward_dkdv",
                                     "flash_attention_backward_dq")),
-           11: ("flash_attention_wgmma", ("flash_attention_forward_wgmma",))}
+           11: ("flash_attention_wgmma", ("flash_attention_forward_wgmma",
+                                          "flash_attention_backward_dkdv_wgmma"))}
 ROW_BLOCKS = (128, 256, 512)   # timed for version 3
 
 
@@ -226,7 +230,7 @@ def timed_keywords(keywords):
 
 
 def backward_kernel_rows(rng, B=64):
-    """Each backward kernel of versions 7 and 10 timed alone at B."""
+    """Each backward kernel of versions 7, 10 and 11 timed alone at B."""
     tiles = ceil_div(T, 64)
     qkv, dout = repeated(rng, B, T, 3 * NH * HS), repeated(rng, B, T, NH * HS)
     out, lse, dqkv = cp.empty_like(dout), cp.empty((B, NH, T), np.float32), cp.empty_like(qkv)
@@ -246,9 +250,13 @@ def backward_kernel_rows(rng, B=64):
         "10: dK/dV, storing dS": lambda: launch(
             "flash_attention", "flash_attention_backward_dkdv", grid, 128, dqkv, ds, dout, qkv,
             *common, shared_mem=flash_attention.DKDV_SMEM),
-        "10: dQ = dS K": lambda: launch("flash_attention", "flash_attention_backward_dq", grid,
-                                        128, dqkv, ds, qkv, T, NH, scale,
-                                        shared_mem=flash_attention.DQ_SMEM)}
+        "10, 11: dQ = dS K": lambda: launch(
+            "flash_attention", "flash_attention_backward_dq", grid, 128, dqkv, ds, qkv, T, NH,
+            scale, shared_mem=flash_attention.DQ_SMEM)}
+    if flash_attention.hopper():
+        runs["11: dK/dV on wgmma, storing dS"] = lambda: launch(
+            "flash_attention_wgmma", "flash_attention_backward_dkdv_wgmma", grid, 128, dqkv, ds,
+            dout, qkv, *common, shared_mem=flash_attention.WGMMA_DKDV_SMEM)
     return [(B, name, f"{time_ms(run):.3f}") for name, run in runs.items()]
 
 
@@ -287,7 +295,7 @@ def main():
     print(f"\nT = {T}, NH = {NH}, hs = {HS}")
     print_table(rows, ["B", "version", "row block", "forward ms", "backward ms",
                        "forward+backward ms"])
-    if {7, 10} & set(versions):
+    if {7, 10, 11} & set(versions):
         print("\nthe backward's kernels alone")
         print_table(backward_kernel_rows(rng), ["B", "kernel", "ms"])
 

@@ -1,8 +1,8 @@
 """Launchers for kernels/flash_attention.cu and kernels/flash_attention_wgmma.cu: causal
 attention without the (T, T) matrix. The forward saves only the log-sum-exp of each query row
 (B, NH, T); the backward recomputes the probabilities from it, tile by tile. On Hopper the
-forward runs on wgmma (flash_attention_wgmma.cu, sm_90a only), elsewhere on mma.sync; both write
-the same outputs."""
+forward and the backward's dK/dV kernel run on wgmma (flash_attention_wgmma.cu, sm_90a only),
+elsewhere on mma.sync; both write the same outputs."""
 import math
 
 import ml_dtypes
@@ -24,6 +24,10 @@ LOG2E = 1.4426950408889634     # the kernels use exp2: exp(x) = exp2(x * log2(e)
 # (128-byte rows), and 1 KB to align them to 1024 bytes
 WGMMA_ROWS, WGMMA_THREADS = 128, 256
 WGMMA_SMEM = (WGMMA_ROWS + 4 * TILE) * HEAD_SIZE * 2 + 1024
+# the wgmma dK/dV kernel: one warpgroup, 64 keys a block; K, V and the dS staging tile (3 x 64
+# rows of 128 bytes), double-buffered Q and dO (256 rows), lse and delta twice (1 KB), 1 KB to
+# align the tiles
+WGMMA_DKDV_SMEM = (3 * TILE + 256) * HEAD_SIZE * 2 + 2048
 
 
 def attention_saved(B, NH, T):
@@ -67,9 +71,10 @@ def backward_delta(dout, out, B, T, NH):
     return delta
 
 
-def attention_backward(dqkv, dout, qkv, out, lse, NH):
+def attention_backward(dqkv, dout, qkv, out, lse, NH, wgmma=None):
     """dqkv overwritten: dK and dV by one kernel per key tile, which also stores each tile pair's
-    dS (a scratch buffer of B*NH*pairs 64x64 bf16 tiles), then dQ = dS K by one per query tile."""
+    dS (a scratch buffer of B*NH*pairs 64x64 bf16 tiles), then dQ = dS K by one per query tile.
+    wgmma: the Hopper dK/dV kernel, as in attention_forward."""
     B, T = _sizes(qkv, NH)
     tiles = ceil_div(T, TILE)
     scale = 1.0 / math.sqrt(HEAD_SIZE)
@@ -77,7 +82,12 @@ def attention_backward(dqkv, dout, qkv, out, lse, NH):
     ds = workspace("flash_attention_ds", B * NH * tiles * (tiles + 1) // 2 * TILE * TILE,
                    ml_dtypes.bfloat16)
     grid = (tiles, B * NH)
-    launch("flash_attention", "flash_attention_backward_dkdv", grid, THREADS, dqkv, ds, dout, qkv,
-           lse, delta, T, NH, scale, scale * LOG2E, shared_mem=DKDV_SMEM)
+    args = (dqkv, ds, dout, qkv, lse, delta, T, NH, scale, scale * LOG2E)
+    if hopper() if wgmma is None else wgmma:
+        launch("flash_attention_wgmma", "flash_attention_backward_dkdv_wgmma", grid, THREADS,
+               *args, shared_mem=WGMMA_DKDV_SMEM)
+    else:
+        launch("flash_attention", "flash_attention_backward_dkdv", grid, THREADS, *args,
+               shared_mem=DKDV_SMEM)
     launch("flash_attention", "flash_attention_backward_dq", grid, THREADS, dqkv, ds, qkv, T, NH,
            scale, shared_mem=DQ_SMEM)

@@ -39,15 +39,16 @@ def run_forward(qkv, wgmma=None):
     return out, lse
 
 
-# both forward kernels: mma.sync (any GPU) and wgmma (Hopper only; the default there)
-FORWARDS = [pytest.param(False, id="mma.sync"),
-            pytest.param(True, id="wgmma",
-                         marks=pytest.mark.skipif(not fa.hopper(), reason="wgmma is sm_90a"))]
+# both kernels of the forward and of the backward's dK/dV: mma.sync (any GPU) and wgmma
+# (Hopper only; the default there)
+KERNELS = [pytest.param(False, id="mma.sync"),
+           pytest.param(True, id="wgmma",
+                        marks=pytest.mark.skipif(not fa.hopper(), reason="wgmma is sm_90a"))]
 
 
 # T: a single tile, several tiles, a partial last tile, one token (the sampler's first step);
 # 129: the wgmma kernel's second block has one valid row, 1024: GPT-2's
-@pytest.mark.parametrize("wgmma", FORWARDS)
+@pytest.mark.parametrize("wgmma", KERNELS)
 @pytest.mark.parametrize("B, T", [(2, 64), (2, 256), (3, 100), (1, 1), (2, 129), (1, 1024)])
 def test_forward_matches_numpy(rng, B, T, wgmma):
     qkv = randn(rng, B, T, 3 * C, scale=2.0)
@@ -56,7 +57,7 @@ def test_forward_matches_numpy(rng, B, T, wgmma):
     assert_close(host(out), out_ref, 1e-2, "out")
 
 
-@pytest.mark.parametrize("wgmma", FORWARDS)
+@pytest.mark.parametrize("wgmma", KERNELS)
 def test_forward_saves_the_log2_sum_exp_of_each_row(rng, wgmma):
     B, T = 2, 130
     qkv = randn(rng, B, T, 3 * C)
@@ -69,20 +70,22 @@ def test_forward_saves_the_log2_sum_exp_of_each_row(rng, wgmma):
 
 
 # T = 1024: 16 key tiles add into each of the last query tiles' dQ, in order
+@pytest.mark.parametrize("wgmma", KERNELS)
 @pytest.mark.parametrize("B, T", [(2, 64), (2, 256), (3, 100), (1, 1), (1, 1024)])
-def test_backward_matches_numpy(rng, B, T):
+def test_backward_matches_numpy(rng, B, T, wgmma):
     qkv, dout = randn(rng, B, T, 3 * C, scale=2.0), randn(rng, B, T, C)
     out, lse = run_forward(qkv)
     _, dqkv_ref = reference(qkv, dout)
     dqkv = poisoned(B, T, 3 * C)
-    fa.attention_backward(dqkv, gpu(dout), gpu(qkv), out, lse, NH)
+    fa.attention_backward(dqkv, gpu(dout), gpu(qkv), out, lse, NH, wgmma=wgmma)
     got = host(dqkv).reshape(B, T, 3, C)
     want = dqkv_ref.reshape(B, T, 3, C)
     for i, name in enumerate(("dq", "dk", "dv")):
         assert_close(got[:, :, i], want[:, :, i], 2e-2, name)
 
 
-def test_backward_is_deterministic(rng):
+@pytest.mark.parametrize("wgmma", KERNELS)
+def test_backward_is_deterministic(rng, wgmma):
     B, T = 2, 256
     qkv, dout = gpu(randn(rng, B, T, 3 * C)), gpu(randn(rng, B, T, C))
     out, lse = poisoned(B, T, C), poisoned(B, NH, T, dtype=np.float32)
@@ -90,7 +93,7 @@ def test_backward_is_deterministic(rng):
     results = []
     for _ in range(2):
         dqkv = poisoned(B, T, 3 * C)
-        fa.attention_backward(dqkv, dout, qkv, out, lse, NH)
+        fa.attention_backward(dqkv, dout, qkv, out, lse, NH, wgmma=wgmma)
         results.append(bits(dqkv))
     assert np.array_equal(*results)
 
