@@ -43,6 +43,7 @@ __device__ __forceinline__ void load_tile_sw(bf16* tile, const bf16* src, int st
     }
 }
 
+// the matrix descriptor of a swizzled tile starting at `tile` (fields: the comment at the top)
 __device__ __forceinline__ u64 make_desc(const bf16* tile) {
     const u64 offsets = 1024 >> 4;
     return (u64)((smem_addr(tile) & 0x3FFFF) >> 4) | offsets << 16 | offsets << 32 | 1ull << 62;

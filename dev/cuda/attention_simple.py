@@ -1,9 +1,9 @@
 """Causal self-attention that materializes the (T, T) attention matrix (llm.c's train_gpt2.cu
 before cuDNN), the earlier versions of llmpy's attention (now flash attention,
 kernels/flash_attention.cu): permutes and softmaxes in dev/cuda/attention.cu, the products as cuBLAS
-strided-batched gemms over the B*NH heads, each head's matrices row-major (T, hs) or (T, T).
-cuBLAS (dev/cuda/common.py's gemm) sees the transposes (see llmpy/cuda/matmul.py), so each product X = A B is computed as
-X^T = B^T A^T; the comments give the row-major product.
+strided-batched gemms (dev/cuda/common.py's gemm) over the B*NH heads, each head's matrices
+row-major (T, hs) or (T, T). cuBLAS sees the transposes (see llmpy/cuda/matmul.py), so each
+product X = A B is computed as X^T = B^T A^T; the comments give the row-major product.
 
 Causality in the gemms: the query rows are cut into blocks of `row_block`, and rows r0..r1 need
 keys 0..r1 only, so each product is one gemm per block over that part of the (T, T) matrix

@@ -211,8 +211,8 @@ def check_gelu_bgrad(rng, backward):
 
 
 CHECKS = {**{v: check_forward for v in FORWARD}, **{v: check_gelu_forward for v in GELU_FORWARD},
-          **{v: check_gelu_backward for v in GELU_BACKWARD}, **{v: check_backward for v in BACKWARD},
-          **{v: check_gelu_bgrad for v in GELU_BGRAD}}
+          **{v: check_gelu_backward for v in GELU_BACKWARD},
+          **{v: check_backward for v in BACKWARD}, **{v: check_gelu_bgrad for v in GELU_BGRAD}}
 
 
 def tiled(rng, rows, cols):

@@ -1,7 +1,8 @@
-"""cuBLASLt through ctypes: bf16 matmuls with a fused epilogue (bias, GELU, GELU's gradient, the
-bias gradient), so that the bias add, the GELU and the bias's column sums cost no pass of their
-own over a matrix (llm.c's matmul_cublaslt). One job: matmul() below; llmpy/cuda/matmul.py
-decides what to call it with.
+"""cuBLASLt through ctypes: bf16 matmuls with a fused epilogue (bias, GELU, GELU's gradient), so
+that the bias add and the GELU cost no pass of their own over the output (llm.c's
+matmul_cublaslt). One job: matmul() below; llmpy/cuda/matmul.py decides what to call it with.
+(The bias-gradient epilogues, BGRADB and DGELU_BGRAD, serve dev/cuda/matmul.py, which measured
+them slower than our dbias kernels.)
 
 Conventions as cuBLAS's gemm (llmpy/cuda/matmul.py): column-major, D (m, n) = op(A) op(B) with
 k the contracted dimension; A, B, D bf16 with fp32 accumulation (CUBLAS_COMPUTE_32F, fp32
@@ -230,11 +231,12 @@ def _plan(key, bias_ptr, aux_ptr):
 
 def matmul(transa, transb, m, n, k, A, lda, B, ldb, D, ldd, epilogue=EPILOGUE_DEFAULT,
            bias=None, aux=None, accumulate=False, choice=0):
-    """D (m, n) = epilogue(op(A) op(B)), or with accumulate D += op(A) op(B), column-major, A, B,
-    D and aux bf16: bias (m, bf16 or fp32) read by EPILOGUE_BIAS and GELU_AUX_BIAS, or written
-    by BGRADB (n) and DGELU_BGRAD (m); aux, laid out as D (leading dimension ldd), written by GELU_AUX(_BIAS)
-    with the pre-GELU values and read by DGELU(_BGRAD). choice: which of the heuristic's algorithms,
-    best first (dev/cuda/matmul.py times the others). Runs on CuPy's current stream."""
+    """D (m, n) = epilogue(op(A) op(B)), or with accumulate D += op(A) op(B), column-major; A, B,
+    D and aux bf16. bias (bf16 or fp32): read by EPILOGUE_BIAS and GELU_AUX_BIAS (m), written
+    by BGRADB (n) and DGELU_BGRAD (m). aux, laid out as D (leading dimension ldd): written by
+    GELU_AUX(_BIAS) with the pre-GELU values, read by DGELU(_BGRAD). choice: which of the
+    heuristic's algorithms, best first (dev/cuda/matmul.py times the others). Runs on CuPy's
+    current stream."""
     assert (bias is not None) == (epilogue in NEEDS_BIAS), "bias exactly when the epilogue has one"
     assert (aux is not None) == (epilogue in NEEDS_AUX), "aux exactly when the epilogue uses one"
     a, b, d = A.data.ptr, B.data.ptr, D.data.ptr

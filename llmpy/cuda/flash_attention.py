@@ -5,10 +5,9 @@ forward and the backward's dK/dV kernel run on wgmma (flash_attention_wgmma.cu, 
 elsewhere on mma.sync; both write the same outputs."""
 import math
 
+import cupy as cp
 import ml_dtypes
 import numpy as np
-
-import cupy as cp
 
 from llmpy.cuda.runtime import ceil_div, launch, workspace
 
@@ -44,6 +43,7 @@ def _sizes(qkv, NH):
 
 
 def hopper():
+    """Whether the current GPU is a Hopper (sm_90), where the wgmma kernels run."""
     return cp.cuda.Device().compute_capability == "90"
 
 
