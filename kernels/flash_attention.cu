@@ -38,7 +38,7 @@ flash_attention_forward(bf16* out, float* lse, const bf16* qkv, int T, int NH, f
     __shared__ __align__(16) bf16 Qs[TILE_ELEMS], Ks[2][TILE_ELEMS], Vs[2][TILE_ELEMS];
     int qt = gridDim.x - 1 - blockIdx.x;       // the longest rows (most key tiles) start first
     int bh = blockIdx.y, b = bh / NH, h = bh % NH, C = NH * HS;
-    int warp = threadIdx.x / 32, g = threadIdx.x % 32 / 4, q = threadIdx.x % 4;
+    int warp = threadIdx.x / 32, g = threadIdx.x % 32 / 4;
     const bf16* qp = qkv + (size_t)b * T * 3 * C + h * HS;
     int q0 = qt * TILE;
     int rows[2] = {q0 + warp * 16 + g, q0 + warp * 16 + g + 8};   // this thread's two query rows
@@ -64,44 +64,13 @@ flash_attention_forward(bf16* out, float* lse, const bf16* qkv, int T, int NH, f
         __syncthreads();
         if (kt == 0) load_a(qf, Qs, warp * 16);
         mul_abt(s, qf, Ks[buf]);
-        float mnew[2] = {m[0], m[1]};
-        for (int nt = 0; nt < 8; nt++)
-            for (int e = 0; e < 4; e++) {
-                int key = k0 + nt * 8 + 2 * q + e % 2;
-                float x = s[nt][e] * scale_log2;
-                if (kt == qt && key > rows[e / 2]) x = -INFINITY;     // the future
-                s[nt][e] = x;
-                mnew[e / 2] = fmaxf(mnew[e / 2], x);
-            }
-        for (int r = 0; r < 2; r++) {          // a row's 64 scores sit in 4 lanes of a quad
-            mnew[r] = fmaxf(mnew[r], __shfl_xor_sync(0xffffffff, mnew[r], 1));
-            mnew[r] = fmaxf(mnew[r], __shfl_xor_sync(0xffffffff, mnew[r], 2));
-        }
-        // key k0 <= every row of this tile is visible, so mnew is finite from the first tile on
-        float alpha[2] = {exp2f(m[0] - mnew[0]), exp2f(m[1] - mnew[1])};
-        for (int r = 0; r < 2; r++) { m[r] = mnew[r]; l[r] *= alpha[r]; }
-        for (int nt = 0; nt < 8; nt++)
-            for (int e = 0; e < 4; e++) {
-                o[nt][e] *= alpha[e / 2];
-                s[nt][e] = exp2f(s[nt][e] - m[e / 2]);
-                l[e / 2] += s[nt][e];          // this lane's part of the row sum
-            }
+        softmax_tile(s, o, m, l, k0, rows, kt == qt, scale_log2);
         u32 pf[4][4];
         to_a(pf, s);
         mul_ab(o, pf, Vs[buf]);
         __syncthreads();                       // everyone is done with buf before it is refilled
     }
-    for (int r = 0; r < 2; r++) {
-        l[r] += __shfl_xor_sync(0xffffffff, l[r], 1);
-        l[r] += __shfl_xor_sync(0xffffffff, l[r], 2);
-    }
-    for (int r = 0; r < 2; r++) {
-        if (rows[r] >= T) continue;
-        bf16* dst = out + ((size_t)b * T + rows[r]) * C + h * HS + 2 * q;
-        for (int nt = 0; nt < 8; nt++)
-            *reinterpret_cast<u32*>(dst + nt * 8) = pack(o[nt][2 * r] / l[r], o[nt][2 * r + 1] / l[r]);
-        if (q == 0) lse[(size_t)bh * T + rows[r]] = m[r] + log2f(l[r]);
-    }
+    store_output(out, lse, o, m, l, rows, b, h, bh, T, C);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -73,6 +73,58 @@ __device__ __forceinline__ void load_tile(bf16* tile, const bf16* src, int strid
     }
 }
 
+// One key tile of the forward's online softmax, on a warp's 16 x 64 C-layout scores (this
+// thread: rows[0] and rows[1], keys k0 + 8*nt + 2q (+1)): s is scaled to log2 units and, on the
+// diagonal tile, keys past the row masked; the running max m and denominator l (this lane's
+// part) move to the new max, o is rescaled, and s becomes the probabilities exp2(s - m).
+__device__ __forceinline__ void softmax_tile(float (*s)[4], float (*o)[4], float* m, float* l,
+                                             int k0, const int* rows, bool diagonal,
+                                             float scale_log2) {
+    int q = threadIdx.x % 4;
+    float mnew[2] = {m[0], m[1]};
+    for (int nt = 0; nt < 8; nt++)
+        for (int e = 0; e < 4; e++) {
+            int key = k0 + nt * 8 + 2 * q + e % 2;
+            float x = s[nt][e] * scale_log2;
+            if (diagonal && key > rows[e / 2]) x = -INFINITY;     // the future
+            s[nt][e] = x;
+            mnew[e / 2] = fmaxf(mnew[e / 2], x);
+        }
+    for (int r = 0; r < 2; r++) {              // a row's 64 scores sit in 4 lanes of a quad
+        mnew[r] = fmaxf(mnew[r], __shfl_xor_sync(0xffffffff, mnew[r], 1));
+        mnew[r] = fmaxf(mnew[r], __shfl_xor_sync(0xffffffff, mnew[r], 2));
+    }
+    // key k0 <= every row of this tile is visible, so mnew is finite from the first tile on
+    float alpha[2] = {exp2f(m[0] - mnew[0]), exp2f(m[1] - mnew[1])};
+    for (int r = 0; r < 2; r++) { m[r] = mnew[r]; l[r] *= alpha[r]; }
+    for (int nt = 0; nt < 8; nt++)
+        for (int e = 0; e < 4; e++) {
+            o[nt][e] *= alpha[e / 2];
+            s[nt][e] = exp2f(s[nt][e] - m[e / 2]);
+            l[e / 2] += s[nt][e];              // this lane's part of the row sum
+        }
+}
+
+// The forward's end for this thread's two rows of head h of batch b (bh = b * NH + h, C = NH * 64):
+// the lanes' parts of l summed over the quad, out = o / l in bf16 and lse = m + log2(l), rows past
+// T not written
+__device__ __forceinline__ void store_output(bf16* out, float* lse, float (*o)[4], const float* m,
+                                             float* l, const int* rows, int b, int h, int bh,
+                                             int T, int C) {
+    int q = threadIdx.x % 4;
+    for (int r = 0; r < 2; r++) {
+        l[r] += __shfl_xor_sync(0xffffffff, l[r], 1);
+        l[r] += __shfl_xor_sync(0xffffffff, l[r], 2);
+    }
+    for (int r = 0; r < 2; r++) {
+        if (rows[r] >= T) continue;
+        bf16* dst = out + ((size_t)b * T + rows[r]) * C + h * HS + 2 * q;
+        for (int nt = 0; nt < 8; nt++)
+            *reinterpret_cast<u32*>(dst + nt * 8) = pack(o[nt][2 * r] / l[r], o[nt][2 * r + 1] / l[r]);
+        if (q == 0) lse[(size_t)bh * T + rows[r]] = m[r] + log2f(l[r]);
+    }
+}
+
 // A fragments of rows row0..row0+15 of a (64, 64) tile, 4 k-steps of 16 columns
 __device__ __forceinline__ void load_a(u32 (*a)[4], const bf16* tile, int row0) {
     int m = threadIdx.x % 32 / 8, r = threadIdx.x % 8;
