@@ -67,11 +67,13 @@ __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.
 #define D32 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22," \
             "%23,%24,%25,%26,%27,%28,%29,%30,%31}"
 
-// d (64 x 64, f32) = (accumulate ? d : 0) + A B, A and B K-major in shared memory
+// d (64 x 64, f32) = (accumulate ? d : 0) + A B, A and B in shared memory: both K-major, or
+// with TRANS = 1 both MN-major (A M-major, B N-major), read with the transpose bits
+template <int TRANS = 0>
 __device__ __forceinline__ void wgmma_ss(float (*d)[4], u64 a, u64 b, int accumulate) {
     asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " D32 ", %32, %33, p, 1, 1, 0, 0;\n}\n"
-                 : ACC32(d) : "l"(a), "l"(b), "r"(accumulate) : "memory");
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " D32 ", %32, %33, p, 1, 1, %35, %35;\n}\n"
+                 : ACC32(d) : "l"(a), "l"(b), "r"(accumulate), "n"(TRANS) : "memory");
 }
 
 // d += A B, A (this warp's 16 rows x 16) in registers, B N-major in shared memory (transposed)

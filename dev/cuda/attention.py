@@ -3,7 +3,7 @@
     python dev/cuda/attention.py [version...]     # check against llmpy/cpu.py, then time
 
 Versions 1-3 materialize the (T, T) attention matrix (dev/cuda/attention_simple.py with its
-keywords set, kernels in dev/cuda/attention.cu); 4-11 are flash attention, 11 is llmpy's:
+keywords set, kernels in dev/cuda/attention.cu); 4-12 are flash attention, 12 is llmpy's:
   1  llm.c's train_gpt2.cu before cuDNN: permute qkv into per-head q, k, v; preatt = q k^T and
      y = att v as cuBLAS strided-batched gemms over all B*NH heads and the whole (T, T) matrix;
      a one-warp-per-row online softmax in place, one bf16 per load; the (B, NH, T, T) attention
@@ -38,12 +38,15 @@ keywords set, kernels in dev/cuda/attention.cu); 4-11 are flash attention, 11 is
      whole 128-byte line), so that the dQ kernel does one product per tile pair, dS K, instead of
      recomputing S and dP: 5 tile products instead of 7, no atomics; the delta kernel reads 16
      bytes a lane (8 lanes a row) instead of 4
- 11  llmpy's on Hopper: version 10 with the forward and the dK/dV kernel on wgmma
+ 11  version 10 with the forward and the dK/dV kernel on wgmma
      (kernels/flash_attention_wgmma.cu): the products read their shared-memory operands (tiles
      in the 128-byte swizzle) once per warpgroup instead of once per warp, and run
      asynchronously. Forward: two warpgroups of 64 query rows share each K/V tile. dK/dV: one
      warpgroup of 64 keys a block, 2 blocks per SM (208 registers); dV's product overlaps dS's
      arithmetic and dK's the dS stores; the same bits as version 10's dK/dV kernel
+ 12  llmpy's on Hopper: version 11 with the dQ kernel on wgmma too: dS and K read from shared
+     memory once per warpgroup, two warpgroups (query tiles) sharing each K tile, 4 stages of
+     cp.async copies in flight, one barrier a key tile instead of two; the same bits
 Timed at GPT-2 124M's NH = 12, hs = 64, T = 1024 for B = 8..64, forward and forward + backward
 (backward: their difference), against PyTorch's flash attention (F.scaled_dot_product_attention)
 on the same qkv, with nanoGPT's head split and merge around it, where torch is installed.
@@ -60,7 +63,7 @@ from common import (DEV_DIR, bf16, gpu, host, poisoned, print_table, randn, rel_
 import attention_simple as simple
 from llmpy import cpu
 from llmpy.cuda import flash_attention
-from llmpy.cuda.runtime import ceil_div, kernel, launch
+from llmpy.cuda.runtime import ceil_div, kernel, launch, workspace
 
 NH, HS, T = 12, 64, 1024
 BATCHES = (8, 16, 32, 64)
@@ -127,6 +130,21 @@ def v7_backward(dqkv, dout, qkv, out, lse, nh, dkdv_source="flash_attention"):
            scale, scale * flash_attention.LOG2E, shared_mem=6 * flash_attention.TILE_BYTES)
 
 
+def v11_backward(dqkv, dout, qkv, out, lse, nh):
+    """llmpy's delta and wgmma dK/dV kernels, then version 10's (mma.sync) dQ kernel."""
+    B, T_, _ = qkv.shape
+    tiles = ceil_div(T_, 64)
+    delta = flash_attention.backward_delta(dout, out, B, T_, nh)
+    ds = workspace("flash_attention_ds", B * nh * tiles * (tiles + 1) // 2 * 64 * 64, bf16)
+    scale = 1 / math.sqrt(HS)
+    grid = (tiles, B * nh)
+    launch("flash_attention_wgmma", "flash_attention_backward_dkdv_wgmma", grid, 128, dqkv, ds,
+           dout, qkv, lse, delta, T_, nh, scale, scale * flash_attention.LOG2E,
+           shared_mem=flash_attention.WGMMA_DKDV_SMEM)
+    launch("flash_attention", "flash_attention_backward_dq", grid, 128, dqkv, ds, qkv, T_, nh,
+           scale, shared_mem=flash_attention.DQ_SMEM)
+
+
 def v9_forward(out, lse, qkv, nh):
     B, T_, _ = qkv.shape
     launch(V7_FOUR, "flash_attention_forward", (ceil_div(T_, 64), B * nh), 128,
@@ -146,7 +164,9 @@ VERSIONS = {1: (simple, dict(vectorized=False, row_block=None)),
             9: (variant(v9_forward, v7_backward), {}),
             10: (variant(functools.partial(flash_attention.attention_forward, wgmma=False),
                          functools.partial(flash_attention.attention_backward, wgmma=False)), {}),
-            11: (flash_attention, {})}
+            11: (variant(functools.partial(flash_attention.attention_forward, wgmma=True),
+                         v11_backward), {}),
+            12: (flash_attention, {})}
 # registers per thread and spilled bytes of each flash version's kernels
 KERNELS = {4: (V4, ("flash_attention_forward", "flash_attention_backward_dkdv",
                     "flash_attention_backward_dq")),
@@ -158,7 +178,8 @@ KERNELS = {4: (V4, ("flash_attention_forward", "flash_attention_backward_dkdv",
            10: ("flash_attention", ("flash_attention_forward", "flash_attention_backward_dkdv",
                                     "flash_attention_backward_dq")),
            11: ("flash_attention_wgmma", ("flash_attention_forward_wgmma",
-                                          "flash_attention_backward_dkdv_wgmma"))}
+                                          "flash_attention_backward_dkdv_wgmma")),
+           12: ("flash_attention_wgmma", ("flash_attention_backward_dq_wgmma",))}
 ROW_BLOCKS = (128, 256, 512)   # timed for version 3
 
 
@@ -230,7 +251,7 @@ def timed_keywords(keywords):
 
 
 def backward_kernel_rows(rng, B=64):
-    """Each backward kernel of versions 7, 10 and 11 timed alone at B."""
+    """Each backward kernel of versions 7, 10, 11 and 12 timed alone at B."""
     tiles = ceil_div(T, 64)
     qkv, dout = repeated(rng, B, T, 3 * NH * HS), repeated(rng, B, T, NH * HS)
     out, lse, dqkv = cp.empty_like(dout), cp.empty((B, NH, T), np.float32), cp.empty_like(qkv)
@@ -254,9 +275,14 @@ def backward_kernel_rows(rng, B=64):
             "flash_attention", "flash_attention_backward_dq", grid, 128, dqkv, ds, qkv, T, NH,
             scale, shared_mem=flash_attention.DQ_SMEM)}
     if flash_attention.hopper():
-        runs["11: dK/dV on wgmma, storing dS"] = lambda: launch(
+        runs["11, 12: dK/dV on wgmma, storing dS"] = lambda: launch(
             "flash_attention_wgmma", "flash_attention_backward_dkdv_wgmma", grid, 128, dqkv, ds,
             dout, qkv, *common, shared_mem=flash_attention.WGMMA_DKDV_SMEM)
+        dq_tiles = flash_attention.WGMMA_DQ_TILES
+        runs["12: dQ = dS K on wgmma"] = lambda: launch(
+            "flash_attention_wgmma", "flash_attention_backward_dq_wgmma",
+            (ceil_div(tiles, dq_tiles), B * NH), dq_tiles * 128, dqkv, ds, qkv, T, NH, scale,
+            shared_mem=flash_attention.WGMMA_DQ_SMEM)
     return [(B, name, f"{time_ms(run):.3f}") for name, run in runs.items()]
 
 
@@ -295,7 +321,7 @@ def main():
     print(f"\nT = {T}, NH = {NH}, hs = {HS}")
     print_table(rows, ["B", "version", "row block", "forward ms", "backward ms",
                        "forward+backward ms"])
-    if {7, 10, 11} & set(versions):
+    if {7, 10, 11, 12} & set(versions):
         print("\nthe backward's kernels alone")
         print_table(backward_kernel_rows(rng), ["B", "kernel", "ms"])
 

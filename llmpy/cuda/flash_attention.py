@@ -1,8 +1,8 @@
 """Launchers for kernels/flash_attention.cu and kernels/flash_attention_wgmma.cu: causal
 attention without the (T, T) matrix. The forward saves only the log-sum-exp of each query row
 (B, NH, T); the backward recomputes the probabilities from it, tile by tile. On Hopper the
-forward and the backward's dK/dV kernel run on wgmma (flash_attention_wgmma.cu, sm_90a only),
-elsewhere on mma.sync; both write the same outputs."""
+forward and the backward's dK/dV and dQ kernels run on wgmma (flash_attention_wgmma.cu, sm_90a
+only), elsewhere on mma.sync; both write the same outputs."""
 import math
 
 import cupy as cp
@@ -27,6 +27,10 @@ WGMMA_SMEM = (WGMMA_ROWS + 4 * TILE) * HEAD_SIZE * 2 + 1024
 # rows of 128 bytes), double-buffered Q and dO (256 rows), lse and delta twice (1 KB), 1 KB to
 # align the tiles
 WGMMA_DKDV_SMEM = (3 * TILE + 256) * HEAD_SIZE * 2 + 2048
+# the wgmma dQ kernel: 2 warpgroups (query tiles) a block, 4 stages of a K tile and a dS tile a
+# warpgroup, 1 KB to align them (DQ_WGS, DQ_STAGES in the .cu)
+WGMMA_DQ_TILES, WGMMA_DQ_STAGES = 2, 4
+WGMMA_DQ_SMEM = WGMMA_DQ_STAGES * (WGMMA_DQ_TILES + 1) * TILE * HEAD_SIZE * 2 + 1024
 
 
 def attention_saved(B, NH, T):
@@ -74,7 +78,7 @@ def backward_delta(dout, out, B, T, NH):
 def attention_backward(dqkv, dout, qkv, out, lse, NH, wgmma=None):
     """dqkv overwritten: dK and dV by one kernel per key tile, which also stores each tile pair's
     dS (a scratch buffer of B*NH*pairs 64x64 bf16 tiles), then dQ = dS K by one per query tile.
-    wgmma: the Hopper dK/dV kernel, as in attention_forward."""
+    wgmma: the Hopper dK/dV and dQ kernels, as in attention_forward."""
     B, T = _sizes(qkv, NH)
     tiles = ceil_div(T, TILE)
     scale = 1.0 / math.sqrt(HEAD_SIZE)
@@ -86,8 +90,11 @@ def attention_backward(dqkv, dout, qkv, out, lse, NH, wgmma=None):
     if hopper() if wgmma is None else wgmma:
         launch("flash_attention_wgmma", "flash_attention_backward_dkdv_wgmma", grid, THREADS,
                *args, shared_mem=WGMMA_DKDV_SMEM)
+        launch("flash_attention_wgmma", "flash_attention_backward_dq_wgmma",
+               (ceil_div(tiles, WGMMA_DQ_TILES), B * NH), WGMMA_DQ_TILES * THREADS, dqkv, ds, qkv,
+               T, NH, scale, shared_mem=WGMMA_DQ_SMEM)
     else:
         launch("flash_attention", "flash_attention_backward_dkdv", grid, THREADS, *args,
                shared_mem=DKDV_SMEM)
-    launch("flash_attention", "flash_attention_backward_dq", grid, THREADS, dqkv, ds, qkv, T, NH,
-           scale, shared_mem=DQ_SMEM)
+        launch("flash_attention", "flash_attention_backward_dq", grid, THREADS, dqkv, ds, qkv, T,
+               NH, scale, shared_mem=DQ_SMEM)

@@ -1,5 +1,5 @@
-"""Flash attention (kernels/flash_attention.cu, and the forward on wgmma in
-kernels/flash_attention_wgmma.cu) against the NumPy reference, llmpy/cpu.py.
+"""Flash attention (kernels/flash_attention.cu, and the forward and the backward's dK/dV and dQ
+kernels on wgmma in kernels/flash_attention_wgmma.cu) against the NumPy reference, llmpy/cpu.py.
 
 Tolerance: inputs are bf16; inside, scores and probabilities are fp32 except that the
 probabilities (and dS) are rounded to bf16 as tensor-core operands, and outputs are stored in
@@ -39,7 +39,7 @@ def run_forward(qkv, wgmma=None):
     return out, lse
 
 
-# both kernels of the forward and of the backward's dK/dV: mma.sync (any GPU) and wgmma
+# both kernels of the forward and of the backward's dK/dV and dQ: mma.sync (any GPU) and wgmma
 # (Hopper only; the default there)
 KERNELS = [pytest.param(False, id="mma.sync"),
            pytest.param(True, id="wgmma",
@@ -69,9 +69,10 @@ def test_forward_saves_the_log2_sum_exp_of_each_row(rng, wgmma):
     assert np.abs(cp.asnumpy(lse) - expected).max() < 1e-3
 
 
-# T = 1024: 16 key tiles add into each of the last query tiles' dQ, in order
+# T = 1024: 16 key tiles add into each of the last query tiles' dQ, in order; 64, 1 and 129:
+# an odd number of query tiles, so the wgmma dQ kernel's last block has one warpgroup idle
 @pytest.mark.parametrize("wgmma", KERNELS)
-@pytest.mark.parametrize("B, T", [(2, 64), (2, 256), (3, 100), (1, 1), (1, 1024)])
+@pytest.mark.parametrize("B, T", [(2, 64), (2, 256), (3, 100), (1, 1), (2, 129), (1, 1024)])
 def test_backward_matches_numpy(rng, B, T, wgmma):
     qkv, dout = randn(rng, B, T, 3 * C, scale=2.0), randn(rng, B, T, C)
     out, lse = run_forward(qkv)
@@ -92,6 +93,21 @@ def test_backward_is_deterministic(rng, wgmma):
     fa.attention_forward(out, lse, qkv, NH)
     results = []
     for _ in range(2):
+        dqkv = poisoned(B, T, 3 * C)
+        fa.attention_backward(dqkv, dout, qkv, out, lse, NH, wgmma=wgmma)
+        results.append(bits(dqkv))
+    assert np.array_equal(*results)
+
+
+@pytest.mark.skipif(not fa.hopper(), reason="wgmma is sm_90a")
+def test_backward_kernels_give_the_same_bits_on_wgmma_and_mma_sync(rng):
+    # the same products in the same order, fp32 accumulators, one rounding at the end
+    B, T = 2, 300
+    qkv, dout = gpu(randn(rng, B, T, 3 * C)), gpu(randn(rng, B, T, C))
+    out, lse = poisoned(B, T, C), poisoned(B, NH, T, dtype=np.float32)
+    fa.attention_forward(out, lse, qkv, NH)
+    results = []
+    for wgmma in (False, True):
         dqkv = poisoned(B, T, 3 * C)
         fa.attention_backward(dqkv, dout, qkv, out, lse, NH, wgmma=wgmma)
         results.append(bits(dqkv))
