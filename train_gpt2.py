@@ -394,8 +394,7 @@ def train(args, ops, comm):
         train_loss = 0.0
         for _ in range(grad_accum):
             inputs, targets = train_loader.next_batch()
-            model.forward(inputs, targets, loss_scale=1.0 / grad_accum)
-            model.backward()
+            model.forward_backward(inputs, targets, loss_scale=1.0 / grad_accum)
             train_loss += model.mean_loss() / grad_accum
         train_loss = comm.sum(train_loss) / comm.world
         model.reduce_gradients()          # the mean over the processes (none in a single one)

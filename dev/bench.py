@@ -58,8 +58,7 @@ def bench_llmpy(cfg, params, loader, args):
     def step():
         inputs, targets = loader.next_batch()
         model.zero_grad()
-        model.forward(inputs, targets)
-        model.backward()
+        model.forward_backward(inputs, targets)
         model.update(LR)
         losses.append(model.mean_loss())
     ms = median_step_ms(step, args.steps, args.warmup, cupy_timed)

@@ -36,6 +36,9 @@ def memory_in_use():
     return None
 
 
+capture = None              # no graphs to capture a sequence of ops into: they run as called
+
+
 # ----------------------------------------------------------------------------------------------
 # encoder: out[b,t,:] = wte[inp[b,t],:] + wpe[t,:]
 

@@ -99,6 +99,7 @@ class GPT2:
         self._acts_cache = {}
         self.inputs = xp.zeros((B, T), dtype=np.int32)
         self.targets = xp.zeros((B, T), dtype=np.int32)
+        self._graphs = {}       # forward_backward's captured graphs
 
     @staticmethod
     def _slices(shapes, lo, hi):
@@ -179,14 +180,24 @@ class GPT2:
         With targets, also runs the fused classifier: per-position losses, and the logits
         buffer is overwritten by dlogits = loss_scale/(b*t) * (softmax - onehot) for backward.
         loss_scale is 1/grad_accum_steps when gradients are accumulated over micro-steps."""
-        ops, cfg, p = self.ops, self.cfg, self.params
+        self._load_batch(inputs, targets)
+        self._forward(targets is not None, loss_scale)
+
+    def _load_batch(self, inputs, targets):
+        """The batch into the device buffers that the forward reads (a captured graph too)."""
         b, t = inputs.shape
         if b > self.B or t > self.T:
             raise ValueError(f"batch {b}x{t} exceeds the allocated {self.B}x{self.T}")
-        a = self.acts(b, t)
         self.batch_shape = (b, t)
         self.inputs_bt = self.inputs[:b, :t]
-        self.inputs_bt[...] = ops.to_device(inputs)
+        self.inputs_bt[...] = self.ops.to_device(inputs)
+        if targets is not None:
+            self.targets[:b, :t] = self.ops.to_device(targets)
+
+    def _forward(self, with_targets, loss_scale):
+        ops, cfg, p = self.ops, self.cfg, self.params
+        b, t = self.batch_shape
+        a = self.acts(b, t)
         NH = cfg.num_heads
 
         ops.encoder_forward(a["encoded"], self.inputs_bt, p["wte"], p["wpe"])
@@ -210,8 +221,7 @@ class GPT2:
                                            a["btc"], weight, bias)
             residual = a["residual3"][l]
         ops.matmul_forward(a["logits"], a["lnf"], p["wte"], None)   # tied LM head
-        if targets is not None:
-            self.targets[:b, :t] = ops.to_device(targets)
+        if with_targets:
             ops.classifier_forward_backward(a["logits"], a["losses"], self.targets[:b, :t],
                                             cfg.vocab_size, loss_scale / (b * t))
 
@@ -235,6 +245,12 @@ class GPT2:
         self.grads_flat.fill(0)
 
     def backward(self):
+        self._backward_layers()
+        self.ops.encoder_backward(self.grads["wte"], self.grads["wpe"],
+                                  self.acts(*self.batch_shape)["dresidual"], self.inputs_bt)
+
+    def _backward_layers(self):
+        """The backward down to dresidual, the gradient of the embeddings' sum."""
         ops, cfg, p, g = self.ops, self.cfg, self.params, self.grads
         b, t = self.batch_shape
         a = self.acts(b, t)
@@ -273,7 +289,26 @@ class GPT2:
             ops.matmul_backward(dbtc, g["qkvw"][l], g["qkvb"][l], dqkv, ln1, p["qkvw"][l])
             ops.layernorm_backward(dresidual, g["ln1w"][l], g["ln1b"][l], dbtc, residual,
                                    p["ln1w"][l], a["ln1_mean"][l], a["ln1_rstd"][l])
-        ops.encoder_backward(g["wte"], g["wpe"], dresidual, self.inputs_bt)
+
+    def forward_backward(self, inputs, targets, loss_scale=1.0):
+        """forward(inputs, targets, loss_scale), then backward(). Where the backend has CUDA
+        graphs, the kernels of both, up to the encoder's backward, are captured into one graph
+        per (b, t, loss_scale) on its first call and replayed after that: one launch instead of
+        hundreds, so the GPU never waits on Python between kernels. The encoder's backward runs
+        as it is (its sort takes temporary memory from CuPy's pool, which a graph must not)."""
+        self._load_batch(inputs, targets)
+        key = (*self.batch_shape, loss_scale)
+        graph = self._graphs.get(key)
+        if graph is not None:
+            graph.launch()
+        else:
+            self._forward(True, loss_scale)
+            self._backward_layers()
+            if self.ops.capture is not None:   # the eager run made every workspace and plan
+                self._graphs[key] = self.ops.capture(
+                    lambda: (self._forward(True, loss_scale), self._backward_layers()))
+        self.ops.encoder_backward(self.grads["wte"], self.grads["wpe"],
+                                  self.acts(*self.batch_shape)["dresidual"], self.inputs_bt)
 
     # ------------------------------------------------------------------------------------------
     # update

@@ -16,6 +16,7 @@ from llmpy.cuda.encoder import encoder_backward, encoder_forward  # noqa: F401
 from llmpy.cuda.layernorm import (layernorm_backward, layernorm_forward,  # noqa: F401
                                    residual_layernorm_forward)
 from llmpy.cuda.matmul import matmul_backward, matmul_forward  # noqa: F401
+from llmpy.cuda.runtime import Graph as capture  # noqa: F401
 
 xp = cp
 param_dtype = ml_dtypes.bfloat16

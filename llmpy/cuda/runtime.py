@@ -63,3 +63,24 @@ def workspace(name, size, dtype):
     if buf is None or buf.size < size or buf.dtype != dtype:
         buf = _workspaces[name] = cp.empty(size, dtype=dtype)
     return buf[:size]
+
+
+class Graph:
+    """The GPU work of fn() (kernel launches, cuBLASLt products) captured into a CUDA graph, to be
+    replayed on the current stream by launch(). fn must allocate no memory and never wait on
+    the GPU: run it once for real first, so that every kernel is compiled and every workspace
+    and cuBLASLt plan exists. The graph keeps the workspaces it saw alive, so that one grown
+    later (a new buffer under the same name) cannot free memory the graph writes to."""
+
+    def __init__(self, fn):
+        stream = cp.cuda.Stream(non_blocking=True)     # capture needs a stream other than the
+        with stream:                                   # legacy default one
+            stream.begin_capture()
+            try:
+                fn()
+            finally:
+                self._graph = stream.end_capture()
+        self._keep = list(_workspaces.values())
+
+    def launch(self):
+        self._graph.launch(cp.cuda.get_current_stream())

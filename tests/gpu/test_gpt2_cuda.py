@@ -115,3 +115,33 @@ def test_recomputed_layernorms_give_the_same_gradient_bits():
         model.backward()
         grads.append(cuda.to_host(model.grads_flat).view(np.uint16))
     assert np.array_equal(*grads)
+
+
+def test_graph_replays_give_the_bits_of_eager_steps():
+    # forward_backward captures one CUDA graph per batch shape and loss scale on its first call
+    # and replays it after: each step must see its new batch and the updated weights. Steps: full
+    # batches, a smaller one (a second graph), and two micro-steps of gradient accumulation.
+    params = random_params(TINY, seed=19)
+    schedule = [((4, 16), 1.0), ((4, 16), 1.0), ((2, 9), 1.0), ((4, 16), 1.0), ((2, 9), 1.0),
+                ((4, 16), 0.5), ((4, 16), 0.5), ((4, 16), 0.5), ((4, 16), 0.5)]
+    runs = []
+    for graphs in (False, True):
+        model = GPT2(TINY, cuda, 4, 16, params=params)
+        steps = []
+        for i, ((b, t), scale) in enumerate(schedule):
+            inputs, targets = random_batch(TINY, b, t, seed=200 + i)
+            if scale == 1.0 or i % 2 == 1:
+                model.zero_grad()
+            if graphs:
+                model.forward_backward(inputs, targets, loss_scale=scale)
+            else:
+                model.forward(inputs, targets, loss_scale=scale)
+                model.backward()
+            steps.append((model.mean_loss(), cuda.to_host(model.grads_flat).view(np.uint16)))
+            if scale == 1.0 or i % 2 == 0:
+                model.update(1e-3)
+        runs.append(steps)
+    assert len(runs[1]) == len(schedule)
+    for i, ((loss, grads), (loss_g, grads_g)) in enumerate(zip(*runs)):
+        assert loss == loss_g, f"step {i}"
+        assert np.array_equal(grads, grads_g), f"step {i}"
