@@ -112,9 +112,9 @@ extern "C" __global__ void flash_attention_delta(float* delta, const bf16* dout,
 // S^T = K Q^T, dP^T = V dO^T for the 64 queries of each tile, so that P^T and dS^T come out
 // in C layout, ready to be the A operands of dV += P^T dO and dK += dS^T Q.
 extern "C" __global__ void __launch_bounds__(THREADS, DKDV_BLOCKS_PER_SM)
-flash_attention_backward_dkdv(bf16* dqkv, bf16* ds, const bf16* dout, const bf16* qkv,
-                              const float* lse, const float* delta, int T, int NH, float scale,
-                              float scale_log2) {
+flash_attention_backward_dkdv(bf16* dqkv, float* bias_partial, bf16* ds, const bf16* dout,
+                              const bf16* qkv, const float* lse, const float* delta, int T,
+                              int NH, float scale, float scale_log2) {
     extern __shared__ __align__(16) bf16 smem[];
     bf16 *Ks = smem, *Vs = Ks + TILE_ELEMS;
     auto Qs = [&](int buf) { return Vs + (1 + buf) * TILE_ELEMS; };       // buffers 0 and 1
@@ -191,6 +191,12 @@ flash_attention_backward_dkdv(bf16* dqkv, bf16* ds, const bf16* dout, const bf16
         mul_ab(dk, a, Qs(buf));
         __syncthreads();                       // everyone is done with buf before it is refilled
     }
+    if (bias_partial) {                        // the tiles are free after the loop's last barrier
+        float* red = reinterpret_cast<float*>(smem);
+        float* dst = bias_partial + ((size_t)b * tiles + kt) * 3 * C + h * HS;
+        column_sums(dst + C, dk, scale, keys[0] < T, keys[1] < T, red);
+        column_sums(dst + 2 * C, dv, 1.0f, keys[0] < T, keys[1] < T, red);
+    }
     for (int r = 0; r < 2; r++) {
         if (keys[r] >= T) continue;
         bf16* dst = dqkv + ((size_t)b * T + keys[r]) * 3 * C + h * HS + 2 * q;
@@ -206,8 +212,8 @@ flash_attention_backward_dkdv(bf16* dqkv, bf16* ds, const bf16* dout, const bf16
 // per tile pair, no exponentials: the dS^T tile (stored key-major) and the K tile stream
 // through shared memory, double-buffered; ldmatrix.trans reads dS^T as dS's A fragments.
 extern "C" __global__ void __launch_bounds__(THREADS)
-flash_attention_backward_dq(bf16* dqkv, const bf16* ds, const bf16* qkv, int T, int NH,
-                            float scale) {
+flash_attention_backward_dq(bf16* dqkv, float* bias_partial, const bf16* ds, const bf16* qkv,
+                            int T, int NH, float scale) {
     extern __shared__ __align__(16) bf16 smem[];
     auto dSs = [&](int buf) { return smem + buf * TILE_ELEMS; };
     auto Ks = [&](int buf) { return smem + (2 + buf) * TILE_ELEMS; };
@@ -237,6 +243,9 @@ flash_attention_backward_dq(bf16* dqkv, const bf16* ds, const bf16* qkv, int T, 
         mul_ab(dq, a, Ks(buf));
         __syncthreads();
     }
+    if (bias_partial)                          // the tiles are free after the loop's last barrier
+        column_sums(bias_partial + ((size_t)b * tiles + qt) * 3 * C + h * HS, dq, scale,
+                    rows[0] < T, rows[1] < T, reinterpret_cast<float*>(smem));
     for (int r = 0; r < 2; r++) {
         if (rows[r] >= T) continue;
         bf16* dst = dqkv + ((size_t)b * T + rows[r]) * 3 * C + h * HS + 2 * q;

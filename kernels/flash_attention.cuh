@@ -125,6 +125,30 @@ __device__ __forceinline__ void store_output(bf16* out, float* lse, float (*o)[4
     }
 }
 
+// The qkv matmul's bias gradient, taken where dqkv is written: each backward block adds up the
+// 64 rows of one head's dQ, dK or dV that a warpgroup writes (bf16 of mul * the accumulator, as
+// stored; rows past T left out) into 64 columns at dst, its row b*tiles + tile of bias_partial
+// (B*tiles, 3C) fp32; matmul.cu's bias_backward_finish then sums those rows in order. c: each
+// warp's 16 x 64 C fragments (rows g and g+8 of this thread), 4 warps a warpgroup; red: 256
+// floats of shared memory a warpgroup that nothing else is using. Every thread of the block
+// calls it (it has block barriers); a warpgroup with nothing to add passes dst = NULL. The sums
+// run in a fixed order (the two rows, the 8 row groups by shuffles, then the warps).
+__device__ __forceinline__ void column_sums(float* dst, float (*c)[4], float mul, bool row0_valid,
+                                            bool row1_valid, float* red) {
+    int tid = threadIdx.x % 128, warp = tid / 32, lane = tid % 32, q = lane % 4;
+    for (int nt = 0; nt < 8; nt++)
+        for (int j = 0; j < 2; j++) {
+            float v = (row0_valid ? to_float(to_bf16(mul * c[nt][j])) : 0.0f) +
+                      (row1_valid ? to_float(to_bf16(mul * c[nt][2 + j])) : 0.0f);
+            for (int offset = 4; offset < 32; offset *= 2) v += __shfl_xor_sync(0xffffffff, v, offset);
+            if (lane < 4) red[warp * 64 + nt * 8 + 2 * q + j] = v;
+        }
+    __syncthreads();
+    if (dst && tid < 64)
+        dst[tid] = red[tid] + red[64 + tid] + red[128 + tid] + red[192 + tid];
+    __syncthreads();                           // red may be used again
+}
+
 // A fragments of rows row0..row0+15 of a (64, 64) tile, 4 k-steps of 16 columns
 __device__ __forceinline__ void load_a(u32 (*a)[4], const bf16* tile, int row0) {
     int m = threadIdx.x % 32 / 8, r = threadIdx.x % 8;

@@ -198,9 +198,9 @@ __device__ __forceinline__ void store_rows(bf16* dst, size_t stride, const bf16*
 }
 
 extern "C" __global__ void __launch_bounds__(BWD_THREADS, BWD_BLOCKS_PER_SM)
-flash_attention_backward_dkdv_wgmma(bf16* dqkv, bf16* ds, const bf16* dout, const bf16* qkv,
-                                    const float* lse, const float* delta, int T, int NH,
-                                    float scale, float scale_log2) {
+flash_attention_backward_dkdv_wgmma(bf16* dqkv, float* bias_partial, bf16* ds, const bf16* dout,
+                                    const bf16* qkv, const float* lse, const float* delta, int T,
+                                    int NH, float scale, float scale_log2) {
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     bf16* Ks = align_1024(smem_raw);
     bf16* Vs = Ks + BWD_KEYS * HS;
@@ -313,6 +313,12 @@ flash_attention_backward_dkdv_wgmma(bf16* dqkv, bf16* ds, const bf16* dout, cons
         }
         __syncthreads();                       // everyone is done with buf before it is refilled
     }
+    if (bias_partial) {                        // lse_s and delta_s are free after the last barrier
+        static_assert(BWD_WGS == 1, "column_sums takes the 4 warps of one warpgroup");
+        float* dst = bias_partial + ((size_t)b * tiles + kt) * 3 * C + h * HS;
+        column_sums(dst + C, dk, scale, keys[0] < T, keys[1] < T, &lse_s[0][0]);
+        column_sums(dst + 2 * C, dv, 1.0f, keys[0] < T, keys[1] < T, &lse_s[0][0]);
+    }
     // dK * scale and dV, each through this warp's staging rows: whole 128-byte rows of dqkv
     int rows = T - key0 < 16 ? T - key0 : 16;
     bf16* dst = dqkv + ((size_t)b * T + key0) * 3 * C + h * HS;
@@ -348,7 +354,7 @@ flash_attention_backward_dkdv_wgmma(bf16* dqkv, bf16* ds, const bf16* dout, cons
 // tile read M-major (its rows are keys, 64 queries a row), B = K row-major read N-major, both
 // with the transpose bits: the same tile shape as the forward's V, 2048 bytes a k-step.
 // dQ * scale leaves through the warpgroup's first dS buffer (free after the loop) as whole
-// 128-byte lines of dqkv.
+// 128-byte lines of dqkv; with bias_partial, its column sums go there first (column_sums).
 // Why faster than mma.sync (B = 64, NH = 12, T = 1024, H200: 0.255 ms against 0.380, the same
 // bits): wgmma reads dS and K from shared memory once per warpgroup instead of ldmatrix per
 // warp, one barrier a tile instead of two, each K tile copied serves 128 query rows, and 3
@@ -372,8 +378,8 @@ flash_attention_backward_dkdv_wgmma(bf16* dqkv, bf16* ds, const bf16* dout, cons
 static_assert(DQ_STAGES >= 2, "DQ_STAGES: at least double-buffered");
 
 extern "C" __global__ void __launch_bounds__(DQ_THREADS, DQ_BLOCKS_PER_SM)
-flash_attention_backward_dq_wgmma(bf16* dqkv, const bf16* ds, const bf16* qkv, int T, int NH,
-                                  float scale) {
+flash_attention_backward_dq_wgmma(bf16* dqkv, float* bias_partial, const bf16* ds,
+                                  const bf16* qkv, int T, int NH, float scale) {
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     bf16* smem = align_1024(smem_raw);
     auto Ks = [&](int st) { return smem + st * DQ_STAGE_ELEMS; };
@@ -430,8 +436,12 @@ flash_attention_backward_dq_wgmma(bf16* dqkv, const bf16* ds, const bf16* qkv, i
     }
     cp_async_wait<0>();                        // only empty groups can be pending
     __syncthreads();                           // every wgmma has read its last stage
+    int row0 = qt * TILE + warp * 16, g = tid % 32 / 4;
+    if (bias_partial)                          // the stages are free now: stage 1 as scratch
+        column_sums(diag >= 0 ? bias_partial + ((size_t)b * tiles + qt) * 3 * C + h * HS : nullptr,
+                    dq, scale, row0 + g < T, row0 + g + 8 < T,
+                    reinterpret_cast<float*>(dSs(1, wg)));
     if (diag >= 0) {
-        int row0 = qt * TILE + warp * 16;
         bf16* stage = dSs(0, wg) + warp * 16 * HS;
         stage_rows(stage, dq, scale);
         __syncwarp();

@@ -144,9 +144,11 @@ def attention_forward(out, att, qkv, NH):
     out[...] = (att @ v).transpose(0, 2, 1, 3).reshape(B, T, NH * hs)
 
 
-def attention_backward(dqkv, dout, qkv, out, att, NH):
+def attention_backward(dqkv, dout, qkv, out, att, NH, dbias=None):
     """dqkv overwritten. Softmax backward: dpre = att * (datt - sum_j(datt * att)).
-    (out, the forward's output, is unused here: the GPU's flash attention needs it.)"""
+    (out, the forward's output, is unused here: the GPU's flash attention needs it.)
+    dbias (3C), where given, += the column sums of dqkv: the bias gradient of the qkv matmul,
+    taken where dqkv is written (the GPU's kernels do, saving a pass over dqkv)."""
     q, k, v, hs = _split_heads(qkv, NH)
     B, _, T, _ = q.shape
     dq, dk, dv = dqkv.reshape(B, T, 3, NH, hs).transpose(2, 0, 3, 1, 4)
@@ -157,6 +159,8 @@ def attention_backward(dqkv, dout, qkv, out, att, NH):
     dpre *= 1.0 / np.sqrt(hs)
     dq[...] = dpre @ k
     dk[...] = dpre.transpose(0, 1, 3, 2) @ q
+    if dbias is not None:
+        dbias += dqkv.sum(axis=tuple(range(dqkv.ndim - 1)))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -282,11 +282,14 @@ class GPT2:
             # attention branch: residual2 = residual + attproj(attention(qkv(ln1(residual))))
             ops.matmul_backward(dbtc, g["attprojw"][l], g["attprojb"][l], dresidual,
                                 a["atty"][l], p["attprojw"][l])
-            ops.attention_backward(dqkv, dbtc, a["qkv"][l], a["atty"][l], a["att"][l], NH)
+            # qkvb's gradient, the column sums of dqkv, is taken by the attention backward as
+            # it writes dqkv, not by a pass over dqkv in the qkv matmul's backward
+            ops.attention_backward(dqkv, dbtc, a["qkv"][l], a["atty"][l], a["att"][l], NH,
+                                   dbias=g["qkvb"][l])
             if "ln1" in self.recomputed:
                 ops.layernorm_forward(ln1, a["ln1_mean"][l], a["ln1_rstd"][l], residual,
                                       p["ln1w"][l], p["ln1b"][l])
-            ops.matmul_backward(dbtc, g["qkvw"][l], g["qkvb"][l], dqkv, ln1, p["qkvw"][l])
+            ops.matmul_backward(dbtc, g["qkvw"][l], None, dqkv, ln1, p["qkvw"][l])
             ops.layernorm_backward(dresidual, g["ln1w"][l], g["ln1b"][l], dbtc, residual,
                                    p["ln1w"][l], a["ln1_mean"][l], a["ln1_rstd"][l])
 

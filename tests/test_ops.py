@@ -165,6 +165,16 @@ def test_attention_backward_matches_autograd(rng):
     assert_close(dqkv, qkvt.grad, TOL, "dqkv")
 
 
+def test_attention_backward_sums_dqkv_columns_into_dbias(rng):
+    qkv, dout = randn(rng, B, T, 3 * C), randn(rng, B, T, C)
+    out, att = np.empty((B, T, C), np.float32), np.empty(cpu.attention_saved(B, NH, T)[0], np.float32)
+    cpu.attention_forward(out, att, qkv, NH)
+    dqkv, dbias0 = np.empty_like(qkv), randn(rng, 3 * C)
+    dbias = dbias0.copy()
+    cpu.attention_backward(dqkv, dout, qkv, out, att, NH, dbias=dbias)
+    assert_close(dbias - dbias0, dqkv.sum(axis=(0, 1)), TOL, "dbias")
+
+
 def test_gelu_forward_is_tanh_approximation(rng):
     x = randn(rng, B, T, 4 * C, scale=3.0)
     out = poisoned(B, T, 4 * C)

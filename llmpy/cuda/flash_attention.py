@@ -9,6 +9,7 @@ import cupy as cp
 import ml_dtypes
 import numpy as np
 
+from llmpy.cuda.matmul import bias_backward_finish
 from llmpy.cuda.runtime import ceil_div, launch, workspace
 
 HEAD_SIZE, TILE, THREADS = 64, 64, 128
@@ -19,6 +20,7 @@ TILE_BYTES = TILE * 72 * 2     # a bf16 tile in shared memory, rows padded to 72
 DKDV_SMEM = 7 * TILE_BYTES + 4 * TILE * 4
 DQ_SMEM = 4 * TILE_BYTES
 LOG2E = 1.4426950408889634     # the kernels use exp2: exp(x) = exp2(x * log2(e))
+NULL = np.uint64(0)            # a null device pointer
 # the wgmma forward: 128 query rows and 256 threads a block; Q and double-buffered K, V tiles
 # (128-byte rows), and 1 KB to align them to 1024 bytes
 WGMMA_ROWS, WGMMA_THREADS = 128, 256
@@ -75,26 +77,34 @@ def backward_delta(dout, out, B, T, NH):
     return delta
 
 
-def attention_backward(dqkv, dout, qkv, out, lse, NH, wgmma=None):
+def attention_backward(dqkv, dout, qkv, out, lse, NH, dbias=None, wgmma=None):
     """dqkv overwritten: dK and dV by one kernel per key tile, which also stores each tile pair's
     dS (a scratch buffer of B*NH*pairs 64x64 bf16 tiles), then dQ = dS K by one per query tile.
-    wgmma: the Hopper dK/dV and dQ kernels, as in attention_forward."""
+    dbias (3C), where given, += the column sums of dqkv (the qkv matmul's bias gradient): each
+    block sums the rows it writes, bias_backward_finish adds the blocks up in order. wgmma: the
+    Hopper dK/dV and dQ kernels, as in attention_forward."""
     B, T = _sizes(qkv, NH)
     tiles = ceil_div(T, TILE)
     scale = 1.0 / math.sqrt(HEAD_SIZE)
     delta = backward_delta(dout, out, B, T, NH)
     ds = workspace("flash_attention_ds", B * NH * tiles * (tiles + 1) // 2 * TILE * TILE,
                    ml_dtypes.bfloat16)
+    partial = NULL
+    if dbias is not None:
+        partial = workspace("flash_attention_dbias_partial", B * tiles * dqkv.shape[-1],
+                            np.float32)
     grid = (tiles, B * NH)
-    args = (dqkv, ds, dout, qkv, lse, delta, T, NH, scale, scale * LOG2E)
+    args = (dqkv, partial, ds, dout, qkv, lse, delta, T, NH, scale, scale * LOG2E)
     if hopper() if wgmma is None else wgmma:
         launch("flash_attention_wgmma", "flash_attention_backward_dkdv_wgmma", grid, THREADS,
                *args, shared_mem=WGMMA_DKDV_SMEM)
         launch("flash_attention_wgmma", "flash_attention_backward_dq_wgmma",
-               (ceil_div(tiles, WGMMA_DQ_TILES), B * NH), WGMMA_DQ_TILES * THREADS, dqkv, ds, qkv,
-               T, NH, scale, shared_mem=WGMMA_DQ_SMEM)
+               (ceil_div(tiles, WGMMA_DQ_TILES), B * NH), WGMMA_DQ_TILES * THREADS, dqkv, partial,
+               ds, qkv, T, NH, scale, shared_mem=WGMMA_DQ_SMEM)
     else:
         launch("flash_attention", "flash_attention_backward_dkdv", grid, THREADS, *args,
                shared_mem=DKDV_SMEM)
-        launch("flash_attention", "flash_attention_backward_dq", grid, THREADS, dqkv, ds, qkv, T,
-               NH, scale, shared_mem=DQ_SMEM)
+        launch("flash_attention", "flash_attention_backward_dq", grid, THREADS, dqkv, partial, ds,
+               qkv, T, NH, scale, shared_mem=DQ_SMEM)
+    if dbias is not None:
+        bias_backward_finish(dbias, partial, B * tiles)

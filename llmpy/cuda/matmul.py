@@ -79,5 +79,12 @@ def bias_backward(dbias, dout, rows_per_chunk=BIAS_ROWS):
     partial = workspace("matmul_dbias_partial", chunks * OC, np.float32)
     launch("matmul", "bias_backward_partial", (ceil_div(OC, 32 * 8), chunks), (32, BIAS_WARPS),
            partial, dout, N, OC, rows_per_chunk)
+    bias_backward_finish(dbias, partial, chunks)
+
+
+def bias_backward_finish(dbias, partial, chunks):
+    """dbias (OC) += the column sums of partial (chunks, OC) fp32, summed in chunk order; also
+    the second half of the attention backward's qkv bias gradient (llmpy/cuda/flash_attention.py)."""
+    OC = dbias.size
     launch("matmul", "bias_backward_finish", ceil_div(OC, 32), (32, BIAS_WARPS),
            dbias, partial, chunks, OC)

@@ -85,6 +85,20 @@ def test_backward_matches_numpy(rng, B, T, wgmma):
         assert_close(got[:, :, i], want[:, :, i], 2e-2, name)
 
 
+# T = 100, 129: rows past T (the padded part of the last tile) must stay out of the sums; 129:
+# the wgmma dQ kernel's last block has an idle warpgroup
+@pytest.mark.parametrize("wgmma", KERNELS)
+@pytest.mark.parametrize("B, T", [(3, 100), (2, 129), (1, 1024)])
+def test_backward_sums_the_columns_of_dqkv_into_dbias(rng, B, T, wgmma):
+    qkv, dout = randn(rng, B, T, 3 * C, scale=2.0), randn(rng, B, T, C)
+    out, lse = run_forward(qkv)
+    dbias0 = randn(rng, 3 * C)
+    dqkv, dbias = poisoned(B, T, 3 * C), gpu(dbias0)
+    fa.attention_backward(dqkv, gpu(dout), gpu(qkv), out, lse, NH, dbias=dbias, wgmma=wgmma)
+    # the sums of what was stored, in fp32 (only their order differs), rounded into bf16 dbias
+    assert_close(host(dbias), dbias0 + host(dqkv).sum(axis=(0, 1)), 1e-2, "dbias")
+
+
 @pytest.mark.parametrize("wgmma", KERNELS)
 def test_backward_is_deterministic(rng, wgmma):
     B, T = 2, 256
@@ -93,10 +107,10 @@ def test_backward_is_deterministic(rng, wgmma):
     fa.attention_forward(out, lse, qkv, NH)
     results = []
     for _ in range(2):
-        dqkv = poisoned(B, T, 3 * C)
-        fa.attention_backward(dqkv, dout, qkv, out, lse, NH, wgmma=wgmma)
-        results.append(bits(dqkv))
-    assert np.array_equal(*results)
+        dqkv, dbias = poisoned(B, T, 3 * C), gpu(np.zeros(3 * C, np.float32))
+        fa.attention_backward(dqkv, dout, qkv, out, lse, NH, dbias=dbias, wgmma=wgmma)
+        results.append((bits(dqkv), bits(dbias)))
+    assert all(np.array_equal(a, b) for a, b in zip(*results))
 
 
 @pytest.mark.skipif(not fa.hopper(), reason="wgmma is sm_90a")
