@@ -7,9 +7,9 @@
 //             dinp += rstd * (g - mean(g) - n * mean(g * n))
 //             dbias += sum over rows of dout, dweight += sum over rows of dout * n
 // One warp per row; lane l handles the 8-channel chunks c = 8*l + 256*i (128-bit accesses).
-// Statistics and sums in fp32. dweight/dbias are deterministic: each block sums a fixed range of
-// rows into fp32 partials (one slot per block), and a second kernel adds the partials up in
-// block order.
+// Statistics and sums in fp32. dweight/dbias are deterministic: each block sums a fixed set of
+// rows into fp32 partials (one slot per block, warps added in warp order), and a second kernel
+// adds the partials up in block order.
 #include "common.cuh"
 
 #define LN_EPS 1e-5f
@@ -84,17 +84,136 @@ extern "C" __global__ void residual_layernorm_forward(bf16* residual, bf16* out,
     if (lane == 0) { mean[row] = stats.x; rstd[row] = stats.y; }
 }
 
-// Block b handles rows [b*rows_per_block, (b+1)*rows_per_block), warp w the rows w, w + warps, ...
-// of them: a first pass over the row for mean(g), mean(g * n), a second (dout, x re-read from
-// cache) for dx. Each lane accumulates dbias, dweight for its own channels in a private slice of
-// shared memory (not registers: C is not known at compile time), dynamic, warps * 2 * chunks *
-// 256 floats with chunks = ceil(C/256), laid out [warp][dbias|dweight][chunk][half][lane] in f128
-// so that a warp's accesses are conflict-free. At the end the block adds the warps' slices in warp
-// order into partials[b] = (dbias | dweight), each C floats.
-extern "C" __global__ void layernorm_backward(bf16* dinp, float* partials, const bf16* dout,
-                                              const bf16* inp, const bf16* weight,
-                                              const float* mean, const float* rstd, int N, int C,
-                                              int rows_per_block) {
+// An empty asm that the compiler must assume changes v: the backward's second pass over a row
+// then converts the packed bf16 again (a few ALU instructions) instead of keeping the first
+// pass's floats of dout, x and weight alive across the row sums (164 registers instead of 128
+// at 3 chunks).
+__device__ __forceinline__ void opaque(x128& v) {
+    unsigned* u = reinterpret_cast<unsigned*>(&v);
+    for (int k = 0; k < 4; k++) asm("" : "+r"(u[k]));
+}
+
+// Backward with the row in registers, for C <= 256 * CHUNKS (CHUNKS <= 3: C <= 768). Warp g of
+// the grid's G warps takes rows g, g + G, g + 2G, ... (the launcher sizes the grid to what the
+// GPU holds at once: one wave, no tail). Lane l holds chunks c = 8*l + 256*i of the row: its
+// dout, x and dinp are loaded together (9 128-bit streaming loads in flight a lane at C = 768),
+// both row sums (g, g*n) and then dx come from those registers, and dx is added to the dinp
+// already loaded: DRAM moves the minimum, 8 bytes an element, nothing is re-read. The weight's
+// chunks are loaded once. dbias, dweight of a lane's channels accumulate over its rows in fp32
+// registers (16 a chunk; 128 registers in all, so 16 warps an SM). At the end the block adds its
+// warps' sums in warp order through shared memory (dynamic, warps * 2C floats:
+// [warp][dbias | dweight][C]) into partials[blockIdx.x] = (dbias | dweight).
+// Against layernorm_backward_shared (dev/cuda/layernorm.py's version 2): no read-modify-write
+// of shared-memory accumulators per row (4 * chunks f128 a lane), no second read of dout and x,
+// dinp's load issued with the others rather than after the row sums. H200, B = 64, with the
+// partials' sum: 0.121-0.126 ms against 0.141-0.145 (3.2-3.3 against 2.8-2.9 TB/s).
+template <int CHUNKS>
+__device__ __forceinline__ void backward_rows(bf16* __restrict__ dinp, float* __restrict__ partials,
+                                              const bf16* __restrict__ dout,
+                                              const bf16* __restrict__ inp,
+                                              const bf16* __restrict__ weight,
+                                              const float* __restrict__ mean,
+                                              const float* __restrict__ rstd, int N, int C) {
+    extern __shared__ f128 warp_sums[];
+    int warps = blockDim.x / 32, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    x128 w[CHUNKS];
+    float db[CHUNKS][x128::size], dw[CHUNKS][x128::size];
+#pragma unroll
+    for (int i = 0; i < CHUNKS; i++) {
+        int c = lane * 8 + 256 * i;
+        if (c < C) w[i] = load128(weight + c);
+        for (int k = 0; k < x128::size; k++) { db[i][k] = 0.0f; dw[i][k] = 0.0f; }
+    }
+    for (int row = blockIdx.x * warps + warp; row < N; row += gridDim.x * warps) {
+        size_t offset = (size_t)row * C;
+        x128 d[CHUNKS], v[CHUNKS], r[CHUNKS];
+#pragma unroll
+        for (int i = 0; i < CHUNKS; i++) {
+            int c = lane * 8 + 256 * i;
+            if (c < C) {
+                d[i] = load128cs(dout + offset + c);
+                v[i] = load128cs(inp + offset + c);
+                r[i] = load128cs(dinp + offset + c);
+            }
+        }
+        float m = mean[row], s = rstd[row];
+        float sum_g = 0.0f, sum_gn = 0.0f;
+#pragma unroll
+        for (int i = 0; i < CHUNKS; i++) {
+            if (lane * 8 + 256 * i >= C) continue;
+            for (int k = 0; k < x128::size; k++) {
+                float dk = to_float(d[i][k]), n = (to_float(v[i][k]) - m) * s;
+                float g = dk * to_float(w[i][k]);
+                sum_g += g;
+                sum_gn += g * n;
+                db[i][k] += dk;
+                dw[i][k] += dk * n;
+            }
+        }
+        float mean_g = warp_sum(sum_g) / C, mean_gn = warp_sum(sum_gn) / C;
+#pragma unroll
+        for (int i = 0; i < CHUNKS; i++) { opaque(d[i]); opaque(v[i]); opaque(w[i]); }
+#pragma unroll
+        for (int i = 0; i < CHUNKS; i++) {
+            int c = lane * 8 + 256 * i;
+            if (c >= C) continue;
+            for (int k = 0; k < x128::size; k++) {
+                float n = (to_float(v[i][k]) - m) * s, g = to_float(d[i][k]) * to_float(w[i][k]);
+                r[i][k] = to_bf16(to_float(r[i][k]) + s * (g - mean_g - n * mean_gn));
+            }
+            store128cs(dinp + offset + c, r[i]);
+        }
+    }
+    f128* mine = warp_sums + warp * (C / 2);   // 2C floats: dbias, then dweight
+#pragma unroll
+    for (int i = 0; i < CHUNKS; i++) {
+        int c = lane * 8 + 256 * i;
+        if (c >= C) continue;
+        for (int h = 0; h < 2; h++) {
+            f128 b, u;
+            for (int k = 0; k < f128::size; k++) {
+                b[k] = db[i][h * f128::size + k];
+                u[k] = dw[i][h * f128::size + k];
+            }
+            mine[c / 4 + h] = b;
+            mine[(C + c) / 4 + h] = u;
+        }
+    }
+    __syncthreads();
+    f128* out = reinterpret_cast<f128*>(partials + (size_t)blockIdx.x * 2 * C);
+    for (int q = threadIdx.x; q < C / 2; q += blockDim.x) {
+        f128 sum = warp_sums[q];
+        for (int j = 1; j < warps; j++) {
+            f128 a = warp_sums[j * (C / 2) + q];
+            for (int k = 0; k < f128::size; k++) sum[k] += a[k];
+        }
+        out[q] = sum;
+    }
+}
+
+// At most 512 threads a block (llmpy/cuda/layernorm.py's BACKWARD_THREADS): 65536 registers /
+// 512 threads caps the kernel at 128 registers, which it needs without spilling.
+extern "C" __global__ void __launch_bounds__(512)
+layernorm_backward(bf16* dinp, float* partials, const bf16* dout, const bf16* inp,
+                   const bf16* weight, const float* mean, const float* rstd, int N, int C) {
+    if (C <= 256) backward_rows<1>(dinp, partials, dout, inp, weight, mean, rstd, N, C);
+    else if (C <= 512) backward_rows<2>(dinp, partials, dout, inp, weight, mean, rstd, N, C);
+    else backward_rows<3>(dinp, partials, dout, inp, weight, mean, rstd, N, C);
+}
+
+// Backward for any C (the launcher's choice for C > 768). Block b handles rows
+// [b*rows_per_block, (b+1)*rows_per_block), warp w the rows w, w + warps, ... of them: a first
+// pass over the row for mean(g), mean(g * n), a second (dout, x re-read from cache) for dx. Each
+// lane accumulates dbias, dweight for its own channels in a private slice of shared memory (not
+// registers: C is not known at compile time), dynamic, warps * 2 * chunks * 256 floats with
+// chunks = ceil(C/256), laid out [warp][dbias|dweight][chunk][half][lane] in f128 so that a
+// warp's accesses are conflict-free. At the end the block adds the warps' slices in warp order
+// into partials[b] = (dbias | dweight), each C floats.
+extern "C" __global__ void layernorm_backward_shared(bf16* dinp, float* partials,
+                                                     const bf16* dout, const bf16* inp,
+                                                     const bf16* weight, const float* mean,
+                                                     const float* rstd, int N, int C,
+                                                     int rows_per_block) {
     extern __shared__ f128 acc_shared[];
     int warps = blockDim.x / 32, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     int chunks = (C + 255) / 256;

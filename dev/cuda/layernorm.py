@@ -4,10 +4,16 @@ python dev/cuda/layernorm.py [version...]
   1  forward: one warp per row; mean, then the variance of x - mean (no cancellation), the
      row re-read from L1                                                   kernels/layernorm.cu
   2  backward: one warp per row; dweight/dbias as per-block fp32 partials, summed in block
-     order by a second kernel (deterministic)                              kernels/layernorm.cu
+     order by a second kernel (deterministic); each lane's dweight/dbias sums in shared memory
+     (layernorm_backward_shared, now llmpy's backward for C > 768)       kernels/layernorm.cu
   3  residual add fused into the forward: residual = a + b, then version 1 on it, the warp's
      row kept in shared memory: a and b read once, 8 bytes moved per element against 10 for
      residual_forward then version 1 (timed too, as "1+res")             kernels/layernorm.cu
+  4  (llmpy's for C <= 768) backward with the row in registers: dout, x, dinp loaded once and
+     together, dweight/dbias summed in fp32 registers, one wave of 16 warps an SM: faster than
+     2 by moving each byte once and no shared-memory traffic per row     kernels/layernorm.cu
+  5  version 4 with each warp's rows streamed through a two-stage cp.async pipeline in shared
+     memory (the next row in flight while the warp computes): not faster dev/cuda/layernorm_v5.cu
 
 GB/s counts the bytes each op must move: forward reads x and writes out (+ mean, rstd);
 backward reads dout, x and dinp and writes dinp (+ mean, rstd); the fused forward reads a, b
@@ -15,11 +21,12 @@ and writes residual, out (+ mean, rstd).
 """
 import cupy as cp
 import numpy as np
-from common import (bf16, gpu, host, poisoned, print_table, randn, rel_error, selected_versions,
-                    time_ms)
+from common import (DEV_DIR, bf16, gpu, host, poisoned, print_table, randn, rel_error,
+                    selected_versions, time_ms)
 
 from llmpy import cpu
 from llmpy.cuda import elementwise, layernorm
+from llmpy.cuda.runtime import ceil_div, launch, workspace
 
 C = 768
 TOL = 1e-2   # bf16 outputs: 8-bit significand, rounding error <= 2^-8 = 4e-3 of a value
@@ -91,10 +98,28 @@ def unfused(residual, out, mean, rstd, a, b, weight, bias, block_size):
     layernorm.layernorm_forward(out, mean, rstd, residual, weight, bias, block_size=block_size)
 
 
+def backward_v5(dinp, dweight, dbias, dout, inp, weight, mean, rstd, block_size=128):
+    """Version 5 (C <= 768), launched as llmpy launches version 4."""
+    C = weight.size
+    N, warps = inp.size // C, block_size // 32
+    blocks = min(layernorm._sm_count(cp.cuda.Device().id) * (512 // block_size),
+                 ceil_div(N, warps))
+    partials = workspace("layernorm_partials", blocks * 2 * C, np.float32)
+    launch(DEV_DIR / "layernorm_v5.cu", "layernorm_backward", blocks, block_size,
+           dinp, partials, dout, inp, weight, mean, rstd, N, C,
+           shared_mem=warps * 2 * (6 * C + 16))   # two stages of stage_bytes(C) a warp
+    launch("layernorm", "layernorm_backward_params", ceil_div(2 * C, 32), (32, 32),
+           dweight, dbias, partials, blocks, C)
+
+
 # version: (op, function, check)
 VERSIONS = {1: ("forward", layernorm.layernorm_forward, check_forward),
-            2: ("backward", layernorm.layernorm_backward, check_backward),
-            3: ("residual+forward", layernorm.residual_layernorm_forward, check_residual_forward)}
+            2: ("backward", layernorm.layernorm_backward_shared, check_backward),
+            3: ("residual+forward", layernorm.residual_layernorm_forward, check_residual_forward),
+            4: ("backward", layernorm.layernorm_backward, check_backward),
+            5: ("backward", backward_v5, check_backward)}
+# block sizes timed; versions 4 and 5 take at most 512 threads a block (their launch bound)
+BLOCKS = {4: (64, 128, 256, 512), 5: (64, 128, 256, 512)}
 
 
 def main():
@@ -123,7 +148,7 @@ def main():
             residual, mean, rstd = residual_all[:B], mean_all[:B], rstd_all[:B]
             N = B * T
             nbytes = (2 if op == "forward" else 4) * N * C * 2 + N * 8
-            for block in (64, 128, 256, 512, 1024):
+            for block in BLOCKS.get(v, (64, 128, 256, 512, 1024)):
                 if op == "forward":
                     ms = time_ms(lambda: fn(out, mean, rstd, x, w, b, block_size=block))
                 elif op == "backward":

@@ -39,7 +39,7 @@ def statistics(x):
     return mean.astype(np.float32), rstd.astype(np.float32)
 
 
-def backward_case(rng, shape):
+def backward_case(rng, shape, **options):
     """(reference outputs, GPU outputs) of one backward from random prefills."""
     x, w, _ = inputs(rng, shape)
     mean, rstd = statistics(x)
@@ -54,13 +54,16 @@ def backward_case(rng, shape):
     cpu.layernorm_backward(*ref, dout, x, w, mean, rstd)
     ours = [gpu(dinp), gpu(dw), gpu(db)]
     layernorm.layernorm_backward(*ours, gpu(dout), gpu(x), gpu(w), cp.asarray(mean),
-                                 cp.asarray(rstd))
+                                 cp.asarray(rstd), **options)
     return ref, ours
 
 
-# C = 1600 (GPT-2 1.5B): the last 256-channel chunk is partial, and the backward needs more
-# than the default 48 KiB of dynamic shared memory
-SHAPES = [(2, 64, 64), (4, 128, 768), (3, 1001, 768), (2, 64, 1600), (8, 1024, 768),
+# The backward keeps the row in registers for C <= 768 (64, 72, 520, 768 here: 72 and 520 leave
+# lanes of the last 256-channel chunk idle; N = 35, 999, 3003 rows are not multiples of the
+# grid's warps) and takes layernorm_backward_shared above (1024, and 1600 = GPT-2 1.5B: the last
+# chunk is partial, and it needs more than the default 48 KiB of dynamic shared memory)
+SHAPES = [(2, 64, 64), (5, 7, 72), (4, 128, 768), (3, 1001, 768), (3, 333, 520), (2, 64, 1600),
+          (1, 300, 1024), (8, 1024, 768),
           (2, 3, 5, 128)]   # any leading shape, e.g. (L, B, T, C): rows are the leading axes
 
 
@@ -87,12 +90,22 @@ def test_layernorm_backward_matches_cpu_accumulating(rng, shape):
     assert_close(host(db), ref_db, TOL, "dbias")
 
 
-def test_layernorm_backward_is_deterministic(rng):
-    shape = (8, 1024, 768)
+@pytest.mark.parametrize("block_size", [32, 64, 256, 512])   # the default is 128
+def test_layernorm_backward_block_sizes(rng, block_size):
+    (ref_dinp, ref_dw, ref_db), (dinp, dw, db) = backward_case(rng, (3, 1001, 768),
+                                                               block_size=block_size)
+    assert_close(host(dinp), ref_dinp, TOL, "dinp")
+    assert_close(host(dw), ref_dw, TOL, "dweight")
+    assert_close(host(db), ref_db, TOL, "dbias")
+
+
+@pytest.mark.parametrize("shape", [(8, 1024, 768), (2, 512, 1600)])   # both kernels
+def test_layernorm_backward_is_deterministic(rng, shape):
     x, w, _ = inputs(rng, shape)
     mean, rstd = (cp.asarray(s) for s in statistics(x))
     x, w, dout = gpu(x), gpu(w), gpu(randn(rng, *shape))
-    start = [gpu(randn(rng, *shape)), gpu(randn(rng, 768)), gpu(randn(rng, 768))]
+    C = shape[-1]
+    start = [gpu(randn(rng, *shape)), gpu(randn(rng, C)), gpu(randn(rng, C))]
     results = []
     for _ in range(2):
         grads = [a.copy() for a in start]
