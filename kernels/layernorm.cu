@@ -107,7 +107,7 @@ __device__ __forceinline__ void opaque(x128& v) {
 // of shared-memory accumulators per row (4 * chunks f128 a lane), no second read of dout and x,
 // dinp's load issued with the others rather than after the row sums. H200, B = 64, with the
 // partials' sum: 0.121-0.126 ms against 0.141-0.145 (3.2-3.3 against 2.8-2.9 TB/s).
-template <int CHUNKS>
+template <int CHUNKS, bool DINP_SUMS>
 __device__ __forceinline__ void backward_rows(bf16* __restrict__ dinp, float* __restrict__ partials,
                                               const bf16* __restrict__ dout,
                                               const bf16* __restrict__ inp,
@@ -117,12 +117,16 @@ __device__ __forceinline__ void backward_rows(bf16* __restrict__ dinp, float* __
     extern __shared__ f128 warp_sums[];
     int warps = blockDim.x / 32, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     x128 w[CHUNKS];
-    float db[CHUNKS][x128::size], dw[CHUNKS][x128::size];
+    float db[CHUNKS][x128::size], dw[CHUNKS][x128::size], dx[DINP_SUMS ? CHUNKS : 1][x128::size];
 #pragma unroll
     for (int i = 0; i < CHUNKS; i++) {
         int c = lane * 8 + 256 * i;
         if (c < C) w[i] = load128(weight + c);
-        for (int k = 0; k < x128::size; k++) { db[i][k] = 0.0f; dw[i][k] = 0.0f; }
+        for (int k = 0; k < x128::size; k++) {
+            db[i][k] = 0.0f;
+            dw[i][k] = 0.0f;
+            if (DINP_SUMS) dx[i][k] = 0.0f;
+        }
     }
     for (int row = blockIdx.x * warps + warp; row < N; row += gridDim.x * warps) {
         size_t offset = (size_t)row * C;
@@ -160,31 +164,35 @@ __device__ __forceinline__ void backward_rows(bf16* __restrict__ dinp, float* __
             for (int k = 0; k < x128::size; k++) {
                 float n = (to_float(v[i][k]) - m) * s, g = to_float(d[i][k]) * to_float(w[i][k]);
                 r[i][k] = to_bf16(to_float(r[i][k]) + s * (g - mean_g - n * mean_gn));
+                if (DINP_SUMS) dx[i][k] += to_float(r[i][k]);
             }
             store128cs(dinp + offset + c, r[i]);
         }
     }
-    f128* mine = warp_sums + warp * (C / 2);   // 2C floats: dbias, then dweight
+    constexpr int PARTS = DINP_SUMS ? 3 : 2;
+    f128* mine = warp_sums + warp * (PARTS * C / 4);   // dbias, dweight (, dinp's sums): C each
 #pragma unroll
     for (int i = 0; i < CHUNKS; i++) {
         int c = lane * 8 + 256 * i;
         if (c >= C) continue;
         for (int h = 0; h < 2; h++) {
-            f128 b, u;
+            f128 b, u, x;
             for (int k = 0; k < f128::size; k++) {
                 b[k] = db[i][h * f128::size + k];
                 u[k] = dw[i][h * f128::size + k];
+                if (DINP_SUMS) x[k] = dx[i][h * f128::size + k];
             }
             mine[c / 4 + h] = b;
             mine[(C + c) / 4 + h] = u;
+            if (DINP_SUMS) mine[(2 * C + c) / 4 + h] = x;
         }
     }
     __syncthreads();
-    f128* out = reinterpret_cast<f128*>(partials + (size_t)blockIdx.x * 2 * C);
-    for (int q = threadIdx.x; q < C / 2; q += blockDim.x) {
+    f128* out = reinterpret_cast<f128*>(partials + (size_t)blockIdx.x * PARTS * C);
+    for (int q = threadIdx.x; q < PARTS * C / 4; q += blockDim.x) {
         f128 sum = warp_sums[q];
         for (int j = 1; j < warps; j++) {
-            f128 a = warp_sums[j * (C / 2) + q];
+            f128 a = warp_sums[j * (PARTS * C / 4) + q];
             for (int k = 0; k < f128::size; k++) sum[k] += a[k];
         }
         out[q] = sum;
@@ -196,9 +204,22 @@ __device__ __forceinline__ void backward_rows(bf16* __restrict__ dinp, float* __
 extern "C" __global__ void __launch_bounds__(512)
 layernorm_backward(bf16* dinp, float* partials, const bf16* dout, const bf16* inp,
                    const bf16* weight, const float* mean, const float* rstd, int N, int C) {
-    if (C <= 256) backward_rows<1>(dinp, partials, dout, inp, weight, mean, rstd, N, C);
-    else if (C <= 512) backward_rows<2>(dinp, partials, dout, inp, weight, mean, rstd, N, C);
-    else backward_rows<3>(dinp, partials, dout, inp, weight, mean, rstd, N, C);
+    if (C <= 256) backward_rows<1, false>(dinp, partials, dout, inp, weight, mean, rstd, N, C);
+    else if (C <= 512) backward_rows<2, false>(dinp, partials, dout, inp, weight, mean, rstd, N, C);
+    else backward_rows<3, false>(dinp, partials, dout, inp, weight, mean, rstd, N, C);
+}
+
+// layernorm_backward that also sums the columns of dinp as it stores them (after the +=, bf16),
+// into a third part of each block's partials: in the model, dinp is the residual stream's
+// gradient, the dout of the next attention or MLP projection backward, whose bias gradient these
+// sums are; that saves the projection a pass over dinp. 8 more fp32 accumulators a chunk (~152
+// registers): at most 384 threads a block (BACKWARD_SUMS_THREADS in the launcher).
+extern "C" __global__ void __launch_bounds__(384)
+layernorm_backward_sums(bf16* dinp, float* partials, const bf16* dout, const bf16* inp,
+                        const bf16* weight, const float* mean, const float* rstd, int N, int C) {
+    if (C <= 256) backward_rows<1, true>(dinp, partials, dout, inp, weight, mean, rstd, N, C);
+    else if (C <= 512) backward_rows<2, true>(dinp, partials, dout, inp, weight, mean, rstd, N, C);
+    else backward_rows<3, true>(dinp, partials, dout, inp, weight, mean, rstd, N, C);
 }
 
 // Backward for any C (the launcher's choice for C > 768). Block b handles rows
@@ -272,21 +293,22 @@ extern "C" __global__ void layernorm_backward_shared(bf16* dinp, float* partials
     }
 }
 
-// partials (blocks, 2C) -> dbias += column sums of the first C, dweight += of the last C.
-// blockDim (32, 32): x runs along the columns, y over the blocks (y, y + 32, ...); the 32 per-y
-// sums are then added in y order.
-extern "C" __global__ void layernorm_backward_params(bf16* dweight, bf16* dbias,
-                                                     const float* partials, int blocks, int C) {
+// partials (blocks, parts * C) -> dbias += column sums of the first C, dweight += of the next C,
+// and with parts = 3 dsums += of the last C. blockDim (32, 32): x runs along the columns, y over
+// the blocks (y, y + 32, ...); the 32 per-y sums are then added in y order.
+extern "C" __global__ void layernorm_backward_params(bf16* dweight, bf16* dbias, bf16* dsums,
+                                                     const float* partials, int blocks, int C,
+                                                     int parts) {
     __shared__ float sums[32][33];
     int j = blockIdx.x * 32 + threadIdx.x;
     float sum = 0.0f;
-    if (j < 2 * C) {
-        for (int b = threadIdx.y; b < blocks; b += 32) sum += partials[(size_t)b * 2 * C + j];
+    if (j < parts * C) {
+        for (int b = threadIdx.y; b < blocks; b += 32) sum += partials[(size_t)b * parts * C + j];
     }
     sums[threadIdx.y][threadIdx.x] = sum;
     __syncthreads();
-    if (threadIdx.y != 0 || j >= 2 * C) return;
+    if (threadIdx.y != 0 || j >= parts * C) return;
     for (int y = 1; y < 32; y++) sum += sums[y][threadIdx.x];
-    bf16* p = j < C ? dbias + j : dweight + (j - C);
+    bf16* p = j < C ? dbias + j : j < 2 * C ? dweight + (j - C) : dsums + (j - 2 * C);
     *p = to_bf16(to_float(*p) + sum);
 }

@@ -72,10 +72,12 @@ def layernorm_forward(out, mean, rstd, inp, weight, bias):
     out += bias
 
 
-def layernorm_backward(dinp, dweight, dbias, dout, inp, weight, mean, rstd):
+def layernorm_backward(dinp, dweight, dbias, dout, inp, weight, mean, rstd, dinp_sums=None):
     """dinp accumulates (+=): the residual stream's gradient flows through it.
     With n = (x - mean) * rstd and g = dout * w:
-    dx = rstd * (g - mean(g) - n * mean(g * n))."""
+    dx = rstd * (g - mean(g) - n * mean(g * n)).
+    dinp_sums (C), where given, += the column sums of dinp after the +=: the bias gradient of
+    the projection that dinp is the output gradient of (the GPU's kernel takes it on the way)."""
     norm = (inp - mean[..., None]) * rstd[..., None]
     dbias += dout.sum(axis=tuple(range(dout.ndim - 1)))
     dweight += (dout * norm).sum(axis=tuple(range(dout.ndim - 1)))
@@ -83,6 +85,8 @@ def layernorm_backward(dinp, dweight, dbias, dout, inp, weight, mean, rstd):
     dx = g - g.mean(axis=-1, keepdims=True) - norm * (g * norm).mean(axis=-1, keepdims=True)
     dx *= rstd[..., None]
     dinp += dx
+    if dinp_sums is not None:
+        dinp_sums += dinp.sum(axis=tuple(range(dinp.ndim - 1)))
 
 
 # ----------------------------------------------------------------------------------------------

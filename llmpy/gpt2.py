@@ -258,11 +258,15 @@ class GPT2:
         dresidual, dbtc, dbt4c = a["dresidual"], a["dbtc"], a["dbt4c"]
         dqkv = dbt4c.reshape(-1)[:b * t * 3 * cfg.channels].reshape(b, t, 3 * cfg.channels)
 
+        L = cfg.num_layers
         ops.matmul_backward(dbtc, g["wte"], None, a["logits"], a["lnf"], p["wte"])
         dresidual.fill(0)
-        last = a["residual3"][cfg.num_layers - 1]
-        ops.layernorm_backward(dresidual, g["lnfw"], g["lnfb"], dbtc, last, p["lnfw"],
-                               a["lnf_mean"], a["lnf_rstd"])
+        # The projections' bias gradients are the column sums of dresidual, their dout: each
+        # layernorm backward that updates dresidual sums its columns on the way (dinp_sums)
+        # for the projection below it, which then makes no pass of its own
+        ops.layernorm_backward(dresidual, g["lnfw"], g["lnfb"], dbtc, a["residual3"][L - 1],
+                               p["lnfw"], a["lnf_mean"], a["lnf_rstd"],
+                               dinp_sums=g["fcprojb"][L - 1])
         for l in reversed(range(cfg.num_layers)):
             residual = a["encoded"] if l == 0 else a["residual3"][l - 1]
             ln1, ln2, fch_gelu = (self._layer(a, n, l) for n in ("ln1", "ln2", "fch_gelu"))
@@ -273,15 +277,15 @@ class GPT2:
                 ops.gelu_forward(fch_gelu, a["fch"][l])
             # MLP branch: residual3 = residual2 + fcproj(gelu(fc(ln2(residual2))))
             # dbt4c gets the gradient of fch, the GELU's input (GELU's backward is fused in)
-            ops.matmul_backward(dbt4c, g["fcprojw"][l], g["fcprojb"][l], dresidual,
-                                fch_gelu, p["fcprojw"][l], pre_gelu=a["fch"][l])
+            ops.matmul_backward(dbt4c, g["fcprojw"][l], None, dresidual, fch_gelu,
+                                p["fcprojw"][l], pre_gelu=a["fch"][l])
             ops.matmul_backward(dbtc, g["fcw"][l], g["fcb"][l], dbt4c, ln2, p["fcw"][l])
             ops.layernorm_backward(dresidual, g["ln2w"][l], g["ln2b"][l], dbtc,
                                    a["residual2"][l], p["ln2w"][l], a["ln2_mean"][l],
-                                   a["ln2_rstd"][l])
+                                   a["ln2_rstd"][l], dinp_sums=g["attprojb"][l])
             # attention branch: residual2 = residual + attproj(attention(qkv(ln1(residual))))
-            ops.matmul_backward(dbtc, g["attprojw"][l], g["attprojb"][l], dresidual,
-                                a["atty"][l], p["attprojw"][l])
+            ops.matmul_backward(dbtc, g["attprojw"][l], None, dresidual, a["atty"][l],
+                                p["attprojw"][l])
             # qkvb's gradient, the column sums of dqkv, is taken by the attention backward as
             # it writes dqkv, not by a pass over dqkv in the qkv matmul's backward
             ops.attention_backward(dqkv, dbtc, a["qkv"][l], a["atty"][l], a["att"][l], NH,
@@ -291,7 +295,8 @@ class GPT2:
                                       p["ln1w"][l], p["ln1b"][l])
             ops.matmul_backward(dbtc, g["qkvw"][l], None, dqkv, ln1, p["qkvw"][l])
             ops.layernorm_backward(dresidual, g["ln1w"][l], g["ln1b"][l], dbtc, residual,
-                                   p["ln1w"][l], a["ln1_mean"][l], a["ln1_rstd"][l])
+                                   p["ln1w"][l], a["ln1_mean"][l], a["ln1_rstd"][l],
+                                   dinp_sums=g["fcprojb"][l - 1] if l > 0 else None)
 
     def forward_backward(self, inputs, targets, loss_scale=1.0):
         """forward(inputs, targets, loss_scale), then backward(). Where the backend has CUDA

@@ -14,6 +14,9 @@ python dev/cuda/layernorm.py [version...]
      2 by moving each byte once and no shared-memory traffic per row     kernels/layernorm.cu
   5  version 4 with each warp's rows streamed through a two-stage cp.async pipeline in shared
      memory (the next row in flight while the warp computes): not faster dev/cuda/layernorm_v5.cu
+  6  (llmpy's in the model) version 4 also summing the columns of dinp as it stores them: the
+     bias gradient of the projection that dinp feeds, without that projection's own pass over
+     dinp (~152 registers: 12 warps an SM)                               kernels/layernorm.cu
 
 GB/s counts the bytes each op must move: forward reads x and writes out (+ mean, rstd);
 backward reads dout, x and dinp and writes dinp (+ mean, rstd); the fused forward reads a, b
@@ -29,6 +32,7 @@ from llmpy.cuda import elementwise, layernorm
 from llmpy.cuda.runtime import ceil_div, launch, workspace
 
 C = 768
+NULL = np.uint64(0)   # a null device pointer
 TOL = 1e-2   # bf16 outputs: 8-bit significand, rounding error <= 2^-8 = 4e-3 of a value
 
 
@@ -109,7 +113,15 @@ def backward_v5(dinp, dweight, dbias, dout, inp, weight, mean, rstd, block_size=
            dinp, partials, dout, inp, weight, mean, rstd, N, C,
            shared_mem=warps * 2 * (6 * C + 16))   # two stages of stage_bytes(C) a warp
     launch("layernorm", "layernorm_backward_params", ceil_div(2 * C, 32), (32, 32),
-           dweight, dbias, partials, blocks, C)
+           dweight, dbias, NULL, partials, blocks, C, 2)
+
+
+def backward_v6(dinp, dweight, dbias, dout, inp, weight, mean, rstd, block_size=None):
+    """Version 6: version 4 also summing the columns of dinp (here into a scratch vector; in the
+    model, the next projection's bias gradient)."""
+    sums = workspace("dev_layernorm_dinp_sums", weight.size, bf16)
+    layernorm.layernorm_backward(dinp, dweight, dbias, dout, inp, weight, mean, rstd,
+                                 dinp_sums=sums, block_size=block_size)
 
 
 # version: (op, function, check)
@@ -117,9 +129,10 @@ VERSIONS = {1: ("forward", layernorm.layernorm_forward, check_forward),
             2: ("backward", layernorm.layernorm_backward_shared, check_backward),
             3: ("residual+forward", layernorm.residual_layernorm_forward, check_residual_forward),
             4: ("backward", layernorm.layernorm_backward, check_backward),
-            5: ("backward", backward_v5, check_backward)}
-# block sizes timed; versions 4 and 5 take at most 512 threads a block (their launch bound)
-BLOCKS = {4: (64, 128, 256, 512), 5: (64, 128, 256, 512)}
+            5: ("backward", backward_v5, check_backward),
+            6: ("backward", backward_v6, check_backward)}
+# block sizes timed; versions 4 and 5 take at most 512 threads a block, 6 384 (launch bounds)
+BLOCKS = {4: (64, 128, 256, 512), 5: (64, 128, 256, 512), 6: (64, 128, 384)}
 
 
 def main():

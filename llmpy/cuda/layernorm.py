@@ -4,6 +4,7 @@ import functools
 import cupy as cp
 import numpy as np
 
+from llmpy.cuda.matmul import bias_backward
 from llmpy.cuda.runtime import ceil_div, launch, workspace
 
 FORWARD_BLOCK = 256
@@ -13,6 +14,9 @@ FORWARD_BLOCK = 256
 # 128-512 threads time within ~1% of each other on the H200 (dev/cuda/layernorm.py version 4)
 BACKWARD_BLOCK = 256
 BACKWARD_THREADS = 512
+# layernorm_backward_sums (dinp's column sums too): ~152 registers, so at most 384 threads an SM,
+# in blocks of 128
+SUMS_BLOCK, SUMS_THREADS = 128, 384
 ROWS_IN_REGISTERS_C = 768
 # backward for larger C (layernorm_backward_shared): at most this many blocks, each over a fixed
 # range of rows
@@ -48,24 +52,29 @@ def residual_layernorm_forward(residual, out, mean, rstd, a, b, weight, bias,
            residual, out, mean, rstd, a, b, weight, bias, N, C, shared_mem=shared)
 
 
-def layernorm_backward(dinp, dweight, dbias, dout, inp, weight, mean, rstd,
-                       block_size=BACKWARD_BLOCK):
-    """dinp, dweight, dbias accumulate (+=). dweight and dbias are deterministic: sums of
-    per-block partials in a fixed order, which depends on N, C, the block size and the GPU's
-    number of SMs."""
+def layernorm_backward(dinp, dweight, dbias, dout, inp, weight, mean, rstd, dinp_sums=None,
+                       block_size=None):
+    """dinp, dweight, dbias accumulate (+=); dinp_sums (C), where given, += the column sums of
+    dinp as stored after the += (in the model: the next projection's bias gradient, taken here
+    instead of by a pass of its own over dinp). The sums are deterministic: per-block partials
+    added in a fixed order, which depends on N, C, the block size and the GPU's number of SMs."""
     N, C = _rows(inp, weight)
     if C > ROWS_IN_REGISTERS_C:
         layernorm_backward_shared(dinp, dweight, dbias, dout, inp, weight, mean, rstd)
+        if dinp_sums is not None:
+            bias_backward(dinp_sums, dinp)
         return
-    assert block_size % 32 == 0 and block_size <= BACKWARD_THREADS
-    warps = block_size // 32
-    per_sm = BACKWARD_THREADS // block_size
-    blocks = min(_sm_count(cp.cuda.Device().id) * per_sm, ceil_div(N, warps))
-    partials = workspace("layernorm_partials", blocks * 2 * C, np.float32)
-    launch("layernorm", "layernorm_backward", blocks, block_size,
-           dinp, partials, dout, inp, weight, mean, rstd, N, C,
-           shared_mem=warps * 2 * C * 4)    # each warp's dbias, dweight sums, fp32
-    _sum_partials(dweight, dbias, partials, blocks, C)
+    sums = dinp_sums is not None
+    name, threads = ("layernorm_backward_sums", SUMS_THREADS) if sums else \
+        ("layernorm_backward", BACKWARD_THREADS)
+    block_size = block_size or (SUMS_BLOCK if sums else BACKWARD_BLOCK)
+    assert block_size % 32 == 0 and block_size <= threads
+    warps, parts = block_size // 32, 3 if sums else 2
+    blocks = min(_sm_count(cp.cuda.Device().id) * (threads // block_size), ceil_div(N, warps))
+    partials = workspace("layernorm_partials", blocks * parts * C, np.float32)
+    launch("layernorm", name, blocks, block_size, dinp, partials, dout, inp, weight, mean, rstd,
+           N, C, shared_mem=warps * parts * C * 4)    # each warp's sums, fp32
+    _sum_partials(dweight, dbias, dinp_sums, partials, blocks, C)
 
 
 def layernorm_backward_shared(dinp, dweight, dbias, dout, inp, weight, mean, rstd,
@@ -81,11 +90,13 @@ def layernorm_backward_shared(dinp, dweight, dbias, dout, inp, weight, mean, rst
     launch("layernorm", "layernorm_backward_shared", blocks, block_size,
            dinp, partials, dout, inp, weight, mean, rstd, N, C, rows_per_block,
            shared_mem=shared)
-    _sum_partials(dweight, dbias, partials, blocks, C)
+    _sum_partials(dweight, dbias, None, partials, blocks, C)
 
 
-def _sum_partials(dweight, dbias, partials, blocks, C):
-    """dbias += the column sums of partials (blocks, 2C)'s first C columns, dweight += of the
-    last C, in block order."""
-    launch("layernorm", "layernorm_backward_params", ceil_div(2 * C, 32), (32, 32),
-           dweight, dbias, partials, blocks, C)
+def _sum_partials(dweight, dbias, dinp_sums, partials, blocks, C):
+    """dbias += the column sums of partials (blocks, 2C or 3C)'s first C columns, dweight += of
+    the next C, dinp_sums (where given) += of the last C; in block order."""
+    parts = 2 if dinp_sums is None else 3
+    launch("layernorm", "layernorm_backward_params", ceil_div(parts * C, 32), (32, 32),
+           dweight, dbias, np.uint64(0) if dinp_sums is None else dinp_sums, partials, blocks, C,
+           parts)

@@ -115,6 +115,20 @@ def test_layernorm_backward_is_deterministic(rng, shape):
         assert np.array_equal(a, b), f"{name} differs between runs"
 
 
+# 72, 768: layernorm_backward_sums; 1024: layernorm_backward_shared, then matmul's bias_backward
+@pytest.mark.parametrize("shape", [(5, 7, 72), (3, 1001, 768), (1, 300, 1024)])
+def test_layernorm_backward_sums_the_columns_of_dinp_as_stored(rng, shape):
+    C, N = shape[-1], np.prod(shape[:-1])
+    sums0 = randn(rng, C, scale=np.sqrt(N))
+    sums = gpu(sums0)
+    (ref_dinp, ref_dw, ref_db), (dinp, dw, db) = backward_case(rng, shape, dinp_sums=sums)
+    assert_close(host(dinp), ref_dinp, TOL, "dinp")
+    assert_close(host(dw), ref_dw, TOL, "dweight")
+    assert_close(host(db), ref_db, TOL, "dbias")
+    # fp32 sums of the stored bf16 values (only their order differs), rounded into bf16 sums
+    assert_close(host(sums), sums0 + host(dinp).reshape(-1, C).sum(0), TOL, "dinp_sums")
+
+
 # C = 3200: the fused kernel's rows of the residual need more than the default 48 KiB of shared
 # memory at 8 warps a block
 FUSED_SHAPES = [(4, 128, 768), (3, 1001, 768), (2, 64, 1600), (2, 3, 5, 128), (1, 40, 3200)]
