@@ -199,27 +199,34 @@ __device__ __forceinline__ void backward_rows(bf16* __restrict__ dinp, float* __
     }
 }
 
+// backward_rows with the fewest chunks that hold the row (C <= 768)
+template <bool DINP_SUMS>
+__device__ __forceinline__ void backward_rows_of(bf16* dinp, float* partials, const bf16* dout,
+                                                 const bf16* inp, const bf16* weight,
+                                                 const float* mean, const float* rstd, int N,
+                                                 int C) {
+    if (C <= 256) backward_rows<1, DINP_SUMS>(dinp, partials, dout, inp, weight, mean, rstd, N, C);
+    else if (C <= 512) backward_rows<2, DINP_SUMS>(dinp, partials, dout, inp, weight, mean, rstd, N, C);
+    else backward_rows<3, DINP_SUMS>(dinp, partials, dout, inp, weight, mean, rstd, N, C);
+}
+
 // At most 512 threads a block (llmpy/cuda/layernorm.py's BACKWARD_THREADS): 65536 registers /
 // 512 threads caps the kernel at 128 registers, which it needs without spilling.
 extern "C" __global__ void __launch_bounds__(512)
 layernorm_backward(bf16* dinp, float* partials, const bf16* dout, const bf16* inp,
                    const bf16* weight, const float* mean, const float* rstd, int N, int C) {
-    if (C <= 256) backward_rows<1, false>(dinp, partials, dout, inp, weight, mean, rstd, N, C);
-    else if (C <= 512) backward_rows<2, false>(dinp, partials, dout, inp, weight, mean, rstd, N, C);
-    else backward_rows<3, false>(dinp, partials, dout, inp, weight, mean, rstd, N, C);
+    backward_rows_of<false>(dinp, partials, dout, inp, weight, mean, rstd, N, C);
 }
 
 // layernorm_backward that also sums the columns of dinp as it stores them (after the +=, bf16),
 // into a third part of each block's partials: in the model, dinp is the residual stream's
 // gradient, the dout of the next attention or MLP projection backward, whose bias gradient these
-// sums are; that saves the projection a pass over dinp. 8 more fp32 accumulators a chunk (~152
-// registers): at most 384 threads a block (BACKWARD_SUMS_THREADS in the launcher).
+// sums are; that saves the projection a pass over dinp. 8 more fp32 accumulators a chunk (154
+// registers under nvcc): at most 384 threads a block (SUMS_THREADS in the launcher).
 extern "C" __global__ void __launch_bounds__(384)
 layernorm_backward_sums(bf16* dinp, float* partials, const bf16* dout, const bf16* inp,
                         const bf16* weight, const float* mean, const float* rstd, int N, int C) {
-    if (C <= 256) backward_rows<1, true>(dinp, partials, dout, inp, weight, mean, rstd, N, C);
-    else if (C <= 512) backward_rows<2, true>(dinp, partials, dout, inp, weight, mean, rstd, N, C);
-    else backward_rows<3, true>(dinp, partials, dout, inp, weight, mean, rstd, N, C);
+    backward_rows_of<true>(dinp, partials, dout, inp, weight, mean, rstd, N, C);
 }
 
 // Backward for any C (the launcher's choice for C > 768). Block b handles rows

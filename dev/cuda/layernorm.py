@@ -16,7 +16,7 @@ python dev/cuda/layernorm.py [version...]
      memory (the next row in flight while the warp computes): not faster dev/cuda/layernorm_v5.cu
   6  (llmpy's in the model) version 4 also summing the columns of dinp as it stores them: the
      bias gradient of the projection that dinp feeds, without that projection's own pass over
-     dinp (~152 registers: 12 warps an SM)                               kernels/layernorm.cu
+     dinp (154 registers: 12 warps an SM)                               kernels/layernorm.cu
 
 GB/s counts the bytes each op must move: forward reads x and writes out (+ mean, rstd);
 backward reads dout, x and dinp and writes dinp (+ mean, rstd); the fused forward reads a, b

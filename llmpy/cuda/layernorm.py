@@ -14,7 +14,7 @@ FORWARD_BLOCK = 256
 # 128-512 threads time within ~1% of each other on the H200 (dev/cuda/layernorm.py version 4)
 BACKWARD_BLOCK = 256
 BACKWARD_THREADS = 512
-# layernorm_backward_sums (dinp's column sums too): ~152 registers, so at most 384 threads an SM,
+# layernorm_backward_sums (dinp's column sums too): 154 registers, so at most 384 threads an SM,
 # in blocks of 128
 SUMS_BLOCK, SUMS_THREADS = 128, 384
 ROWS_IN_REGISTERS_C = 768
