@@ -79,6 +79,17 @@ def test_layernorm_backward_matches_autograd_and_accumulates(rng):
     assert_close(db - db0, bt.grad, TOL, "dbias")
 
 
+def test_layernorm_backward_sums_the_columns_of_the_updated_dinp(rng):
+    x, w, b = randn(rng, B, T, C, scale=3.0), randn(rng, C), randn(rng, C)
+    out, mean, rstd = np.empty((B, T, C), np.float32), np.empty((B, T), np.float32), np.empty((B, T), np.float32)
+    cpu.layernorm_forward(out, mean, rstd, x, w, b)
+    dx, sums0 = randn(rng, B, T, C), randn(rng, C)
+    sums = sums0.copy()
+    cpu.layernorm_backward(dx, np.zeros(C, np.float32), np.zeros(C, np.float32), randn(rng, B, T, C),
+                           x, w, mean, rstd, dinp_sums=sums)
+    assert_close(sums - sums0, dx.sum(axis=(0, 1)), TOL, "dinp_sums")
+
+
 @pytest.mark.parametrize("with_bias", [True, False])
 def test_matmul_forward_is_linear_layer(rng, with_bias):
     OC = 5 * C
