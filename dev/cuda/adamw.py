@@ -24,8 +24,8 @@ from common import (bf16, dev_module, gpu, print_table, randn, rel_error, select
 
 from llmpy import cpu
 from llmpy.config import from_descriptor, num_parameters, param_shapes
-from llmpy.cuda.adamw import NULL, adamw_update, global_norm_squared
-from llmpy.cuda.runtime import ceil_div
+from llmpy.cuda.adamw import adamw_update, global_norm_squared
+from llmpy.cuda.runtime import NULL, ceil_div
 from llmpy.gpt2 import split_flat
 
 CHECK_N = (1 << 20) + 8        # checked against NumPy; + 8: the last block is not full

@@ -114,16 +114,16 @@ V5_THREE = (V5, ("-DBACKWARD_BLOCKS_PER_SM=3",))
 V7 = DEV_DIR / "flash_attention_v7.cu"
 V7_TWO = ("flash_attention", ("-DDKDV_BLOCKS_PER_SM=2",))
 V7_FOUR = ("flash_attention", ("-DFORWARD_BLOCKS_PER_SM=4",))
-NULL = flash_attention.NULL    # no dS buffer, no bias partials: llmpy's kernels skip them
 
 
 def v7_backward(dqkv, dout, qkv, out, lse, nh, dkdv_source="flash_attention"):
-    """llmpy's delta and dK/dV kernels (without dS), then version 7's recomputing dQ kernel."""
+    """llmpy's delta and dK/dV kernels (without dS), then version 7's recomputing dQ kernel.
+    (None for the bias partials or the dS buffer: a null pointer, which llmpy's kernels skip.)"""
     B, T_, _ = qkv.shape
     delta = flash_attention.backward_delta(dout, out, B, T_, nh)
     scale = 1 / math.sqrt(HS)
     grid = (ceil_div(T_, 64), B * nh)
-    launch(dkdv_source, "flash_attention_backward_dkdv", grid, 128, dqkv, NULL, NULL, dout, qkv,
+    launch(dkdv_source, "flash_attention_backward_dkdv", grid, 128, dqkv, None, None, dout, qkv,
            lse, delta, T_, nh, scale, scale * flash_attention.LOG2E,
            shared_mem=flash_attention.DKDV_SMEM)
     launch(V7, "flash_attention_backward_dq", grid, 128, dqkv, dout, qkv, lse, delta, T_, nh,
@@ -138,10 +138,10 @@ def v11_backward(dqkv, dout, qkv, out, lse, nh):
     ds = workspace("flash_attention_ds", B * nh * tiles * (tiles + 1) // 2 * 64 * 64, bf16)
     scale = 1 / math.sqrt(HS)
     grid = (tiles, B * nh)
-    launch("flash_attention_wgmma", "flash_attention_backward_dkdv_wgmma", grid, 128, dqkv, NULL,
+    launch("flash_attention_wgmma", "flash_attention_backward_dkdv_wgmma", grid, 128, dqkv, None,
            ds, dout, qkv, lse, delta, T_, nh, scale, scale * flash_attention.LOG2E,
            shared_mem=flash_attention.WGMMA_DKDV_SMEM)
-    launch("flash_attention", "flash_attention_backward_dq", grid, 128, dqkv, NULL, ds, qkv, T_,
+    launch("flash_attention", "flash_attention_backward_dq", grid, 128, dqkv, None, ds, qkv, T_,
            nh, scale, shared_mem=flash_attention.DQ_SMEM)
 
 
@@ -264,25 +264,25 @@ def backward_kernel_rows(rng, B=64):
     runs = {
         "delta": lambda: flash_attention.backward_delta(dout, out, B, T, NH),
         "7: dK/dV": lambda: launch("flash_attention", "flash_attention_backward_dkdv", grid, 128,
-                                   dqkv, NULL, NULL, dout, qkv, *common,
+                                   dqkv, None, None, dout, qkv, *common,
                                    shared_mem=flash_attention.DKDV_SMEM),
         "7: dQ, recomputing S and dP": lambda: launch(
             V7, "flash_attention_backward_dq", grid, 128, dqkv, dout, qkv, *common,
             shared_mem=6 * flash_attention.TILE_BYTES),
         "10: dK/dV, storing dS": lambda: launch(
-            "flash_attention", "flash_attention_backward_dkdv", grid, 128, dqkv, NULL, ds, dout,
+            "flash_attention", "flash_attention_backward_dkdv", grid, 128, dqkv, None, ds, dout,
             qkv, *common, shared_mem=flash_attention.DKDV_SMEM),
         "10, 11: dQ = dS K": lambda: launch(
-            "flash_attention", "flash_attention_backward_dq", grid, 128, dqkv, NULL, ds, qkv, T,
+            "flash_attention", "flash_attention_backward_dq", grid, 128, dqkv, None, ds, qkv, T,
             NH, scale, shared_mem=flash_attention.DQ_SMEM)}
     if flash_attention.hopper():
         runs["11, 12: dK/dV on wgmma, storing dS"] = lambda: launch(
-            "flash_attention_wgmma", "flash_attention_backward_dkdv_wgmma", grid, 128, dqkv, NULL,
+            "flash_attention_wgmma", "flash_attention_backward_dkdv_wgmma", grid, 128, dqkv, None,
             ds, dout, qkv, *common, shared_mem=flash_attention.WGMMA_DKDV_SMEM)
         dq_tiles = flash_attention.WGMMA_DQ_TILES
         runs["12: dQ = dS K on wgmma"] = lambda: launch(
             "flash_attention_wgmma", "flash_attention_backward_dq_wgmma",
-            (ceil_div(tiles, dq_tiles), B * NH), dq_tiles * 128, dqkv, NULL, ds, qkv, T, NH, scale,
+            (ceil_div(tiles, dq_tiles), B * NH), dq_tiles * 128, dqkv, None, ds, qkv, T, NH, scale,
             shared_mem=flash_attention.WGMMA_DQ_SMEM)
     return [(B, name, f"{time_ms(run):.3f}") for name, run in runs.items()]
 

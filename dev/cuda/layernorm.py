@@ -32,7 +32,6 @@ from llmpy.cuda import elementwise, layernorm
 from llmpy.cuda.runtime import ceil_div, launch, workspace
 
 C = 768
-NULL = np.uint64(0)   # a null device pointer
 TOL = 1e-2   # bf16 outputs: 8-bit significand, rounding error <= 2^-8 = 4e-3 of a value
 
 
@@ -113,7 +112,7 @@ def backward_v5(dinp, dweight, dbias, dout, inp, weight, mean, rstd, block_size=
            dinp, partials, dout, inp, weight, mean, rstd, N, C,
            shared_mem=warps * 2 * (6 * C + 16))   # two stages of stage_bytes(C) a warp
     launch("layernorm", "layernorm_backward_params", ceil_div(2 * C, 32), (32, 32),
-           dweight, dbias, NULL, partials, blocks, C, 2)
+           dweight, dbias, None, partials, blocks, C, 2)
 
 
 def backward_v6(dinp, dweight, dbias, dout, inp, weight, mean, rstd, block_size=None):

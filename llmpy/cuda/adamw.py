@@ -9,7 +9,6 @@ from llmpy.cuda.runtime import ceil_div, launch, workspace
 # H100/H200 (132 SMs x 8 blocks of 256) it is a single wave
 NORM_BLOCKS, NORM_BLOCK = 1024, 256
 ADAMW_BLOCK = 256    # 0.930 ms for GPT-2 124M on the H200, 512: 0.945, 1024: 0.952 (dev/cuda/adamw.py)
-NULL = np.uint64(0)     # a null device pointer (no master weights): 8 bytes, like any pointer
 
 
 def _aligned(*arrays):
@@ -39,7 +38,7 @@ def adamw_update(param, grad, m, v, master, lr, beta1, beta2, eps, weight_decay,
     assert n % 8 == 0 and n < 2**31 - 8 * block, "each thread updates 8 elements, 4 at a time"
     f32 = np.float32
     launch("adamw", "adamw_update", ceil_div(n // 8, block), block,
-           param, grad, m, v, NULL if master is None else master, n,
+           param, grad, m, v, master, n,
            f32(lr), f32(beta1), f32(beta2), f32(1.0 - beta1), f32(1.0 - beta2),
            f32(1.0 / (1.0 - beta1 ** step)), f32(1.0 / (1.0 - beta2 ** step)),
            f32(eps), f32(weight_decay), f32(grad_scale), np.uint32(seed))

@@ -20,7 +20,6 @@ TILE_BYTES = TILE * 72 * 2     # a bf16 tile in shared memory, rows padded to 72
 DKDV_SMEM = 7 * TILE_BYTES + 4 * TILE * 4
 DQ_SMEM = 4 * TILE_BYTES
 LOG2E = 1.4426950408889634     # the kernels use exp2: exp(x) = exp2(x * log2(e))
-NULL = np.uint64(0)            # a null device pointer
 # the wgmma forward: 128 query rows and 256 threads a block; Q and double-buffered K, V tiles
 # (128-byte rows), and 1 KB to align them to 1024 bytes
 WGMMA_ROWS, WGMMA_THREADS = 128, 256
@@ -89,7 +88,7 @@ def attention_backward(dqkv, dout, qkv, out, lse, NH, dbias=None, wgmma=None):
     delta = backward_delta(dout, out, B, T, NH)
     ds = workspace("flash_attention_ds", B * NH * tiles * (tiles + 1) // 2 * TILE * TILE,
                    ml_dtypes.bfloat16)
-    partial = NULL
+    partial = None
     if dbias is not None:
         partial = workspace("flash_attention_dbias_partial", B * tiles * dqkv.shape[-1],
                             np.float32)

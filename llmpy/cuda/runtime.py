@@ -35,16 +35,17 @@ def ceil_div(a, b):
 
 
 DEFAULT_SHARED = 48 * 1024    # dynamic shared memory a kernel may take without opting in
+NULL = np.uint64(0)           # a null device pointer: 8 bytes, like any pointer
 _shared_limits = {}           # (module, kernel): the limit it has been raised to
 
 
 def launch(module_name, kernel_name, grid, block, *args, shared_mem=0):
     """Launch an extern "C" kernel. Python ints become int32 and Python floats float32 (a bare
-    Python float would be passed as a C double); numpy scalars keep their type; arrays are
-    passed as device pointers. shared_mem (bytes of dynamic shared memory) above 48 KB raises
+    Python float would be passed as a C double), None a null pointer; numpy scalars keep their
+    type; arrays are passed as device pointers. shared_mem (bytes of dynamic shared memory) above 48 KB raises
     the kernel's limit first, once per new maximum."""
-    cargs = tuple(np.int32(a) if type(a) is int else np.float32(a) if type(a) is float else a
-                  for a in args)
+    cargs = tuple(np.int32(a) if type(a) is int else np.float32(a) if type(a) is float else
+                  NULL if a is None else a for a in args)
     function = kernel(module_name, kernel_name)
     if shared_mem > _shared_limits.get((module_name, kernel_name), DEFAULT_SHARED):
         function.max_dynamic_shared_size_bytes = shared_mem
