@@ -40,7 +40,7 @@ for s in $sections; do
       summary+=("multigpu d48 (rc $?)")
     fi ;;
   kernels)
-    for family in "attention 4 7 10 11 12" matmul layernorm classifier adamw elementwise; do
+    for family in "attention 4 7 10 12 13" matmul layernorm classifier adamw elementwise; do
       set -- $family
       echo "== python3 dev/cuda/$*" >> "$OUT/kernels.log"
       timeout 150 python3 dev/cuda/$1.py "${@:2}" > /tmp/dev_kernel.log 2>&1

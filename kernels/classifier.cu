@@ -25,15 +25,6 @@
 #define LOG2E 1.4426950408889634f
 #define UNROLL 4
 
-// 2^x in one instruction. ex2.approx (max relative error 2^-22, what expf itself ends in) with
-// ftz: results below 2^-126 flush to 0, p < 1e-38 of a row's sum, invisible in a bf16 gradient.
-// exp2f adds three instructions per call to get those denormal results right.
-__device__ __forceinline__ float exp2_ftz(float x) {
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-    return y;
-}
-
 // the packet of columns col0..col0+8 as floats; columns >= V (padding, possibly garbage) as -inf,
 // so that their exponentials are 0 in both passes. A bf16 is the top half of an fp32: each 32-bit
 // word holds two, the even column in its low half (one shift or mask per column).

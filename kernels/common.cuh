@@ -15,6 +15,16 @@ __device__ __forceinline__ float to_float(bf16 x) { return __bfloat162float(x); 
 __device__ __forceinline__ float to_float(float x) { return x; }
 __device__ __forceinline__ bf16 to_bf16(float x) { return __float2bfloat16_rn(x); }
 
+// 2^x in one instruction (MUFU.EX2), for softmaxes. ex2.approx (max relative error 2^-22, what
+// expf itself ends in) with ftz: results below 2^-126 flush to 0, p < 1e-38 of a row's sum,
+// invisible in a bf16 output or gradient; 2^-inf = 0. exp2f adds three instructions per call to
+// get those denormal results right.
+__device__ __forceinline__ float exp2_ftz(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
 // 16 bytes of T (8 bf16 or 4 floats), moved with one 128-bit instruction. Callers guarantee
 // 16-byte alignment: every buffer is carved on 256-byte boundaries and the innermost sizes
 // (C, 3C, 4C, Vp) are multiples of 8.

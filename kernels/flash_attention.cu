@@ -166,7 +166,7 @@ flash_attention_backward_dkdv(bf16* dqkv, float* bias_partial, bf16* ds, const b
         for (int nt = 0; nt < 8; nt++)
             for (int e = 0; e < 4; e++) {
                 int col = nt * 8 + 2 * q + e % 2, query = q0 + col;
-                float pe = exp2f(p[nt][e] * scale_log2 - lse_s[buf][col]);
+                float pe = exp2_ftz(fmaf(p[nt][e], scale_log2, -lse_s[buf][col]));
                 if (qt == kt && query < keys[e / 2]) pe = 0.0f;     // the key is in its future
                 p[nt][e] = pe;
                 dp[nt][e] = pe * (dp[nt][e] - delta_s[buf][col]);   // dS^T

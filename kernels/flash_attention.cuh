@@ -73,34 +73,38 @@ __device__ __forceinline__ void load_tile(bf16* tile, const bf16* src, int strid
     }
 }
 
-// One key tile of the forward's online softmax, on a warp's 16 x 64 C-layout scores (this
-// thread: rows[0] and rows[1], keys k0 + 8*nt + 2q (+1)): s is scaled to log2 units and, on the
-// diagonal tile, keys past the row masked; the running max m and denominator l (this lane's
-// part) move to the new max, o is rescaled, and s becomes the probabilities exp2(s - m).
+// One key tile of the forward's online softmax, on a warp's 16 x 64 C-layout scores s = q.k
+// (this thread: rows[0] and rows[1], keys k0 + 8*nt + 2q (+1)): on the diagonal tile, keys past
+// the row masked; the running max m and denominator l (this lane's part, both in log2 units of
+// s * scale_log2) move to the new max, o is rescaled, and s becomes the probabilities
+// exp2(s * scale_log2 - m). The max is taken on the raw scores (scale_log2 > 0, so max(s) *
+// scale_log2 rounds to max(s * scale_log2)), and each probability is one FFMA and one MUFU.EX2.
 __device__ __forceinline__ void softmax_tile(float (*s)[4], float (*o)[4], float* m, float* l,
                                              int k0, const int* rows, bool diagonal,
                                              float scale_log2) {
     int q = threadIdx.x % 4;
-    float mnew[2] = {m[0], m[1]};
+    float mx[2] = {-INFINITY, -INFINITY};
     for (int nt = 0; nt < 8; nt++)
         for (int e = 0; e < 4; e++) {
-            int key = k0 + nt * 8 + 2 * q + e % 2;
-            float x = s[nt][e] * scale_log2;
-            if (diagonal && key > rows[e / 2]) x = -INFINITY;     // the future
-            s[nt][e] = x;
-            mnew[e / 2] = fmaxf(mnew[e / 2], x);
+            if (diagonal && k0 + nt * 8 + 2 * q + e % 2 > rows[e / 2]) s[nt][e] = -INFINITY;
+            mx[e / 2] = fmaxf(mx[e / 2], s[nt][e]);     // the future masked above
         }
+    float alpha[2], neg_m[2];
     for (int r = 0; r < 2; r++) {              // a row's 64 scores sit in 4 lanes of a quad
-        mnew[r] = fmaxf(mnew[r], __shfl_xor_sync(0xffffffff, mnew[r], 1));
-        mnew[r] = fmaxf(mnew[r], __shfl_xor_sync(0xffffffff, mnew[r], 2));
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffff, mx[r], 1));
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffff, mx[r], 2));
+        // key k0 <= every row of this tile is visible, so the new max is finite from the first
+        // tile on; m = -inf before it: alpha = 2^-inf = 0
+        float mnew = fmaxf(m[r], mx[r] * scale_log2);
+        alpha[r] = exp2_ftz(m[r] - mnew);
+        m[r] = mnew;
+        neg_m[r] = -mnew;
+        l[r] *= alpha[r];
     }
-    // key k0 <= every row of this tile is visible, so mnew is finite from the first tile on
-    float alpha[2] = {exp2f(m[0] - mnew[0]), exp2f(m[1] - mnew[1])};
-    for (int r = 0; r < 2; r++) { m[r] = mnew[r]; l[r] *= alpha[r]; }
     for (int nt = 0; nt < 8; nt++)
         for (int e = 0; e < 4; e++) {
             o[nt][e] *= alpha[e / 2];
-            s[nt][e] = exp2f(s[nt][e] - m[e / 2]);
+            s[nt][e] = exp2_ftz(fmaf(s[nt][e], scale_log2, neg_m[e / 2]));
             l[e / 2] += s[nt][e];              // this lane's part of the row sum
         }
 }

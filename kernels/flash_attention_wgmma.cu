@@ -6,10 +6,14 @@
 //
 // The forward:
 // Block: 2 warpgroups (256 threads) and 128 query rows, 64 per warpgroup (wgmma's M). Grid
-// (ceil(T/128), B*NH), heaviest query tiles first; dynamic shared memory 50176 bytes
-// (Q 16 KB, K and V double-buffered 4 x 8 KB, 1 KB to align the tiles to 1024 bytes).
-// The keys stream in 64-row tiles, shared by both warpgroups: tile 2*qt + w is warpgroup w's
-// diagonal, so warpgroup 0 sits out the block's last key tile.
+// (ceil(T/128), B*NH), heaviest query tiles first; dynamic shared memory 66560 bytes
+// (Q 16 KB, FWD_STAGES = 3 stages of a K and a V tile, 6 x 8 KB, 1 KB to align the tiles to
+// 1024 bytes). The keys stream in 64-row tiles, shared by both warpgroups: tile 2*qt + w is
+// warpgroup w's diagonal, so warpgroup 0 sits out the block's last key tile. The stages are
+// filled by cp.async, one commit group a tile (empty past the last), one barrier a tile: wait
+// for tile kt, fence.proxy.async, barrier, start filling the stage tile kt-1 used, then the
+// products (the dQ kernel's pipeline below). With 3 stages a tile's copy starts a whole tile
+// before it is waited for; FWD_STAGES = 2 is a double buffer (version 12's).
 //   S = Q K^T:  wgmma m64n64k16, A = Q and B = K both from shared memory (K row-major is a
 //               "K-major" B), 4 k-steps over the head dimension
 //   O += P V:   wgmma m64n64k16, A = P from registers (an m64nN accumulator is, per warp, the
@@ -21,22 +25,28 @@
 // asynchronously so one warpgroup's softmax runs while the other's (and the other block's)
 // products occupy the tensor cores, and every K/V tile copied feeds 128 query rows, not 64.
 // H200, NH = 12, T = 1024: 0.478 ms at B = 64 against the mma.sync forward's 0.566 (0.085 vs
-// 0.094 at B = 8), the same errors against the NumPy reference; 128 registers under NVRTC (120
-// under nvcc), none spilled, 2 blocks per SM. Products are waited for at once (no overlap of a
-// warpgroup's own softmax with its next QK^T: FlashAttention-3's next step).
+// 0.094 at B = 8), the same errors against the NumPy reference; 127 registers under NVRTC (128
+// under nvcc), none spilled, 2 blocks per SM. 2 (with a second barrier a tile, as before), 3 or
+// 4 stages: 0.481, 0.482, 0.478 ms (three runs each, alternating: the same), the same bits. Products are waited for at once; the
+// FlashAttention-3 overlap of a warpgroup's softmax with its next products (3 warpgroups of 64
+// rows a block, dev branch next/fwd-pipelined) measured slower: 0.56-0.58 ms.
 //
 // The shared-memory tile layout and the descriptors are in kernels/wgmma.cuh.
 #include "wgmma.cuh"
 
 #define WG_THREADS 256             // two warpgroups
 #define QROWS 128                  // query rows per block, 64 per warpgroup
+#ifndef FWD_STAGES
+#define FWD_STAGES 3               // K/V stages (2: a double buffer)
+#endif
+static_assert(FWD_STAGES >= 2, "FWD_STAGES: at least double-buffered");
 
 extern "C" __global__ void __launch_bounds__(WG_THREADS, 2)
 flash_attention_forward_wgmma(bf16* out, float* lse, const bf16* qkv, int T, int NH, float scale_log2) {
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     bf16* Qs = align_1024(smem_raw);
-    auto Ks = [&](int buf) { return Qs + (QROWS + buf * TILE) * HS; };
-    auto Vs = [&](int buf) { return Qs + (QROWS + (2 + buf) * TILE) * HS; };
+    auto Ks = [&](int st) { return Qs + (QROWS + 2 * st * TILE) * HS; };
+    auto Vs = [&](int st) { return Qs + (QROWS + (2 * st + 1) * TILE) * HS; };
     int qt = gridDim.x - 1 - blockIdx.x;       // the longest rows (most key tiles) start first
     int bh = blockIdx.y, b = bh / NH, h = bh % NH, C = NH * HS;
     int wg = threadIdx.x / 128, warp = threadIdx.x % 128 / 32, g = threadIdx.x % 32 / 4;
@@ -49,46 +59,46 @@ flash_attention_forward_wgmma(bf16* out, float* lse, const bf16* qkv, int T, int
     int row0 = q0 + wg * 64 + warp * 16 + g;
     int rows[2] = {row0, row0 + 8};            // this thread's two query rows
 
-    load_tile_sw(Qs, qp, 3 * C, q0, QROWS, T, WG_THREADS);
-    load_tile_sw(Ks(0), qp + C, 3 * C, 0, TILE, T, WG_THREADS);
-    load_tile_sw(Vs(0), qp + 2 * C, 3 * C, 0, TILE, T, WG_THREADS);
-    cp_async_commit();
+    auto load_kv = [&](int kt) {               // key tile kt into its stage, one commit group
+        if (kt < tiles) {                      // (empty past the last tile: every thread's
+            int st = kt % FWD_STAGES;          // group count stays the same)
+            load_tile_sw(Ks(st), qp + C, 3 * C, kt * TILE, TILE, T, WG_THREADS);
+            load_tile_sw(Vs(st), qp + 2 * C, 3 * C, kt * TILE, TILE, T, WG_THREADS);
+        }
+        cp_async_commit();
+    };
+    load_tile_sw(Qs, qp, 3 * C, q0, QROWS, T, WG_THREADS);   // in tile 0's commit group
+    for (int kt = 0; kt < FWD_STAGES - 1; kt++) load_kv(kt);
 
     const u64 dq = make_desc(Qs + wg * 64 * HS);
     float o[8][4] = {}, s[8][4] = {};
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
     for (int kt = 0; kt < tiles; kt++) {
-        int k0 = kt * TILE, buf = kt % 2;
-        if (kt + 1 < tiles) {                  // the next tile's copy overlaps this tile's math
-            load_tile_sw(Ks(buf ^ 1), qp + C, 3 * C, k0 + TILE, TILE, T, WG_THREADS);
-            load_tile_sw(Vs(buf ^ 1), qp + 2 * C, 3 * C, k0 + TILE, TILE, T, WG_THREADS);
-            cp_async_commit();
-            cp_async_wait<1>();
-        } else {
-            cp_async_wait<0>();
-        }
-        fence_proxy_async();
-        __syncthreads();
+        cp_async_wait<FWD_STAGES - 2>();       // this thread's copies of tile kt have landed
+        fence_proxy_async();                   // ... visible to wgmma's async proxy
+        __syncthreads();                       // ... everyone's; and tile kt-1's stage is free
+        load_kv(kt + FWD_STAGES - 1);          // into the stage tile kt-1 used
         if (kt <= diag) {                      // uniform over the warpgroup, as wgmma requires
-            u64 dk = make_desc(Ks(buf)), dv = make_desc(Vs(buf));
+            int st = kt % FWD_STAGES;
+            u64 dk = make_desc(Ks(st)), dv = make_desc(Vs(st));
             wgmma_fence();
             for (int ks = 0; ks < 4; ks++)     // 16 columns of the head = 32 bytes per k-step
                 wgmma_ss(s, dq + 2 * ks, dk + 2 * ks, ks);
             wgmma_commit();
             wgmma_wait<0>();
             fence_acc(s);
-            softmax_tile(s, o, m, l, k0, rows, kt == diag, scale_log2);
+            softmax_tile(s, o, m, l, kt * TILE, rows, kt == diag, scale_log2);
             u32 pf[4][4];
             to_a(pf, s);
             wgmma_fence();                     // o and pf were written by ordinary instructions
             for (int ks = 0; ks < 4; ks++)     // 16 keys = 16 swizzled rows = 2048 bytes per k-step
                 wgmma_rs(o, pf[ks], dv + 128 * ks);
             wgmma_commit();
-            wgmma_wait<0>();                   // done reading buf before the barrier below
+            wgmma_wait<0>();                   // done reading the stage before the next barrier
             fence_acc(o);
         }
-        __syncthreads();                       // everyone is done with buf before it is refilled
     }
+    cp_async_wait<0>();                        // only empty groups can be pending
     store_output(out, lse, o, m, l, rows, b, h, bh, T, C);
 }
 
@@ -100,11 +110,14 @@ flash_attention_forward_wgmma(bf16* out, float* lse, const bf16* qkv, int T, int
 // Block: BWD_WGS warpgroups of 128 threads, 64 keys each (wgmma's M); default 1 warpgroup, so
 // grid (ceil(T/64), B*NH) and 128 threads as the mma.sync kernel: block x holds key tile x, and
 // each head's heaviest key tiles (the most query tiles) start first. Dynamic shared memory
-// (3 * 64 * BWD_WGS + 256) * 128 + 2048 bytes = 59392 at 1 warpgroup (83968 at 2): K and V of
-// the block's keys, Q and dO double-buffered (4 x 8 KB), one 8 KB dS^T staging tile a
-// warpgroup, the streamed rows' lse and delta twice (1 KB), 1 KB to align the tiles to 1024
+// 3 * 64 * BWD_WGS * 128 + BWD_STAGES * (2 * 8192 + 512) + 1024 bytes = 76288 at 1 warpgroup
+// and 3 stages: K and V of the block's keys, one 8 KB dS^T staging tile a warpgroup, BWD_STAGES
+// stages of a Q and a dO tile with the rows' lse and delta, 1 KB to align the tiles to 1024
 // bytes. The query tiles stream through, shared by the block's warpgroups: query tile
-// BWD_WGS*x + w is warpgroup w's diagonal, and it sits out the tiles before it.
+// BWD_WGS*x + w is warpgroup w's diagonal, and it sits out the tiles before it. The stages are
+// filled as the forward's (BWD_STAGES = 2: a double buffer, version 12's):
+// 0.907 ms against 0.918 at 2 stages (with a second barrier a tile, as before) and 0.909 at 4
+// (B = 64, three runs each, alternating), the same bits.
 // Per query tile and warpgroup (64 keys x 64 queries):
 //   S^T = K Q^T, dP^T = V dO^T:  wgmma m64n64k16, A = K (V) and B = Q (dO) both K-major from
 //                shared memory (rows = keys or queries, the 64 columns = the head), as the
@@ -127,11 +140,12 @@ flash_attention_forward_wgmma(bf16* out, float* lse, const bf16* qkv, int T, int
 // run asynchronously: dV's product overlaps dS's arithmetic, dK's the dS stores, and one
 // block's exponentials the other block's products.
 // Registers: the dK, dV, S^T and dP^T accumulators (4 x 32 floats a thread) and the P^T and dS^T
-// A fragments (2 x 16) take ~208 registers (none spilled): 2 blocks of 128 threads per SM. The
+// A fragments (2 x 16) take ~214 registers (none spilled): 2 blocks of 128 threads per SM. The
 // knobs BWD_WGS (warpgroups a block, sharing each Q/dO tile copied), BWD_BLOCKS_PER_SM (the
 // __launch_bounds__ target) and BWD_HEADS_FAST (grid (B*NH, key blocks): every head's heaviest
 // blocks first) select the variants measured below.
-// H200, B = 64, NH = 12, T = 1024, dK/dV kernel alone, ms with dS stores / without (median of 20):
+// H200, B = 64, NH = 12, T = 1024, dK/dV kernel alone, ms with dS stores / without (median of 20;
+// measured at 2 stages):
 //   mma.sync (kernels/flash_attention.cu, 167 registers, 3 blocks/SM)    1.037 / 0.930
 //   this, 1 warpgroup, 2 blocks/SM (208 registers): the default           0.900 / 0.773
 //   the same with BWD_HEADS_FAST                                          0.912 / 0.768
@@ -143,7 +157,10 @@ flash_attention_forward_wgmma(bf16* out, float* lse, const bf16* qkv, int T, int
 // One block of 2 warpgroups (128 keys) loses to two independent 64-key blocks, likely because
 // the block's barriers tie both warpgroups to every query tile (one sits out the first) and an
 // SM's single block cannot overlap its prologue (K, V, first Q/dO) and epilogue with another
-// block's math; the Q/dO copies it saves come from L2 anyway (not profiled). The production
+// block's math; the Q/dO copies it saves come from L2 anyway (not profiled). FlashAttention-3's
+// overlap across query tiles (the next tile's S^T and dP^T issued before this tile's dK, in
+// straight-line chunks of 1-4 tiles, 234-255 registers; dev branch next/dkdv-pipelined) gave the
+// same bits at 0.926-1.380 ms against 0.949 for this kernel in the same run: not kept. The production
 // dQ kernel then takes 0.374 ms (the whole mma.sync backward, delta + dK/dV + dQ: 1.469 ms).
 // dQ, dK, dV and the dS tiles came out bit-identical to the mma.sync kernel's for every
 // variant and for (B, T, NH) = (1,1,1), (1,64,1), (2,37,4), (1,65,2), (1,130,2), (2,192,3),
@@ -157,6 +174,10 @@ flash_attention_forward_wgmma(bf16* out, float* lse, const bf16* qkv, int T, int
 #ifndef BWD_BLOCKS_PER_SM
 #define BWD_BLOCKS_PER_SM 2
 #endif
+#ifndef BWD_STAGES
+#define BWD_STAGES 3               // Q/dO stages (2: a double buffer)
+#endif
+static_assert(BWD_STAGES >= 2, "BWD_STAGES: at least double-buffered");
 #define BWD_THREADS (BWD_WGS * 128)
 #define BWD_KEYS (BWD_WGS * TILE)  // keys a block
 
@@ -204,11 +225,11 @@ flash_attention_backward_dkdv_wgmma(bf16* dqkv, float* bias_partial, bf16* ds, c
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     bf16* Ks = align_1024(smem_raw);
     bf16* Vs = Ks + BWD_KEYS * HS;
-    auto Qs = [&](int buf) { return Vs + (BWD_KEYS + buf * TILE) * HS; };
-    auto dOs = [&](int buf) { return Vs + (BWD_KEYS + (2 + buf) * TILE) * HS; };
-    bf16* stages = Vs + (BWD_KEYS + 4 * TILE) * HS;                     // one tile a warpgroup
+    auto Qs = [&](int st) { return Vs + (BWD_KEYS + 2 * st * TILE) * HS; };
+    auto dOs = [&](int st) { return Vs + (BWD_KEYS + (2 * st + 1) * TILE) * HS; };
+    bf16* stages = Vs + (BWD_KEYS + 2 * BWD_STAGES * TILE) * HS;        // one tile a warpgroup
     float (*lse_s)[TILE] = reinterpret_cast<float (*)[TILE]>(stages + BWD_KEYS * HS);
-    float (*delta_s)[TILE] = lse_s + 2;
+    float (*delta_s)[TILE] = lse_s + BWD_STAGES;
 
     int tiles = (T + TILE - 1) / TILE;
 #ifdef BWD_HEADS_FAST                          // grid (B*NH, key blocks): all heads' first
@@ -226,38 +247,37 @@ flash_attention_backward_dkdv_wgmma(bf16* dqkv, float* bias_partial, bf16* ds, c
     int key0 = kt * TILE + warp * 16;          // this warp's 16 keys
     int keys[2] = {key0 + g, key0 + g + 8};    // this thread's two keys
 
-    auto load_queries = [&](int qt, int buf) {  // query tile qt's Q, dO, lse, delta into buf
-        int q0 = qt * TILE;
-        load_tile_sw(Qs(buf), qp, 3 * C, q0, TILE, T, BWD_THREADS);
-        load_tile_sw(dOs(buf), dop, C, q0, TILE, T, BWD_THREADS);
-        int i = threadIdx.x;
-        if (i < 2 * TILE) {
-            int r = i % TILE;
-            bool valid = q0 + r < T;           // padded queries: zero dO rows, so dS = 0 there
-            const float* src = (i < TILE ? lse : delta) + (size_t)bh * T + (valid ? q0 + r : 0);
-            cp_async4((i < TILE ? lse_s[buf] : delta_s[buf]) + r, src, valid);
+    // query tile qt's Q, dO, lse, delta into stage (qt - qt0) % BWD_STAGES, one commit group
+    // (empty past the last tile: every thread's group count stays the same)
+    auto load_queries = [&](int qt) {
+        if (qt < tiles) {
+            int q0 = qt * TILE, st = (qt - qt0) % BWD_STAGES;
+            load_tile_sw(Qs(st), qp, 3 * C, q0, TILE, T, BWD_THREADS);
+            load_tile_sw(dOs(st), dop, C, q0, TILE, T, BWD_THREADS);
+            int i = threadIdx.x;
+            if (i < 2 * TILE) {
+                int r = i % TILE;
+                bool valid = q0 + r < T;       // padded queries: zero dO rows, so dS = 0 there
+                const float* src = (i < TILE ? lse : delta) + (size_t)bh * T + (valid ? q0 + r : 0);
+                cp_async4((i < TILE ? lse_s[st] : delta_s[st]) + r, src, valid);
+            }
         }
+        cp_async_commit();
     };
     load_tile_sw(Ks, qp + C, 3 * C, qt0 * TILE, BWD_KEYS, T, BWD_THREADS);
     load_tile_sw(Vs, qp + 2 * C, 3 * C, qt0 * TILE, BWD_KEYS, T, BWD_THREADS);
-    load_queries(qt0, 0);
-    cp_async_commit();
+    for (int i = 0; i < BWD_STAGES - 1; i++) load_queries(qt0 + i);   // K, V in the first group
 
     const u64 dk_desc = make_desc(Ks + wg * TILE * HS), dv_desc = make_desc(Vs + wg * TILE * HS);
     bf16* stage = stages + (wg * TILE + warp * 16) * HS;                // this warp's 16 rows
     float dk[8][4] = {}, dv[8][4] = {}, s[8][4] = {}, dp[8][4] = {};
-    for (int qt = qt0, buf = 0; qt < tiles; qt++, buf ^= 1) {
-        if (qt + 1 < tiles) {                  // the next tile's copy overlaps this tile's math
-            load_queries(qt + 1, buf ^ 1);
-            cp_async_commit();
-            cp_async_wait<1>();
-        } else {
-            cp_async_wait<0>();
-        }
-        fence_proxy_async();
-        __syncthreads();
+    for (int qt = qt0, st = 0; qt < tiles; qt++, st = (st + 1) % BWD_STAGES) {
+        cp_async_wait<BWD_STAGES - 2>();       // this thread's copies of tile qt have landed
+        fence_proxy_async();                   // ... visible to wgmma's async proxy
+        __syncthreads();                       // ... everyone's; and tile qt-1's stage is free
+        load_queries(qt + BWD_STAGES - 1);     // into the stage tile qt-1 used
         if (qt >= kt) {                        // uniform over the warpgroup, as wgmma requires
-            u64 dq = make_desc(Qs(buf)), ddo = make_desc(dOs(buf));
+            u64 dq = make_desc(Qs(st)), ddo = make_desc(dOs(st));
             wgmma_fence();
             for (int ks = 0; ks < 4; ks++)     // S^T = K Q^T: rows = keys, columns = queries
                 wgmma_ss(s, dk_desc + 2 * ks, dq + 2 * ks, ks);
@@ -267,12 +287,12 @@ flash_attention_backward_dkdv_wgmma(bf16* dqkv, float* bias_partial, bf16* ds, c
             wgmma_commit();
             wgmma_wait<1>();                   // S^T is done, dP^T may still run
             fence_acc(s);
-            const float* ls = lse_s[buf];
+            const float* ls = lse_s[st];
             for (int nt = 0; nt < 8; nt++) {
                 float2 l2 = *reinterpret_cast<const float2*>(ls + nt * 8 + 2 * q);
                 for (int e = 0; e < 4; e++) {
                     int query = qt * TILE + nt * 8 + 2 * q + e % 2;
-                    float pe = exp2f(s[nt][e] * scale_log2 - (e % 2 ? l2.y : l2.x));
+                    float pe = exp2_ftz(fmaf(s[nt][e], scale_log2, -(e % 2 ? l2.y : l2.x)));
                     if (qt == kt && query < keys[e / 2]) pe = 0.0f;     // the key is in its future
                     s[nt][e] = pe;
                 }
@@ -285,7 +305,7 @@ flash_attention_backward_dkdv_wgmma(bf16* dqkv, float* bias_partial, bf16* ds, c
             wgmma_commit();
             wgmma_wait<1>();                   // dP^T is done, dV's product may still run
             fence_acc(dp);
-            const float* dl = delta_s[buf];
+            const float* dl = delta_s[st];
             for (int nt = 0; nt < 8; nt++) {
                 float2 d2 = *reinterpret_cast<const float2*>(dl + nt * 8 + 2 * q);
                 for (int e = 0; e < 4; e++)    // dS^T
@@ -305,15 +325,16 @@ flash_attention_backward_dkdv_wgmma(bf16* dqkv, float* bias_partial, bf16* ds, c
                 store_rows(ds + ds_tile(bh, tiles, qt, kt) + (size_t)warp * 16 * TILE, TILE,
                            stage, 16);
             }
-            wgmma_wait<0>();                   // done reading buf before the barrier below
+            wgmma_wait<0>();                   // done reading the stage before the next barrier
             fence_acc(dv);
             fence_acc(dk);
             fence_frag(pf);
             fence_frag(sf);
         }
-        __syncthreads();                       // everyone is done with buf before it is refilled
     }
-    if (bias_partial) {                        // lse_s and delta_s are free after the last barrier
+    cp_async_wait<0>();                        // only empty groups can be pending
+    if (bias_partial) {
+        __syncthreads();                       // everyone is done with lse_s and delta_s
         static_assert(BWD_WGS == 1, "column_sums takes the 4 warps of one warpgroup");
         float* dst = bias_partial + ((size_t)b * tiles + kt) * 3 * C + h * HS;
         column_sums(dst + C, dk, scale, keys[0] < T, keys[1] < T, &lse_s[0][0]);

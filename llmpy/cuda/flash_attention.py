@@ -20,14 +20,22 @@ TILE_BYTES = TILE * 72 * 2     # a bf16 tile in shared memory, rows padded to 72
 DKDV_SMEM = 7 * TILE_BYTES + 4 * TILE * 4
 DQ_SMEM = 4 * TILE_BYTES
 LOG2E = 1.4426950408889634     # the kernels use exp2: exp(x) = exp2(x * log2(e))
-# the wgmma forward: 128 query rows and 256 threads a block; Q and double-buffered K, V tiles
-# (128-byte rows), and 1 KB to align them to 1024 bytes
-WGMMA_ROWS, WGMMA_THREADS = 128, 256
-WGMMA_SMEM = (WGMMA_ROWS + 4 * TILE) * HEAD_SIZE * 2 + 1024
-# the wgmma dK/dV kernel: one warpgroup, 64 keys a block; K, V and the dS staging tile (3 x 64
-# rows of 128 bytes), double-buffered Q and dO (256 rows), lse and delta twice (1 KB), 1 KB to
-# align the tiles
-WGMMA_DKDV_SMEM = (3 * TILE + 256) * HEAD_SIZE * 2 + 2048
+WGMMA_ROWS, WGMMA_THREADS = 128, 256   # the wgmma forward: query rows and threads a block
+
+
+def wgmma_forward_smem(stages=3):
+    """The wgmma forward's shared memory: Q, `stages` stages of a K and a V tile (128-byte rows),
+    1 KB to align them to 1024 bytes (FWD_STAGES in the .cu)."""
+    return (WGMMA_ROWS + 2 * stages * TILE) * HEAD_SIZE * 2 + 1024
+
+
+def wgmma_dkdv_smem(stages=3):
+    """The wgmma dK/dV kernel's (one warpgroup, 64 keys a block): K, V and the dS staging tile,
+    `stages` stages of a Q and a dO tile (128-byte rows) with their rows' lse and delta, 1 KB to
+    align the tiles (BWD_STAGES in the .cu)."""
+    return (3 + 2 * stages) * TILE * HEAD_SIZE * 2 + stages * 2 * TILE * 4 + 1024
+
+
 # the wgmma dQ kernel: 2 warpgroups (query tiles) a block, 4 stages of a K tile and a dS tile a
 # warpgroup, 1 KB to align them (DQ_WGS, DQ_STAGES in the .cu)
 WGMMA_DQ_TILES, WGMMA_DQ_STAGES = 2, 4
@@ -61,7 +69,7 @@ def attention_forward(out, lse, qkv, NH, wgmma=None):
     if hopper() if wgmma is None else wgmma:
         launch("flash_attention_wgmma", "flash_attention_forward_wgmma",
                (ceil_div(T, WGMMA_ROWS), B * NH), WGMMA_THREADS, out, lse, qkv, T, NH,
-               scale * LOG2E, shared_mem=WGMMA_SMEM)
+               scale * LOG2E, shared_mem=wgmma_forward_smem())
     else:
         launch("flash_attention", "flash_attention_forward", (ceil_div(T, TILE), B * NH),
                THREADS, out, lse, qkv, T, NH, scale * LOG2E)
@@ -96,7 +104,7 @@ def attention_backward(dqkv, dout, qkv, out, lse, NH, dbias=None, wgmma=None):
     args = (dqkv, partial, ds, dout, qkv, lse, delta, T, NH, scale, scale * LOG2E)
     if hopper() if wgmma is None else wgmma:
         launch("flash_attention_wgmma", "flash_attention_backward_dkdv_wgmma", grid, THREADS,
-               *args, shared_mem=WGMMA_DKDV_SMEM)
+               *args, shared_mem=wgmma_dkdv_smem())
         launch("flash_attention_wgmma", "flash_attention_backward_dq_wgmma",
                (ceil_div(tiles, WGMMA_DQ_TILES), B * NH), WGMMA_DQ_TILES * THREADS, dqkv, partial,
                ds, qkv, T, NH, scale, shared_mem=WGMMA_DQ_SMEM)

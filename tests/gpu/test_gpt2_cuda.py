@@ -49,6 +49,14 @@ def test_bf16_model_loss_logits_and_gradients_match_torch(cfg, B, T):
         assert err < 5e-2 and cos > 0.999, f"grad {name}: rel {err:.2e} cos {cos:.6f}"
 
 
+# The 12-step training test's learning rate. At 1e-3 a randomly initialized d12 spikes (the
+# fp32 loss jumps to 9-16 at some step for most seeds), and at a spike bf16 and fp32 runs part
+# by up to 70%, torch's own bf16 autocast as much as ours: the comparison measures chaos, not
+# correctness. At 3e-4, over the seeds 13 and 21-27, our losses stayed within 0.6% of torch
+# fp32's at every step, torch's bf16 autocast within 0.7%, and fp32 still fell by 5.4-6.7.
+LR = 3e-4
+
+
 def train_losses(cfg, B, T, steps, params, seed=0):
     model = GPT2(cfg, cuda, B, T, params=params)
     losses = []
@@ -57,7 +65,7 @@ def train_losses(cfg, B, T, steps, params, seed=0):
         model.zero_grad()
         model.forward(inputs, targets)
         model.backward()
-        model.update(1e-3, weight_decay=0.1, seed=seed)
+        model.update(LR, weight_decay=0.1, seed=seed)
         losses.append(model.mean_loss())
     return losses
 
@@ -67,7 +75,7 @@ def test_training_losses_track_torch_fp32_for_12_steps():
     params = random_params(cfg, seed=13)
     ours = train_losses(cfg, B, T, steps, params)
     ref = TorchGPT2(cfg, params, dtype=torch.float32, device="cuda")
-    opt = ref.adamw(lr=1e-3, weight_decay=0.1)
+    opt = ref.adamw(lr=LR, weight_decay=0.1)
     theirs = []
     for step in range(steps):
         inputs, targets = random_batch(cfg, B, T, seed=100 + step % 2)
@@ -81,7 +89,7 @@ def test_training_losses_track_torch_fp32_for_12_steps():
     print("torch ", " ".join(f"{x:.4f}" for x in theirs))
     assert theirs[-1] < theirs[0] - 1.0, "the reference should learn the two batches"
     for a, b in zip(ours, theirs):
-        assert abs(a - b) < 3e-2 * b
+        assert abs(a - b) < 1e-2 * b
 
 
 def test_two_runs_with_the_same_seed_print_identical_losses():
