@@ -74,9 +74,7 @@ flash_attention_forward_wgmma(bf16* out, float* lse, const bf16* qkv, int T, int
     float o[8][4] = {}, s[8][4] = {};
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
     for (int kt = 0; kt < tiles; kt++) {
-        cp_async_wait<FWD_STAGES - 2>();       // this thread's copies of tile kt have landed
-        fence_proxy_async();                   // ... visible to wgmma's async proxy
-        __syncthreads();                       // ... everyone's; and tile kt-1's stage is free
+        stage_ready<FWD_STAGES>();             // tile kt is in; tile kt-1's stage is free
         load_kv(kt + FWD_STAGES - 1);          // into the stage tile kt-1 used
         if (kt <= diag) {                      // uniform over the warpgroup, as wgmma requires
             int st = kt % FWD_STAGES;
@@ -272,9 +270,7 @@ flash_attention_backward_dkdv_wgmma(bf16* dqkv, float* bias_partial, bf16* ds, c
     bf16* stage = stages + (wg * TILE + warp * 16) * HS;                // this warp's 16 rows
     float dk[8][4] = {}, dv[8][4] = {}, s[8][4] = {}, dp[8][4] = {};
     for (int qt = qt0, st = 0; qt < tiles; qt++, st = (st + 1) % BWD_STAGES) {
-        cp_async_wait<BWD_STAGES - 2>();       // this thread's copies of tile qt have landed
-        fence_proxy_async();                   // ... visible to wgmma's async proxy
-        __syncthreads();                       // ... everyone's; and tile qt-1's stage is free
+        stage_ready<BWD_STAGES>();             // tile qt is in; tile qt-1's stage is free
         load_queries(qt + BWD_STAGES - 1);     // into the stage tile qt-1 used
         if (qt >= kt) {                        // uniform over the warpgroup, as wgmma requires
             u64 dq = make_desc(Qs(st)), ddo = make_desc(dOs(st));
@@ -441,9 +437,7 @@ flash_attention_backward_dq_wgmma(bf16* dqkv, float* bias_partial, const bf16* d
     for (int s = 0; s < DQ_STAGES - 1; s++) load_stage(s, s);
     float dq[8][4] = {};
     for (int kt = 0, st = 0; kt < nk; kt++, st = (st + 1) % DQ_STAGES) {
-        cp_async_wait<DQ_STAGES - 2>();        // this thread's copies of tile kt have landed
-        fence_proxy_async();                   // ... visible to wgmma's async proxy
-        __syncthreads();                       // ... everyone's; and tile kt-1's stage is free
+        stage_ready<DQ_STAGES>();              // tile kt is in; tile kt-1's stage is free
         load_stage(kt + DQ_STAGES - 1, (st + DQ_STAGES - 1) % DQ_STAGES);
         if (kt <= diag) {                      // uniform over the warpgroup, as wgmma requires
             const u64 da = make_desc(dSs(st, wg)), db = make_desc(Ks(st));

@@ -62,6 +62,18 @@ __device__ __forceinline__ void fence_acc(float (*d)[4]) {
 // cp.async writes shared memory through the generic proxy, wgmma reads it through the async proxy
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 
+// The top of each iteration of a loop over tiles streamed through STAGES shared-memory stages,
+// one cp.async commit group a tile (empty past the last): this thread's copies of the tile due
+// now have landed, fenced so that wgmma (the async proxy) sees them, and the barrier makes that
+// everyone's; past it every thread has also finished the previous tile, so the stage that tile
+// used may be refilled (with the tile STAGES - 1 ahead).
+template <int STAGES>
+__device__ __forceinline__ void stage_ready() {
+    cp_async_wait<STAGES - 2>();
+    fence_proxy_async();
+    __syncthreads();
+}
+
 #define ACC4(d, i) "+f"(d[i][0]), "+f"(d[i][1]), "+f"(d[i][2]), "+f"(d[i][3])
 #define ACC32(d) ACC4(d, 0), ACC4(d, 1), ACC4(d, 2), ACC4(d, 3), ACC4(d, 4), ACC4(d, 5), ACC4(d, 6), ACC4(d, 7)
 #define D32 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22," \

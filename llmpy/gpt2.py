@@ -246,6 +246,10 @@ class GPT2:
 
     def backward(self):
         self._backward_layers()
+        self._backward_encoder()
+
+    def _backward_encoder(self):
+        """wte's and wpe's gradients from dresidual, the gradient of the embeddings' sum."""
         self.ops.encoder_backward(self.grads["wte"], self.grads["wpe"],
                                   self.acts(*self.batch_shape)["dresidual"], self.inputs_bt)
 
@@ -315,8 +319,7 @@ class GPT2:
             if self.ops.capture is not None:   # the eager run made every workspace and plan
                 self._graphs[key] = self.ops.capture(
                     lambda: (self._forward(True, loss_scale), self._backward_layers()))
-        self.ops.encoder_backward(self.grads["wte"], self.grads["wpe"],
-                                  self.acts(*self.batch_shape)["dresidual"], self.inputs_bt)
+        self._backward_encoder()
 
     # ------------------------------------------------------------------------------------------
     # update
