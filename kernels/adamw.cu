@@ -1,5 +1,6 @@
 // AdamW on one tensor of N elements (decoupled weight decay, bias-corrected; llmpy/cpu.py's math):
-//   g = grad * grad_scale
+//   g = grad * grad_scale        (grad_scale: gradient clipping's factor, read from device memory,
+//                                 where kernels/global_norm.cu leaves it)
 //   m = beta1 m + (1 - beta1) g,   v = beta2 v + (1 - beta2) g^2
 //   p -= lr * (mhat / (sqrt(vhat) + eps) + weight_decay p),
 //        mhat = m * bias_correction1, vhat = v * bias_correction2, with 1/(1 - beta^step) for each
@@ -39,8 +40,9 @@ extern "C" __global__ void __launch_bounds__(1024)
 adamw_update(bf16* __restrict__ param, const bf16* __restrict__ grad, float* __restrict__ m,
              float* __restrict__ v, float* __restrict__ master, int N, float lr, float beta1,
              float beta2, float one_minus_beta1, float one_minus_beta2, float bias_correction1,
-             float bias_correction2, float eps, float weight_decay, float grad_scale,
-             unsigned int seed) {
+             float bias_correction2, float eps, float weight_decay,
+             const float* __restrict__ grad_scale, unsigned int seed) {
+    float scale = *grad_scale;
     int first = blockIdx.x * blockDim.x * 4 * QUADS + threadIdx.x * 4;   // this thread's quad 0
     bf16x4 g16[QUADS], p16[QUADS];
     f128 mq[QUADS], vq[QUADS], pq[QUADS];
@@ -63,7 +65,7 @@ adamw_update(bf16* __restrict__ param, const bf16* __restrict__ grad, float* __r
             bf16x4 out;
             for (int k = 0; k < 4; k++) {
                 float p = master != nullptr ? pq[q][k] : to_float(p16[q].v[k]);
-                float g = to_float(g16[q].v[k]) * grad_scale;
+                float g = to_float(g16[q].v[k]) * scale;
                 mq[q][k] = beta1 * mq[q][k] + one_minus_beta1 * g;
                 vq[q][k] = beta2 * vq[q][k] + one_minus_beta2 * (g * g);
                 float mhat = mq[q][k] * bias_correction1, vhat = vq[q][k] * bias_correction2;

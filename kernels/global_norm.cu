@@ -2,7 +2,8 @@
 // in two deterministic phases (no atomics):
 //   global_norm_squared_partials: a fixed grid; each thread sums squares in fp32 over a grid-stride
 //     loop of 128-bit packets, then partials[block] = that block's sum (block_sum, fixed order);
-//   global_norm_squared_total: one warp adds the partials in fp64, in a fixed order, to *out.
+//   global_norm_squared_total: one warp adds the partials in fp64, in a fixed order, to *out,
+//     and turns the norm into AdamW's gradient-clipping factor.
 // The grid is a constant of the launcher, not the device's size, so the order of the additions,
 // and the bits of the result, are the same on every GPU.
 #include "common.cuh"
@@ -27,10 +28,19 @@ extern "C" __global__ void global_norm_squared_partials(float* partials, const b
     if (threadIdx.x == 0) partials[blockIdx.x] = sum;
 }
 
-// launched with one warp (32 threads)
-extern "C" __global__ void global_norm_squared_total(double* out, const float* partials, int n) {
+// launched with one warp (32 threads). Also AdamW's clip factor, so that the update can follow
+// the backward with no read by the host in between: *scale = grad_clip / norm where
+// 0 < grad_clip < norm, else 1, with norm = sqrt(*out), in fp64 and rounded to fp32 once: the
+// bits the host gets from the same formula on the norm it reads back.
+extern "C" __global__ void global_norm_squared_total(double* out, float* scale,
+                                                     const float* partials, int n,
+                                                     double grad_clip) {
     double sum = 0.0;
     for (int i = threadIdx.x; i < n; i += 32) sum += partials[i];
     for (int offset = 16; offset > 0; offset >>= 1) sum += __shfl_xor_sync(0xffffffff, sum, offset);
-    if (threadIdx.x == 0) *out = sum;
+    if (threadIdx.x == 0) {
+        *out = sum;
+        double norm = sqrt(sum);
+        *scale = (float)(grad_clip > 0.0 && grad_clip < norm ? grad_clip / norm : 1.0);
+    }
 }

@@ -7,6 +7,8 @@ Conventions shared with the CUDA backend (llmpy/cuda):
 - shapes: B batch, T time, C channels, NH heads, hs = C/NH head size, OC output channels,
   V real vocab, Vp padded vocab. Matrices are stored (out, in) row-major as in llm.c.
 """
+import math
+
 import numpy as np
 
 xp = np
@@ -21,6 +23,10 @@ def to_device(a):
 
 def to_host(a):
     return np.asarray(a)
+
+
+def upload(dst, src):
+    dst[...] = src
 
 
 def synchronize():
@@ -230,6 +236,19 @@ def global_norm_squared(grads, chunk=1 << 20):
         part[...] = grads[start:start + chunk]
         total += float(np.dot(part, part))
     return total
+
+
+def clip_scale(grads, grad_clip):
+    """The squared global norm and AdamW's clip factor (grad_clip / norm where
+    0 < grad_clip < norm, else 1); the GPU backend keeps both on the device."""
+    norm_squared = global_norm_squared(grads)
+    norm = math.sqrt(norm_squared)
+    return norm_squared, (grad_clip / norm if 0 < grad_clip < norm else 1.0)
+
+
+def scalar(x):
+    """adamw_update's grad_scale as this backend takes it: a float."""
+    return float(x)
 
 
 def adamw_update(param, grad, m, v, master, lr, beta1, beta2, eps, weight_decay, step,

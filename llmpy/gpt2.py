@@ -190,9 +190,9 @@ class GPT2:
             raise ValueError(f"batch {b}x{t} exceeds the allocated {self.B}x{self.T}")
         self.batch_shape = (b, t)
         self.inputs_bt = self.inputs[:b, :t]
-        self.inputs_bt[...] = self.ops.to_device(inputs)
+        self.ops.upload(self.inputs_bt, inputs)
         if targets is not None:
-            self.targets[:b, :t] = self.ops.to_device(targets)
+            self.ops.upload(self.targets[:b, :t], targets)
 
     def _forward(self, with_targets, loss_scale):
         ops, cfg, p = self.ops, self.cfg, self.params
@@ -231,9 +231,11 @@ class GPT2:
         return self.acts(b, t)["logits"][..., :self.cfg.vocab_size]
 
     def mean_loss(self):
-        """Mean cross-entropy of the last forward with targets (reads back to the host)."""
+        """Mean cross-entropy of the last forward with targets, averaged on the host: one read
+        of the losses, no kernels to launch and wait for."""
         b, t = self.batch_shape
-        return float(self.acts(b, t)["losses"].astype(np.float32).mean())
+        losses = self.ops.to_host(self.acts(b, t)["losses"])
+        return float(np.ascontiguousarray(losses, dtype=np.float32).mean())
 
     # ------------------------------------------------------------------------------------------
     # backward: runs after forward(inputs, targets), which left dlogits in the logits buffer.
@@ -345,8 +347,13 @@ class GPT2:
         clipping); `seed` varies the stochastic rounding of bf16 params between runs; `norm`,
         the gradient norm where the caller has it already. With ZeRO-1 each rank updates its
         shard, then the params are gathered on every rank. Returns the gradient norm."""
-        norm = self.grad_norm() if norm is None else norm
-        grad_scale = grad_clip / norm if 0 < grad_clip < norm else 1.0
+        if norm is None and not self.zero:
+            # the norm and the clip factor stay on the device: the update's kernels queue up
+            # behind the backward's, and the host reads the norm only once they are all queued
+            norm_squared, grad_scale = self.ops.clip_scale(self.grads_flat, grad_clip)
+        else:
+            norm = self.grad_norm() if norm is None else norm
+            grad_scale = self.ops.scalar(grad_clip / norm if 0 < grad_clip < norm else 1.0)
         self.step += 1
         for i, name, start, end in self._update_slices:
             wd = weight_decay if name in DECAYED else 0.0
@@ -360,7 +367,7 @@ class GPT2:
                                   beta2, eps, wd, self.step, grad_scale, piece_seed)
         if self.zero:
             self.comm.all_gather(self.params_flat)
-        return norm
+        return norm if norm is not None else math.sqrt(float(norm_squared))
 
     def memory_report(self):
         """Bytes of each buffer, as llm.c prints its allocations at start."""

@@ -244,6 +244,14 @@ def test_global_norm_squared_is_sum_of_squares(rng):
     assert_close(cpu.global_norm_squared(g), np.sum(g.astype(np.float64) ** 2), 1e-12, "norm^2")
 
 
+@pytest.mark.parametrize("grad_clip, clipped", [(0.5, True), (1e9, False), (0.0, False)])
+def test_clip_scale_scales_the_norm_down_to_grad_clip_only_above_it(rng, grad_clip, clipped):
+    g = randn(rng, 10001)     # norm ~ 100
+    norm_squared, scale = cpu.clip_scale(g, grad_clip)
+    assert norm_squared == cpu.global_norm_squared(g)
+    assert scale == (grad_clip / np.sqrt(norm_squared) if clipped else 1.0)
+
+
 @pytest.mark.parametrize("weight_decay", [0.0, 0.1])
 def test_adamw_matches_torch_over_three_steps(rng, weight_decay):
     lr, grad_scale = 1e-2, 0.5

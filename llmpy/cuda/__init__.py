@@ -8,7 +8,7 @@ import cupy as cp
 import ml_dtypes
 import numpy as np
 
-from llmpy.cuda.adamw import adamw_update, global_norm_squared  # noqa: F401
+from llmpy.cuda.adamw import adamw_update, clip_scale, global_norm_squared, scalar  # noqa: F401
 from llmpy.cuda.classifier import classifier_forward_backward  # noqa: F401
 from llmpy.cuda.elementwise import gelu_backward, gelu_forward, residual_forward  # noqa: F401
 from llmpy.cuda.flash_attention import attention_backward, attention_forward, attention_saved  # noqa: F401
@@ -39,6 +39,15 @@ def to_device(a):
 
 def to_host(a):
     return cp.asnumpy(a)
+
+
+def upload(dst, src):
+    """dst (a device array) <- src (a host array of its shape): straight into dst, one copy,
+    where dst is contiguous."""
+    if dst.flags.c_contiguous:
+        dst.set(np.ascontiguousarray(src, dtype=dst.dtype))
+    else:
+        dst[...] = cp.asarray(src)
 
 
 def synchronize():

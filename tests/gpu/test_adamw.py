@@ -9,12 +9,15 @@ multiply-adds and 1/(1 - beta^t) as a multiplier instead of a divisor differ, an
 step, so 1e-6 of each tensor's scale after 3 steps. The bf16 param is checked exactly: it must be
 one of the two bf16 neighbours of the fp32 master.
 """
+import math
+
 import cupy as cp
 import numpy as np
 import pytest
 
 from llmpy import cpu
-from llmpy.cuda.adamw import adamw_update, global_norm_squared
+from llmpy.cuda.adamw import adamw_update, clip_scale, global_norm_squared
+from llmpy.cuda.runtime import workspace
 from tests.gpu.bf16 import bf16
 from tests.helpers import rel_error
 
@@ -64,6 +67,18 @@ def test_global_norm_squared_counts_every_element_of_the_tail(rng):
 def test_global_norm_squared_is_deterministic(rng):
     grads = cp.asarray((rng.standard_normal(10_000_000) * 1e-3).astype(bf16))
     assert global_norm_squared(grads) == global_norm_squared(grads.copy())
+
+
+@pytest.mark.parametrize("grad_clip", [0.5, 1e9, 0.0], ids=["clipped", "below", "off"])
+def test_clip_scale_gives_the_hosts_factor_bit_for_bit(rng, grad_clip):
+    # the factor AdamW reads from the device, against the host's formula on the norm it reads
+    grads = cp.asarray((rng.standard_normal(1_000_003) * 1e-2).astype(bf16))     # norm ~ 10
+    workspace("global_norm_clip_scale", 1, np.float32).fill(np.nan)              # poison
+    norm_squared, scale = (cp.asnumpy(x) for x in clip_scale(grads, grad_clip))
+    norm = math.sqrt(float(norm_squared))
+    expected = np.float32(grad_clip / norm if 0 < grad_clip < norm else 1.0)
+    assert scale.view(np.uint32) == expected.view(np.uint32)
+    assert float(norm_squared) == global_norm_squared(grads)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -153,3 +153,21 @@ def test_graph_replays_give_the_bits_of_eager_steps():
     for i, ((loss, grads), (loss_g, grads_g)) in enumerate(zip(*runs)):
         assert loss == loss_g, f"step {i}"
         assert np.array_equal(grads, grads_g), f"step {i}"
+
+
+def test_update_clipping_on_the_device_takes_the_step_of_a_host_norm():
+    # update() without a norm keeps the norm and clip factor on the device; given the norm the
+    # host read (train_gpt2.py's way), it must take the same step, bit for bit
+    params = random_params(TINY, seed=20)
+    inputs, targets = random_batch(TINY, 4, 16, seed=21)
+    runs = []
+    for host_norm in (False, True):
+        model = GPT2(TINY, cuda, 4, 16, params=params)
+        model.zero_grad()
+        model.forward(inputs, targets)
+        model.backward()
+        norm = model.update(1e-3, grad_clip=0.1, norm=model.grad_norm() if host_norm else None)
+        runs.append((norm, cuda.to_host(model.params_flat).view(np.uint16)))
+    (norm, params_device), (norm_host, params_host) = runs
+    assert norm == norm_host and norm > 0.1, "the step must clip"
+    assert np.array_equal(params_device, params_host)
