@@ -2,7 +2,7 @@
 
     python dev/bench.py                       # d12, B=64, T=1024: the figure in the README
     python dev/bench.py --model d24 --B 32 --steps 20
-    python dev/bench.py --profile             # also: where one llmpy step's time goes, per op
+    python dev/bench.py --profile             # also: where one llmpy step's time goes, per kernel
 
 Each side trains from the same fresh weights on the Shakespeare shards; the first --warmup steps
 (NVRTC/torch.compile, cuBLAS heuristics) are not timed; the rest are timed one step each with
@@ -64,54 +64,41 @@ def bench_llmpy(cfg, params, loader, args):
     ms = median_step_ms(step, args.steps, args.warmup, cupy_timed)
     memory = cp.get_default_memory_pool().total_bytes()
     if args.profile:
-        profile(model, loader)
+        timed_steps = len(losses)
+        profile(step)
+        del losses[timed_steps:]      # the loss curve compares the timed steps only
     return ms, memory, losses
 
 
-class TimedOps:
-    """The cuda ops module with a pair of CUDA events around every op call."""
+def profile(step, steps=4):
+    """The GPU's timeline over `steps` training steps run as the timed ones are (CUDA graph and
+    all), from CUPTI's kernel records (through torch.profiler, which sees every kernel of the
+    process): each kernel's time per step, and the time the GPU sat idle between them."""
+    import json
+    import tempfile
 
-    def __init__(self, ops):
-        self._ops, self.calls = ops, []
-
-    def __getattr__(self, name):
-        attr = getattr(self._ops, name)
-        if not callable(attr) or name in ("to_device", "to_host", "synchronize", "device_name",
-                                          "memory_in_use", "attention_saved"):
-            return attr
-
-        def timed(*a, **k):
-            start, end = cp.cuda.Event(), cp.cuda.Event()
-            start.record()
-            result = attr(*a, **k)
-            end.record()
-            self.calls.append((name, start, end))
-            return result
-        return timed
-
-
-def profile(model, loader):
-    """One step with every op timed: the per-kernel breakdown of dev/cuda/README.md."""
-    timed = TimedOps(model.ops)
-    model.ops = timed
-    inputs, targets = loader.next_batch()
-    start, end = cp.cuda.Event(), cp.cuda.Event()
-    start.record()
-    model.zero_grad()
-    model.forward(inputs, targets)
-    model.backward()
-    model.update(LR)
-    end.record()
-    end.synchronize()
-    model.ops = timed._ops
-    total = cp.cuda.get_elapsed_time(start, end)
-    per_op = defaultdict(float)
-    for name, s, e in timed.calls:
-        per_op[name] += cp.cuda.get_elapsed_time(s, e)
-    print(f"\nwhere one step's {total:.1f} ms go (ops timed one by one; the rest is host gaps):")
-    for name, ms in sorted(per_op.items(), key=lambda kv: -kv[1]):
-        print(f"  {name:32s} {ms:8.2f} ms {100 * ms / total:5.1f}%")
-    print(f"  {'(between ops)':32s} {total - sum(per_op.values()):8.2f} ms")
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as cupti_trace
+    cp.cuda.Device().synchronize()
+    with cupti_trace(activities=[ProfilerActivity.CUDA], acc_events=True) as trace:
+        for _ in range(steps):
+            step()
+        cp.cuda.Device().synchronize()
+    with tempfile.NamedTemporaryFile(suffix=".json") as f:
+        trace.export_chrome_trace(f.name)
+        records = json.load(open(f.name))["traceEvents"]
+    gpu = sorted((e for e in records if e.get("ph") == "X" and
+                  e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset")), key=lambda e: e["ts"])
+    span = (gpu[-1]["ts"] + gpu[-1]["dur"] - gpu[0]["ts"]) / 1000 / steps
+    per_kernel = defaultdict(lambda: [0, 0.0])
+    for e in gpu:
+        per_kernel[e["name"]][0] += 1
+        per_kernel[e["name"]][1] += e["dur"] / 1000 / steps
+    busy = sum(ms for _, ms in per_kernel.values())
+    print(f"\nwhere one step's {span:.1f} ms go on the GPU (CUPTI, {steps} steps):")
+    for name, (calls, ms) in sorted(per_kernel.items(), key=lambda kv: -kv[1][1]):
+        print(f"  {ms:8.3f} ms {100 * ms / span:5.1f}% {calls / steps:6.0f} calls  {name[:90]}")
+    print(f"  {span - busy:8.3f} ms {100 * (span - busy) / span:5.1f}%         idle between kernels")
 
 
 def bench_torch(cfg, params, loader, args):
@@ -155,7 +142,8 @@ def main():
     p.add_argument("--steps", type=int, default=20, help="timed steps")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--data", default="dev/data/shakespeare/shakespeare_train.bin")
-    p.add_argument("--profile", action="store_true", help="per-op time breakdown of one llmpy step")
+    p.add_argument("--profile", action="store_true",
+                   help="per-kernel time breakdown of llmpy's steps (CUPTI through torch.profiler)")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
     p.add_argument("--curve-every", type=int, default=10, help="loss table: every N-th step")
     args = p.parse_args()
