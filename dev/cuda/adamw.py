@@ -24,7 +24,7 @@ from common import (bf16, dev_module, gpu, print_table, randn, rel_error, select
 
 from llmpy import cpu
 from llmpy.config import from_descriptor, num_parameters, param_shapes
-from llmpy.cuda.adamw import adamw_update, global_norm_squared
+from llmpy.cuda.adamw import adamw_update, global_norm_squared, scalar
 from llmpy.cuda.runtime import NULL, ceil_div
 from llmpy.gpt2 import split_flat
 
@@ -51,7 +51,10 @@ def adamw_v1(param, grad, m, v, master, lr, beta1, beta2, eps, weight_decay, ste
                  f32(weight_decay), f32(grad_scale), np.uint32(seed)))
 
 
-VERSIONS = {1: (global_norm_squared, adamw_v1), 2: (global_norm_squared, adamw_update)}
+# (norm, AdamW launcher, the clip factor as the launcher takes it: version 2's kernel reads it
+# from device memory, where the model's norm leaves it)
+VERSIONS = {1: (global_norm_squared, adamw_v1, float),
+            2: (global_norm_squared, adamw_update, scalar)}
 
 
 def check_inputs(rng):
@@ -62,7 +65,7 @@ def check_inputs(rng):
     return grads, master, m, v
 
 
-def check(inputs, norm_fn, adamw_fn):
+def check(inputs, norm_fn, adamw_fn, hyper):
     """Errors against NumPy, whether the params are bf16 neighbours of their master, and the
     outputs' bits (param, master, m, v)."""
     grads, master, m, v = (a.copy() for a in inputs)
@@ -70,7 +73,7 @@ def check(inputs, norm_fn, adamw_fn):
     errors = {"norm": abs(norm_fn(gpu(grads)) - ref) / ref}
     d_param = gpu(master)
     d_master, d_m, d_v = (gpu(a, np.float32) for a in (master, m, v))
-    adamw_fn(d_param, gpu(grads), d_m, d_v, d_master, **HYPER, step=5, seed=1)
+    adamw_fn(d_param, gpu(grads), d_m, d_v, d_master, **hyper, step=5, seed=1)
     cpu.adamw_update(master, grads, m, v, None, **HYPER, step=5, seed=1)
     for name, ours, ref in [("master", d_master, master), ("m", d_m, m), ("v", d_v, v)]:
         errors[name] = rel_error(cp.asnumpy(ours), ref)
@@ -93,8 +96,9 @@ def main():
     n, shapes = num_parameters(cfg), param_shapes(cfg)
     inputs, first = check_inputs(rng), None
     for version in selected_versions(VERSIONS):
-        norm_fn, adamw_fn = VERSIONS[version]
-        errors, neighbours, outputs = check(inputs, norm_fn, adamw_fn)
+        norm_fn, adamw_fn, clip_factor = VERSIONS[version]
+        hyper = dict(HYPER, grad_scale=clip_factor(HYPER["grad_scale"]))
+        errors, neighbours, outputs = check(inputs, norm_fn, adamw_fn, hyper)
         for name, err in errors.items():
             print(f"version {version} {name}: relative error {err:.2e} "
                   f"{'ok' if err < TOL[name] else 'FAIL'}")
@@ -116,7 +120,7 @@ def main():
             """The model's update: one launch per tensor, a seed for each."""
             for i, name in enumerate(shapes):
                 p, g, mi, vi, mw = (view[name] for view in views)
-                adamw_fn(p, g, mi, vi, mw if with_master else None, **HYPER, step=10, seed=i,
+                adamw_fn(p, g, mi, vi, mw if with_master else None, **hyper, step=10, seed=i,
                          block=block)
 
         ms = time_ms(lambda: norm_fn(grad))

@@ -41,7 +41,7 @@ def clip_scale(grads, grad_clip):
 
 
 def scalar(x):
-    """x as an fp32 device scalar, for adamw_update's grad_scale (copied without a sync)."""
+    """x as an fp32 device scalar, for adamw_update's grad_scale (written by a kernel: no sync)."""
     return cp.full((), x, dtype=np.float32)
 
 
