@@ -53,15 +53,10 @@ flash_attention_forward(bf16* out, float* lse, const bf16* qkv, int T, int NH, f
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
     for (int kt = 0; kt <= qt; kt++) {
         int k0 = kt * TILE, buf = kt % 2;
-        if (kt < qt) {                         // the next tile's copy overlaps this tile's math
+        double_buffer_step(kt < qt, [&] {     // the next tile's copy overlaps this tile's math
             load_tile(Ks[buf ^ 1], qp + C, 3 * C, k0 + TILE, T);
             load_tile(Vs[buf ^ 1], qp + 2 * C, 3 * C, k0 + TILE, T);
-            cp_async_commit();
-            cp_async_wait<1>();
-        } else {
-            cp_async_wait<0>();
-        }
-        __syncthreads();
+        });
         if (kt == 0) load_a(qf, Qs, warp * 16);
         mul_abt(s, qf, Ks[buf]);
         softmax_tile(s, o, m, l, k0, rows, kt == qt, scale_log2);
@@ -149,14 +144,7 @@ flash_attention_backward_dkdv(bf16* dqkv, float* bias_partial, bf16* ds, const b
     float dk[8][4] = {}, dv[8][4] = {};
     for (int qt = kt, buf = 0; qt < tiles; qt++, buf ^= 1) {
         int q0 = qt * TILE;
-        if (qt + 1 < tiles) {                  // the next tile's copy overlaps this tile's math
-            load_queries(qt + 1, buf ^ 1);
-            cp_async_commit();
-            cp_async_wait<1>();
-        } else {
-            cp_async_wait<0>();
-        }
-        __syncthreads();
+        double_buffer_step(qt + 1 < tiles, [&] { load_queries(qt + 1, buf ^ 1); });
         float p[8][4], dp[8][4];
         u32 a[4][4];
         load_a(a, Ks, warp * 16);
@@ -229,15 +217,10 @@ flash_attention_backward_dq(bf16* dqkv, float* bias_partial, const bf16* ds, con
     cp_async_commit();
     float dq[8][4] = {};
     for (int kt = 0, buf = 0; kt <= qt; kt++, buf ^= 1) {
-        if (kt < qt) {
+        double_buffer_step(kt < qt, [&] {
             load_tile(dSs(buf ^ 1), dsp + (size_t)(kt + 1) * TILE * TILE, TILE, 0, TILE);
             load_tile(Ks(buf ^ 1), kp, 3 * C, (kt + 1) * TILE, T);
-            cp_async_commit();
-            cp_async_wait<1>();
-        } else {
-            cp_async_wait<0>();
-        }
-        __syncthreads();
+        });
         u32 a[4][4];
         load_a_trans(a, dSs(buf), warp * 16);
         mul_ab(dq, a, Ks(buf));

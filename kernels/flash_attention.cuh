@@ -73,6 +73,21 @@ __device__ __forceinline__ void load_tile(bf16* tile, const bf16* src, int strid
     }
 }
 
+// One step of the mma.sync kernels' double buffers: while tiles remain (`more`), start copying
+// the next one into the other buffer (load_next issues the copies: one commit group), then wait
+// for the current tile's group and for every thread's copies of it (block barrier)
+template <class LoadNext>
+__device__ __forceinline__ void double_buffer_step(bool more, LoadNext load_next) {
+    if (more) {
+        load_next();
+        cp_async_commit();
+        cp_async_wait<1>();
+    } else {
+        cp_async_wait<0>();
+    }
+    __syncthreads();
+}
+
 // One key tile of the forward's online softmax, on a warp's 16 x 64 C-layout scores s = q.k
 // (this thread: rows[0] and rows[1], keys k0 + 8*nt + 2q (+1)): on the diagonal tile, keys past
 // the row masked; the running max m and denominator l (this lane's part, both in log2 units of
