@@ -238,17 +238,17 @@ def global_norm_squared(grads, chunk=1 << 20):
     return total
 
 
+def clip_factor(norm, grad_clip):
+    """Gradient clipping's factor for adamw_update's grad_scale: grad_clip / norm where
+    0 < grad_clip < norm, else 1 (grad_clip <= 0: no clipping)."""
+    return grad_clip / norm if 0 < grad_clip < norm else 1.0
+
+
 def clip_scale(grads, grad_clip):
-    """The squared global norm and AdamW's clip factor (grad_clip / norm where
-    0 < grad_clip < norm, else 1); the GPU backend keeps both on the device."""
+    """The squared global norm and the clip factor from it; the GPU backend keeps both on the
+    device."""
     norm_squared = global_norm_squared(grads)
-    norm = math.sqrt(norm_squared)
-    return norm_squared, (grad_clip / norm if 0 < grad_clip < norm else 1.0)
-
-
-def scalar(x):
-    """adamw_update's grad_scale as this backend takes it: a float."""
-    return float(x)
+    return norm_squared, clip_factor(math.sqrt(norm_squared), grad_clip)
 
 
 def adamw_update(param, grad, m, v, master, lr, beta1, beta2, eps, weight_decay, step,

@@ -353,7 +353,7 @@ class GPT2:
             norm_squared, grad_scale = self.ops.clip_scale(self.grads_flat, grad_clip)
         else:
             norm = self.grad_norm() if norm is None else norm
-            grad_scale = self.ops.scalar(grad_clip / norm if 0 < grad_clip < norm else 1.0)
+            grad_scale = self.ops.clip_factor(norm, grad_clip)
         self.step += 1
         for i, name, start, end in self._update_slices:
             wd = weight_decay if name in DECAYED else 0.0

@@ -8,7 +8,7 @@ import cupy as cp
 import ml_dtypes
 import numpy as np
 
-from llmpy.cuda.adamw import adamw_update, clip_scale, global_norm_squared, scalar  # noqa: F401
+from llmpy.cuda.adamw import adamw_update, clip_factor, clip_scale, global_norm_squared  # noqa: F401
 from llmpy.cuda.classifier import classifier_forward_backward  # noqa: F401
 from llmpy.cuda.elementwise import gelu_backward, gelu_forward, residual_forward  # noqa: F401
 from llmpy.cuda.flash_attention import attention_backward, attention_forward, attention_saved  # noqa: F401

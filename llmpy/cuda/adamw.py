@@ -5,6 +5,7 @@ import cupy as cp
 import ml_dtypes
 import numpy as np
 
+from llmpy import cpu
 from llmpy.cuda.runtime import ceil_div, launch, workspace
 
 # a fixed grid, not one sized to the device, so the norm's bits are the same on every GPU; on an
@@ -45,12 +46,17 @@ def scalar(x):
     return cp.full((), x, dtype=np.float32)
 
 
+def clip_factor(norm, grad_clip):
+    """llmpy.cpu's clip factor from a norm the host has, as a device scalar for adamw_update."""
+    return scalar(cpu.clip_factor(norm, grad_clip))
+
+
 def adamw_update(param, grad, m, v, master, lr, beta1, beta2, eps, weight_decay, step,
                  grad_scale, seed, block=ADAMW_BLOCK):
     """One AdamW step on one tensor: master (fp32) and m, v updated in place, the bf16 param
     written from the new master with stochastic rounding; without master, the bf16 param is
-    updated from itself. grad_scale: an fp32 device scalar (clip_scale's or scalar's) or a
-    float. `seed` (0 <= seed < 2**32) should differ per step and per tensor."""
+    updated from itself. grad_scale: an fp32 device scalar (clip_scale's or clip_factor's) or
+    a float. `seed` (0 <= seed < 2**32) should differ per step and per tensor."""
     n, beta1, beta2 = param.size, float(beta1), float(beta2)    # bias corrections in fp64
     arrays = (param, grad, m, v) + (() if master is None else (master,))
     assert all(a.size == n for a in arrays) and _aligned(*arrays)

@@ -98,5 +98,4 @@ def _sum_partials(dweight, dbias, dinp_sums, partials, blocks, C):
     the next C, dinp_sums (where given) += of the last C; in block order."""
     parts = 2 if dinp_sums is None else 3
     launch("layernorm", "layernorm_backward_params", ceil_div(parts * C, 32), (32, 32),
-           dweight, dbias, dinp_sums, partials, blocks, C,
-           parts)
+           dweight, dbias, dinp_sums, partials, blocks, C, parts)

@@ -76,7 +76,7 @@ def test_clip_scale_gives_the_hosts_factor_bit_for_bit(rng, grad_clip):
     workspace("global_norm_clip_scale", 1, np.float32).fill(np.nan)              # poison
     norm_squared, scale = (cp.asnumpy(x) for x in clip_scale(grads, grad_clip))
     norm = math.sqrt(float(norm_squared))
-    expected = np.float32(grad_clip / norm if 0 < grad_clip < norm else 1.0)
+    expected = np.float32(cpu.clip_factor(norm, grad_clip))
     assert scale.view(np.uint32) == expected.view(np.uint32)
     assert float(norm_squared) == global_norm_squared(grads)
 
