@@ -10,7 +10,7 @@
 // Statistics and sums in fp32. dweight/dbias are deterministic: each block sums a fixed set of
 // rows into fp32 partials (one slot per block, warps added in warp order), and a second kernel
 // adds the partials up in block order.
-#include "common.cuh"
+#include "layernorm.cuh"
 
 #define LN_EPS 1e-5f
 
@@ -84,15 +84,6 @@ extern "C" __global__ void residual_layernorm_forward(bf16* residual, bf16* out,
     if (lane == 0) { mean[row] = stats.x; rstd[row] = stats.y; }
 }
 
-// An empty asm that the compiler must assume changes v: the backward's second pass over a row
-// then converts the packed bf16 again (a few ALU instructions) instead of keeping the first
-// pass's floats of dout, x and weight alive across the row sums (164 registers instead of 128
-// at 3 chunks).
-__device__ __forceinline__ void opaque(x128& v) {
-    unsigned* u = reinterpret_cast<unsigned*>(&v);
-    for (int k = 0; k < 4; k++) asm("" : "+r"(u[k]));
-}
-
 // Backward with the row in registers, for C <= 256 * CHUNKS (CHUNKS <= 3: C <= 768). Warp g of
 // the grid's G warps takes rows g, g + G, g + 2G, ... (the launcher sizes the grid to what the
 // GPU holds at once: one wave, no tail). Lane l holds chunks c = 8*l + 256*i of the row: its
@@ -140,34 +131,8 @@ __device__ __forceinline__ void backward_rows(bf16* __restrict__ dinp, float* __
                 r[i] = load128cs(dinp + offset + c);
             }
         }
-        float m = mean[row], s = rstd[row];
-        float sum_g = 0.0f, sum_gn = 0.0f;
-#pragma unroll
-        for (int i = 0; i < CHUNKS; i++) {
-            if (lane * 8 + 256 * i >= C) continue;
-            for (int k = 0; k < x128::size; k++) {
-                float dk = to_float(d[i][k]), n = (to_float(v[i][k]) - m) * s;
-                float g = dk * to_float(w[i][k]);
-                sum_g += g;
-                sum_gn += g * n;
-                db[i][k] += dk;
-                dw[i][k] += dk * n;
-            }
-        }
-        float mean_g = warp_sum(sum_g) / C, mean_gn = warp_sum(sum_gn) / C;
-#pragma unroll
-        for (int i = 0; i < CHUNKS; i++) { opaque(d[i]); opaque(v[i]); opaque(w[i]); }
-#pragma unroll
-        for (int i = 0; i < CHUNKS; i++) {
-            int c = lane * 8 + 256 * i;
-            if (c >= C) continue;
-            for (int k = 0; k < x128::size; k++) {
-                float n = (to_float(v[i][k]) - m) * s, g = to_float(d[i][k]) * to_float(w[i][k]);
-                r[i][k] = to_bf16(to_float(r[i][k]) + s * (g - mean_g - n * mean_gn));
-                if (DINP_SUMS) dx[i][k] += to_float(r[i][k]);
-            }
-            store128cs(dinp + offset + c, r[i]);
-        }
+        backward_row<CHUNKS, DINP_SUMS>(dinp + offset, d, v, r, w, mean[row], rstd[row], db, dw,
+                                        dx, lane, C);
     }
     constexpr int PARTS = DINP_SUMS ? 3 : 2;
     f128* mine = warp_sums + warp * (PARTS * C / 4);   // dbias, dweight (, dinp's sums): C each

@@ -3,17 +3,9 @@
 // next row's copy in flight while the warp computes on this one. Not faster than version 4 on the
 // H200 (B = 64, both kernels): 0.130 ms against version 2's 0.150 in one run, 0.145 against
 // version 4's 0.126 and version 2's 0.145 in another; three stages no better than two (kernel
-// alone 0.129 / 0.126 ms). Math and layout as in kernels/layernorm.cu.
-#include "common.cuh"
-
-// An empty asm that the compiler must assume changes v: the backward's second pass over a row
-// then converts the packed bf16 again (a few ALU instructions) instead of keeping the first
-// pass's floats of dout, x and weight alive across the row sums (164 registers instead of 128
-// at 3 chunks).
-__device__ __forceinline__ void opaque(x128& v) {
-    unsigned* u = reinterpret_cast<unsigned*>(&v);
-    for (int k = 0; k < 4; k++) asm("" : "+r"(u[k]));
-}
+// alone 0.129 / 0.126 ms). Layout as in kernels/layernorm.cu; each row's math is its
+// backward_row (kernels/layernorm.cuh).
+#include "layernorm.cuh"
 
 // cp.async: 16 (or 4) bytes global -> shared without passing through registers. The "memory"
 // clobbers keep the compiler from moving this thread's shared-memory loads across the copies and
@@ -121,33 +113,9 @@ __device__ __forceinline__ void backward_rows(bf16* __restrict__ dinp, float* __
         }
         float stat = lane < 2 ? reinterpret_cast<const float*>(buf + 6 * C)[lane] : 0.0f;
         float m = __shfl_sync(0xffffffff, stat, 0), s = __shfl_sync(0xffffffff, stat, 1);
-        float sum_g = 0.0f, sum_gn = 0.0f;
-#pragma unroll
-        for (int i = 0; i < CHUNKS; i++) {
-            if (lane * 8 + 256 * i >= C) continue;
-            for (int k = 0; k < x128::size; k++) {
-                float dk = to_float(d[i][k]), n = (to_float(v[i][k]) - m) * s;
-                float g = dk * to_float(w[i][k]);
-                sum_g += g;
-                sum_gn += g * n;
-                db[i][k] += dk;
-                dw[i][k] += dk * n;
-            }
-        }
-        float mean_g = warp_sum(sum_g) / C, mean_gn = warp_sum(sum_gn) / C;
-#pragma unroll
-        for (int i = 0; i < CHUNKS; i++) { opaque(d[i]); opaque(v[i]); opaque(w[i]); }
-        size_t offset = (size_t)row * C;
-#pragma unroll
-        for (int i = 0; i < CHUNKS; i++) {
-            int c = lane * 8 + 256 * i;
-            if (c >= C) continue;
-            for (int k = 0; k < x128::size; k++) {
-                float n = (to_float(v[i][k]) - m) * s, g = to_float(d[i][k]) * to_float(w[i][k]);
-                r[i][k] = to_bf16(to_float(r[i][k]) + s * (g - mean_g - n * mean_gn));
-            }
-            store128cs(dinp + offset + c, r[i]);
-        }
+        float no_sums[1][x128::size];
+        backward_row<CHUNKS, false>(dinp + (size_t)row * C, d, v, r, w, m, s, db, dw, no_sums,
+                                    lane, C);
     }
     copy_async_wait<0>();   // the groups left are empty (rows >= N); the stages are free
     f128* mine = reinterpret_cast<f128*>(stages);   // 2C floats: dbias, then dweight
