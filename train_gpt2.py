@@ -22,15 +22,17 @@ from llmpy.checkpoint import (checkpoint_paths, checkpoints_to_delete, complete_
 from llmpy.config import DESCRIPTORS, from_descriptor, num_parameters
 from llmpy.dataloader import DataLoader
 from llmpy.gpt2 import GPT2, init_params
+from llmpy.fetch import data_dir
 from llmpy.hf import HF_MODELS, load_hf_gpt2
 from llmpy.logger import Logger, format_eta
 from llmpy.mfu import mfu
 from llmpy.outlier import OutlierDetector
+from llmpy.progress import progress
 from llmpy.sampler import generate, prompt_tokens
 from llmpy.schedulers import SCHEDULES, learning_rate
 from llmpy.tokenizer import get_tokenizer
 
-DATA = "dev/data/shakespeare"
+DATA = data_dir() / "shakespeare"
 
 
 class Parser(argparse.ArgumentParser):
@@ -49,6 +51,7 @@ def batch_size(text):
 
 def parse_args(argv):
     p = Parser(prog="train_gpt2.py", add_help=False, allow_abbrev=False,
+               formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                description="Train GPT-2 with llmpy (llm.c's flags).")
     p.add_argument("--help", action="help", help="show this help and exit")
     arg = p.add_argument
@@ -259,11 +262,47 @@ def resume_checkpoint(state, model, loader, rng, detectors):
 # --------------------------------------------------------------------------------------------
 # evaluation
 
+def where_it_writes(args, model, world):
+    """The run's outputs, and what each checkpoint costs on disk (the model file, and every
+    process's state file: AdamW's m and v, and master weights where there are any)."""
+    sizes = model.memory_report()
+    state = world * (sizes["AdamW m, v"] + sizes.get("master weights", 0))
+    line = f"writing {os.path.join(args.out_dir, 'main.log')}"
+    if args.checkpoint_every > 0:
+        keep = f"keeping the newest {args.checkpoints_keep}" if args.checkpoints_keep else "keeping all (-nk)"
+        line += (f" | a checkpoint every {args.checkpoint_every} steps: {sizes['parameters'] / 1e6:,.0f} MB "
+                 f"model + {state / 1e6:,.0f} MB state, {keep}")
+    return line
+
+
+class RunSummary:
+    """The closing line: steps and tokens of this run, its wall time, last and best val loss,
+    last HellaSwag."""
+
+    def __init__(self, start, total_batch):
+        self.start, self.total_batch, self.t0 = start, total_batch, time.perf_counter()
+        self.val_losses, self.hellaswag = [], None
+
+    def val(self, loss):
+        self.val_losses.append(loss)
+
+    def line(self, step):
+        seconds = time.perf_counter() - self.t0
+        tokens = (step - self.start) * self.total_batch
+        parts = [f"done: {step - self.start} steps, {tokens:,} tokens in {format_eta(seconds)} "
+                 f"({tokens / max(seconds, 1e-9):,.0f} tok/s)"]
+        if self.val_losses:
+            parts.append(f"val loss {self.val_losses[-1]:.6f} (best {min(self.val_losses):.6f})")
+        if self.hellaswag is not None:
+            parts.append(f"HellaSwag {self.hellaswag:.6f}")
+        return " | ".join(parts)
+
+
 def evaluate(model, loader, num_batches):
     """Mean loss over num_batches of the loader (each process its share of every batch)."""
     loader.reset()
     total = 0.0
-    for _ in range(num_batches):
+    for _ in progress(range(num_batches), desc="val loss", unit="batch", show=model.comm.rank == 0):
         inputs, targets = loader.next_batch()
         model.forward(inputs, targets)
         total += model.mean_loss()
@@ -366,7 +405,10 @@ def train(args, ops, comm):
           f"train {train_loader.num_tokens:,} tokens | {num_steps} steps | val {val_batches} batches"
           + (f" | HellaSwag {len(examples):,} examples" if examples else ""))
 
+    if args.out_dir:
+        say(where_it_writes(args, model, comm.world))
     t_first = None      # when the first step of this process ended: the ETA's clock starts there
+    summary = RunSummary(start, total_batch)
     for step in range(start, num_steps + 1):
         last = step == num_steps
         # a resumed run did its evaluations at `start` before writing that checkpoint
@@ -374,11 +416,13 @@ def train(args, ops, comm):
         if evaluate_now and val_loader and (step % args.val_every == 0 or last):
             val_loss = evaluate(model, val_loader, val_batches)
             say(f"val loss {val_loss:.6f}")
+            summary.val(val_loss)
             logger.val(step, val_loss)
         if evaluate_now and examples and ((step > 0 and args.val_every and step % args.val_every == 0) or last):
             right, count = hellaswag.evaluate(model, examples, comm.rank, comm.world)
             right, count = int(comm.sum(right)), int(comm.sum(count))
             say(f"HellaSwag: {right}/{count} = {right / count:.6f}")
+            summary.hellaswag = right / count
             logger.eval(step, right / count)
         if evaluate_now and tokenizer and comm.rank == 0 and ((step > 0 and step % args.sample_every == 0) or last):
             tokens = generate(model, prompt, args.gen_tokens, rng, args.temperature, args.top_k)
@@ -390,6 +434,7 @@ def train(args, ops, comm):
             if comm.rank == 0:
                 prune_checkpoints(args.out_dir, args.checkpoints_keep, args.major_every)
         if last:
+            say(summary.line(step))
             break
 
         t0 = time.perf_counter()

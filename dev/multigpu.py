@@ -20,16 +20,19 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+# this Python's own launcher (make install's MPICH, matching its mpi4py) where it has one
+MPIEXEC = str(Path(sys.executable).parent / "mpiexec") if (Path(sys.executable).parent / "mpiexec").exists() \
+    else shutil.which("mpiexec") or "mpiexec"
 STEP = re.compile(r"^step +(\d+)/\d+ \| loss (\S+) \|.*\| (\d+) tok/s")
 ENV = dict(os.environ, NCCL_NVLS_ENABLE="0", PYTHONUNBUFFERED="1",
-           OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+           OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")   # Open MPI, as root
 
 
 def train(gpus, *flags, log=None):
     """{step: (loss, tok/s)} of one train_gpt2.py run on `gpus` processes."""
     cmd = [sys.executable, str(ROOT / "train_gpt2.py"), "-v", "0", "-s", "0", *map(str, flags)]
     if gpus > 1:
-        cmd = [shutil.which("mpirun") or "mpirun", "-np", str(gpus), "--bind-to", "none", *cmd]
+        cmd = [MPIEXEC, "-n", str(gpus), *cmd]
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=ENV)
     if log:
         Path(log).write_text(r.stdout + r.stderr)

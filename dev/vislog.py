@@ -66,20 +66,31 @@ def smooth(values, alpha):
 
 
 def plot(logs, labels, out, ref=None, smoothing=0.0):
+    fig = figure(logs, labels, ref, smoothing)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=80)
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+
+
+def figure(logs, labels, ref=None, smoothing=0.0):
+    """The five panels against the step, and a sixth with each run's summary."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from matplotlib.ticker import MaxNLocator
+
     fig, axes = plt.subplots(2, 3, figsize=(15, 8))
     axes = axes.ravel()
-    axes[-1].axis("off")
+    colors = [f"C{i}" for i in range(len(logs))]     # a run keeps its colour in every panel
     for ax, (title, key, scale) in zip(axes, PANELS):
-        for streams, label in zip(logs, labels):
+        for streams, label, color in zip(logs, labels, colors):
             if key in streams:
                 steps, values = series(streams[key], scale)
                 if key == "trl":
                     values = smooth(values, smoothing)
-                ax.plot(steps, values, label=label)
+                ax.plot(steps, values, label=label, color=color)
         if key == "eval":
             ax.axhline(GPT2_124M_HELLASWAG, color="red", linestyle="--", label="OpenAI GPT-2 124M (29.4)")
         if key == "tel" and ref is not None and "tel" in ref:
@@ -87,15 +98,23 @@ def plot(logs, labels, out, ref=None, smoothing=0.0):
             ax.plot(steps, values, color="gray", linestyle="--", label="llm.c")
         ax.set_title(title)
         ax.set_xlabel("step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        lo, hi = ax.get_xlim()
+        if hi - lo < 2:                 # one step alone: a range whole-number ticks can mark
+            ax.set_xlim((lo + hi) / 2 - 1, (lo + hi) / 2 + 1)
         ax.ticklabel_format(axis="y", useOffset=False)
         if ax.lines:
             ax.legend(fontsize="small")
         else:
             ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes, color="gray")
+    runs = axes[len(PANELS)]            # the last panel: each run's summary line, in its colour
+    runs.axis("off")
+    runs.set_title("runs")
+    for i, (streams, label, color) in enumerate(zip(logs, labels, colors)):
+        runs.text(0.0, 1.0 - 0.12 * i, summary(streams, label).replace(" | ", "\n  "), color=color,
+                  va="top", ha="left", fontsize="small", transform=runs.transAxes)
     fig.tight_layout()
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=80)
-    plt.close(fig)
+    return fig
 
 
 def summary(streams, label):

@@ -7,8 +7,13 @@ A run started without MPI, or by mpirun with one process, gets a Comm of world s
 collectives do nothing, so the training code has one path.
 """
 import os
+import shutil
+import sys
+from pathlib import Path
 
 import numpy as np
+
+from llmpy import LlmpyError
 
 # set by mpirun (Open MPI, MPICH/Hydra, Intel MPI) or srun: the signs that we run under MPI
 _LAUNCHER_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "SLURM_NTASKS")
@@ -122,6 +127,36 @@ def init(ops):
     than one process (then each process takes the GPU of its rank within its node)."""
     if not any(v in os.environ for v in _LAUNCHER_VARS):
         return Comm(ops)      # no launcher: don't even import MPI
+    problem = launcher_mismatch(os.environ, mpi_library())
+    if problem:
+        raise LlmpyError(problem)
     from mpi4py import MPI
     world = MPI.COMM_WORLD
     return Comm(ops, world if world.Get_size() > 1 else None)
+
+
+def mpi_library():
+    """"mpich" or "openmpi": the MPI library that mpi4py will load, found before MPI starts
+    (mpi4py's own choice; None where it cannot be told)."""
+    try:
+        from mpi4py import _mpiabi
+        return _mpiabi._get_mpiabi()
+    except Exception:       # noqa: BLE001 -- an mpi4py without the lookup: no check
+        return None
+
+
+def launcher():
+    """The mpiexec that starts ranks mpi4py can join: this environment's (the mpich wheel's)
+    where mpi4py loads MPICH from it, else the one on PATH."""
+    own = Path(sys.prefix) / "bin" / "mpiexec"
+    return str(own) if own.exists() and mpi_library() == "mpich" else shutil.which("mpiexec")
+
+
+def launcher_mismatch(environ, library):
+    """Why ranks started this way cannot join (Open MPI's mpirun starting processes whose mpi4py
+    loads MPICH: every rank would abort in MPI's start-up), or None."""
+    if library == "mpich" and "OMPI_COMM_WORLD_SIZE" in environ:
+        return (f"started by Open MPI's mpirun, but mpi4py loads MPICH's library (the mpich wheel): "
+                f"start it with {launcher()} -n N ..., or, to use your Open MPI, uninstall the mpich "
+                "wheel from this environment (pip uninstall mpich)")
+    return None

@@ -9,9 +9,15 @@ from pathlib import Path
 from llmpy import LlmpyError
 
 
+def data_dir():
+    """Where the data scripts write and training looks by default: the repository's dev/data/
+    (found from llmpy's own location, so from any working folder), or $LLMPY_DATA."""
+    return Path(os.environ.get("LLMPY_DATA") or Path(__file__).resolve().parents[1] / "dev" / "data")
+
+
 def cache_dir():
-    """dev/data/cache/ in the repo, or $LLMPY_CACHE."""
-    return Path(os.environ.get("LLMPY_CACHE") or Path(__file__).resolve().parents[1] / "dev" / "data" / "cache")
+    """data_dir()/cache, or $LLMPY_CACHE."""
+    return Path(os.environ.get("LLMPY_CACHE") or data_dir() / "cache")
 
 
 def _normalize(name):

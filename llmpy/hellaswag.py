@@ -24,11 +24,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from llmpy import LlmpyError
+from llmpy.fetch import data_dir
+from llmpy.progress import progress
 
 MAGIC, VERSION, HEADER_INTS = 20240522, 1, 256
 HEADER_BYTES = 4 * HEADER_INTS
 START_EXAMPLE = 65535
-DEFAULT_PATH = "dev/data/hellaswag/hellaswag_val.bin"
+DEFAULT_PATH = str(data_dir() / "hellaswag" / "hellaswag_val.bin")
 
 
 @dataclass
@@ -114,7 +116,7 @@ def check_fits(examples, T, vocab_size, path="eval file"):
             raise LlmpyError(f"{path}: example {ex.index} has token {top}, beyond the model's vocabulary of {vocab_size}")
 
 
-def ending_losses(model, examples):
+def ending_losses(model, examples, show_progress=False):
     """Mean loss of every ending of every example: a list (per example) of float lists.
     Runs the model forward over rows of at most model.B x model.T tokens."""
     rows = []                       # (example number, ending number, tokens, first scored position)
@@ -122,7 +124,8 @@ def ending_losses(model, examples):
         for j, ending in enumerate(ex.endings):
             rows.append((k, j, ex.context + ending, len(ex.context) - 1))
     means = [[0.0] * len(ex.endings) for ex in examples]
-    for first in range(0, len(rows), model.B):
+    for first in progress(range(0, len(rows), model.B), total=-(-len(rows) // model.B),
+                          desc="HellaSwag", unit="batch", show=show_progress):
         chunk = rows[first:first + model.B]
         t = max(len(tokens) - 1 for _, _, tokens, _ in chunk)
         inputs = np.zeros((len(chunk), t), dtype=np.int32)
@@ -143,5 +146,6 @@ def evaluate(model, examples, rank=0, world=1):
     mine = examples[rank_slice(len(examples), rank, world)]
     if not mine:
         return 0, 0
-    right = sum(int(np.argmin(means)) == ex.label for ex, means in zip(mine, ending_losses(model, mine)))
+    means = ending_losses(model, mine, show_progress=rank == 0)
+    right = sum(int(np.argmin(m)) == ex.label for ex, m in zip(mine, means))
     return right, len(mine)

@@ -102,6 +102,30 @@ def find_snapshot(name, cache=None):
     return None
 
 
+def download_snapshot(name):
+    """OpenAI's `name` fetched from the Hugging Face Hub into its cache (config.json and the
+    safetensors only, with huggingface_hub's progress bars), as from_pretrained would; offline
+    (no network, HF_HUB_OFFLINE=1, no huggingface_hub) a one-line error saying where to get it."""
+    missing = (f"{name}: no snapshot of {repo_id(name)} with {SAFETENSORS} in the Hugging Face cache "
+               f"{hub_cache_dir()} (set by HF_HUB_CACHE or HF_HOME)")
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0"):
+        raise LlmpyError(f"{missing} (HF_HUB_OFFLINE is set); {download_hint(name)}")
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise LlmpyError(f"{missing}; {download_hint(name)}") from None
+    print(f"{name}: downloading {repo_id(name)} from the Hugging Face Hub into {hub_cache_dir()}")
+    try:
+        folder = Path(snapshot_download(repo_id(name), allow_patterns=["config.json", SAFETENSORS],
+                                        cache_dir=hub_cache_dir(), endpoint=os.environ.get("HF_ENDPOINT")))
+    except Exception as e:      # noqa: BLE001 -- offline, refused, interrupted: all mean "not here"
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise LlmpyError(f"{missing}, and the download failed ({why}); {download_hint(name)}") from None
+    if not _has_safetensors(folder):
+        raise LlmpyError(f"{missing}: {repo_id(name)} has no {SAFETENSORS}; {download_hint(name)}")
+    return folder
+
+
 def _has_safetensors(d):
     return (d / SAFETENSORS).is_file() or (d / SAFETENSORS_INDEX).is_file()
 
@@ -122,10 +146,7 @@ def load_hf_gpt2(name_or_dir, hf_dir=None):
         if not folder.is_dir():
             raise LlmpyError(f"{name}: --hf_dir {folder} is not a directory; {download_hint(name)}")
     elif expected is not None:
-        folder = find_snapshot(name)
-        if folder is None:
-            raise LlmpyError(f"{name}: no snapshot of {repo_id(name)} with {SAFETENSORS} in the Hugging Face "
-                             f"cache {hub_cache_dir()} (set by HF_HUB_CACHE or HF_HOME); {download_hint(name)}")
+        folder = find_snapshot(name) or download_snapshot(name)
     elif Path(name).is_dir():
         folder = Path(name)
     else:

@@ -11,7 +11,9 @@ from pathlib import Path
 
 from llmpy import LlmpyError
 
-KERNEL_DIR = Path(__file__).resolve().parents[1] / "kernels"
+# the repository's kernels/ in a checkout (and an editable install); llmpy/kernels in an installed copy
+_PACKAGED = Path(__file__).resolve().parent / "kernels"
+KERNEL_DIR = _PACKAGED if _PACKAGED.is_dir() else Path(__file__).resolve().parents[1] / "kernels"
 # no --use_fast_math: expf/tanhf keep full fp32 accuracy, so the only error is bf16 storage
 OPTIONS = ("-std=c++17", f"-I{KERNEL_DIR}")
 MIN_CAPABILITY = 80      # cp.async, bf16 tensor-core mma: Ampere and newer

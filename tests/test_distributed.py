@@ -2,7 +2,6 @@
 and ZeRO-1 (sharded AdamW) like plain data parallel. fp32 throughout; the ranks' halves are
 summed in another order than one big batch, so results agree to rounding (1e-5 of scale)."""
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,12 +10,13 @@ import numpy as np
 import pytest
 
 from llmpy import cpu
+from llmpy.distributed import launcher
 from llmpy.gpt2 import GPT2
 from tests.helpers import assert_close
 from tests.test_gpt2 import TINY, random_params
 
 ROOT = Path(__file__).resolve().parents[1]
-MPIEXEC = shutil.which("mpiexec") or shutil.which("mpiexec", path=str(Path(sys.executable).parent))
+MPIEXEC = launcher()
 STEPS, B, T = 4, 2, 16
 
 needs_mpi = pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec (pip install mpich)")
@@ -124,3 +124,15 @@ def test_resuming_with_another_number_of_processes_is_an_error(tiny_run, tmp_pat
     mpirun(2, *flags)
     r = mpirun(1, *flags, "-x", 6, "-y", 1, check=False)
     assert r.returncode != 0 and "as many" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_open_mpi_launcher_with_mpich_library_is_a_one_line_error(tiny_run):
+    """Open MPI's mpirun marks its ranks with OMPI_COMM_WORLD_SIZE; mpi4py here loads MPICH (the
+    mpich wheel), whose start-up would abort every rank: one line says which launcher to use."""
+    r = subprocess.run([sys.executable, str(ROOT / "train_gpt2.py"), "--device", "cpu",
+                        *map(str, tiny_run), "-x", "1"], capture_output=True, text=True, cwd=ROOT,
+                       timeout=120, env={**os.environ, "OMPI_COMM_WORLD_SIZE": "2",
+                                         "OMPI_COMM_WORLD_RANK": "0"})
+    assert r.returncode == 1
+    assert r.stderr.startswith("error: started by Open MPI's mpirun, but mpi4py loads MPICH's")
+    assert f"{MPIEXEC} -n N" in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -92,10 +92,22 @@ def test_one_process_and_several_give_the_same_shards(tmp_path):
     assert [p.read_bytes() for p in shards(one)] == [p.read_bytes() for p in shards(four)]
 
 
-def test_edu_type_names_shards_edufineweb(tmp_path):
+def test_edu_type_names_shards_as_llm_c_does(tmp_path):
     fineweb.main(["-t", "edu", "--local", str(write_parquet(tmp_path / "fw.parquet", documents(5))),
                   "-o", str(tmp_path / "out"), "-s", "1000", "-p", "1"])
-    assert [p.name for p in shards(tmp_path / "out")] == ["edufineweb_val_000000.bin"]
+    assert [p.name for p in shards(tmp_path / "out")] == ["edu_fineweb_val_000000.bin",
+                                                           "edu_fineweb_train_000001.bin"]
+
+
+def test_input_smaller_than_a_shard_still_gets_a_train_shard(tmp_path, capsys):
+    texts = documents(40)
+    out = run_fineweb(tmp_path, [write_parquet(tmp_path / "fw.parquet", texts)], shard_size=10**6)
+    val, train = (shard_tokens(p) for p in shards(out))
+    assert [p.name for p in shards(out)] == ["fineweb_val_000000.bin", "fineweb_train_000001.bin"]
+    assert np.concatenate([val, train]).tolist() == expected_tokens(texts)
+    assert val[0] == EOT and train[0] == EOT                  # whole documents on each side
+    assert 0.1 * (len(val) + len(train)) <= len(val) < 0.2 * (len(val) + len(train))
+    assert "less than one shard: val takes the first" in capsys.readouterr().out
 
 
 def test_tinystories_splits_go_to_their_own_shards_stripped(tmp_path):

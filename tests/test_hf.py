@@ -221,11 +221,22 @@ def test_unknown_name_is_an_error():
     assert "gpt2, gpt2-medium, gpt2-large, gpt2-xl" in msg
 
 
-def test_missing_snapshot_says_where_to_get_it(tmp_path, monkeypatch):
+def test_missing_snapshot_offline_says_where_to_get_it(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     msg = one_line_error("no snapshot of openai-community/gpt2-medium", load_hf_gpt2, "gpt2-medium")
     assert str(tmp_path) in msg and "hf download openai-community/gpt2-medium" in msg
     assert "https://huggingface.co/openai-community/gpt2-medium" in msg and "--hf_dir" in msg
+
+
+def test_missing_snapshot_is_downloaded_and_an_unreachable_hub_is_one_line(tmp_path, monkeypatch):
+    """No snapshot in the cache: the Hub is asked (here a closed local port, as a machine without
+    internet sees it), and its failure ends in the same one line with the reason."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    msg = one_line_error("and the download failed", load_hf_gpt2, "gpt2")
+    assert msg.startswith("gpt2: no snapshot of openai-community/gpt2") and "hf download" in msg
 
 
 def test_missing_hf_dir_is_an_error(tmp_path):

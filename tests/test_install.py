@@ -52,7 +52,7 @@ def make_install_commands(env, venv):
     r = subprocess.run(["make", "-n", "install", f"VENV={venv}"], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
-    return next(line.rstrip() for line in r.stdout.splitlines() if "pip install" in line)
+    return next(line.rstrip() for line in r.stdout.splitlines() if "-r requirements.txt" in line)
 
 
 @pytest.mark.parametrize("cuda, requirements", [("12.4", "requirements-gpu-cu12.txt"),
@@ -127,3 +127,60 @@ def test_offline_environment_installs_from_downloaded_wheels_alone(tmp_path):
 def test_offline_environment_without_its_wheels_is_a_one_line_error(tmp_path):
     r = offline_env("install", tmp_path / "none", tmp_path / "venv", ROOT / "requirements.txt")
     assert r.returncode == 1 and r.stderr.strip() == f"error: {tmp_path / 'none'}: no such folder of wheels"
+
+
+def fake_python(folder, version):
+    """A python3 that runs `-c CODE` as if it were Python `version` (its sys.version_info)."""
+    folder.mkdir(exist_ok=True)
+    major, minor = version.split(".")
+    script = folder / "python-fake"
+    script.write_text(f'#!/bin/sh\nexec {sys.executable} -c "import sys; sys.version_info = '
+                      f'({major}, {minor}, 0); exec(sys.argv[1])" "$2"\n')
+    script.chmod(0o755)
+    return script
+
+
+def test_make_install_refuses_a_python_older_than_3_11_in_one_line(tmp_path):
+    python = fake_python(tmp_path / "bin", "3.10")
+    r = subprocess.run(["make", "install", f"VENV={tmp_path / 'venv'}", f"PYTHON={python}"], cwd=ROOT,
+                       env=no_nvidia_smi(), capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0
+    assert f"error: llmpy needs Python 3.11 or newer; {python} is 3.10" in r.stderr
+    assert not (tmp_path / "venv").exists()
+
+
+def test_a_venv_installed_by_another_python_is_installed_anew(tmp_path):
+    venv = tmp_path / "venv"
+    venv.mkdir()
+    (venv / ".installed-cpu-py3.9").touch()
+    make = ["make", f"VENV={venv}", f"PYTHON={sys.executable}", "install"]
+    r = subprocess.run([*make, "-n"], cwd=ROOT, env=no_nvidia_smi(), capture_output=True, text=True,
+                       timeout=60)
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert f"touch {venv}/.installed-cpu-py{python}" in r.stdout
+    (venv / f".installed-cpu-py{python}").touch()
+    r = subprocess.run([*make, "-q"], cwd=ROOT, env=no_nvidia_smi(), timeout=60)
+    assert r.returncode == 0            # up to date once this Python's stamp is there
+
+
+def test_a_cpu_machine_asks_pytorchs_cpu_index_for_torch_first(tmp_path):
+    r = subprocess.run(["make", "-n", "install", f"VENV={tmp_path / 'venv'}"], cwd=ROOT,
+                       env=no_nvidia_smi(), capture_output=True, text=True, timeout=60)
+    torch_line = next(line for line in r.stdout.splitlines() if "download.pytorch.org/whl/cpu" in line)
+    pinned = next(line for line in (ROOT / "requirements.txt").read_text().splitlines()
+                  if line.startswith("torch=="))
+    assert f'"{pinned}+cpu"' in torch_line and "--no-deps" in torch_line
+    assert r.stdout.index(torch_line) < r.stdout.index("-r requirements.txt")
+
+
+def test_installed_package_carries_its_kernels_and_imports_from_anywhere(tmp_path):
+    site = tmp_path / "site"
+    r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site),
+                        str(ROOT)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    packaged = sorted(p.name for p in (site / "llmpy" / "kernels").iterdir())
+    assert packaged == sorted(p.name for p in (ROOT / "kernels").iterdir())
+    r = subprocess.run([sys.executable, "-c", "import llmpy.kernel_options as k; print(k.KERNEL_DIR)"],
+                       cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(site)}, capture_output=True,
+                       text=True, timeout=60)
+    assert r.stdout.strip() == str(site / "llmpy" / "kernels"), r.stderr

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from dev.vislog import main, parse_log
+from dev.vislog import figure, main, parse_log
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -88,3 +88,25 @@ def test_a_file_that_is_not_a_log_is_a_one_line_error(tmp_path):
 def test_labels_must_match_the_logs(tmp_path):
     log = write_log(tmp_path / "run" / "main.log")
     assert_one_line_error(run_vislog(log, "--labels", "a,b"), "--labels")
+
+
+def test_a_run_keeps_its_colour_in_every_panel_even_where_another_run_is_missing(tmp_path):
+    full = parse_log(write_log(tmp_path / "a" / "main.log"))
+    no_val = {k: v for k, v in parse_log(write_log(tmp_path / "b" / "main.log", offset=0.5)).items()
+              if k not in ("tel", "eval")}
+    fig = figure([no_val, full], ["b", "a"])
+    colours = {}
+    for ax in fig.axes[:5]:
+        for line in ax.lines:
+            if line.get_label() in ("a", "b"):
+                colours.setdefault(line.get_label(), set()).add(line.get_color())
+    assert all(len(c) == 1 for c in colours.values()) and colours["a"] != colours["b"]
+
+
+def test_the_sixth_panel_sums_up_each_run_and_steps_are_whole_numbers(tmp_path):
+    fig = figure([parse_log(write_log(tmp_path / "a" / "main.log", steps=3))], ["a"])
+    texts = [t.get_text() for t in fig.axes[5].texts]
+    assert len(texts) == 1 and texts[0].startswith("a\n  train loss")
+    fig.canvas.draw()
+    for ax in fig.axes[:5]:
+        assert all(float(t).is_integer() for t in ax.get_xticks())

@@ -11,6 +11,7 @@ import numpy as np
 
 from llmpy import LlmpyError
 from llmpy.dataloader import HEADER_INTS, MAGIC, VERSION
+from llmpy.progress import counter
 
 
 def write_datafile(path, tokens):
@@ -125,11 +126,31 @@ class ShardWriter:
         self.doc += 1
 
     def finish(self):
-        """Write what is left as the last, shorter shard and mark the run done."""
-        if self.fill:
+        """Write what is left as the last, shorter shard and mark the run done. An input smaller
+        than one shard, where the first shard is val and the rest train, is split so that train
+        gets a shard too (split_small_input)."""
+        if self.fill and self.state["next_shard"] == 0 and self.split_of(0) != self.split_of(1):
+            self.split_small_input()
+        elif self.fill:
             self._write(docs_done=self.doc, doc_offset=0)
         self.state.update(docs_done=self.doc, doc_offset=0, done=True)
         write_progress(self.state_path, self.state)
+
+    def split_small_input(self, val_fraction=0.1):
+        """Shard 0 (val) takes the documents of the first `val_fraction` of the tokens, shard 1
+        (train) the rest: the whole input had fit in the first shard, which would have left
+        nothing to train on."""
+        from llmpy.tokenizer import EOT
+        tokens = self.buffer[:self.fill]
+        starts = np.flatnonzero(tokens == EOT)
+        later = starts[starts >= max(1, int(val_fraction * len(tokens)))]
+        cut = int(later[0]) if len(later) else max(1, int(val_fraction * len(tokens)))
+        print(f"{self.prefix}: the input is {len(tokens):,} tokens, less than one shard: val takes the "
+              f"first {cut:,} (whole documents, ~{val_fraction:.0%}), train the other {len(tokens) - cut:,}")
+        for index, part in ((0, tokens[:cut]), (1, tokens[cut:])):
+            write_datafile(self.out_dir / shard_name(self.prefix, self.split_of(index), index), part)
+        self.fill = 0
+        self.state.update(next_shard=2, docs_done=self.doc, doc_offset=0)
 
     def _write(self, docs_done, doc_offset):
         index = self.state["next_shard"]
@@ -199,12 +220,16 @@ def tokenize_to_shards(open_texts, *, out_dir, prefix, run, source, shard_size, 
     else:
         pool = None
         results = map(tokenize_documents, batches)
+    bar = counter(desc=f"{run} tokens", unit="tok")
     try:
         for tokens, lengths in results:
             for end, length in zip(np.cumsum(lengths), lengths):
                 writer.add(tokens[end - length:end], start)
                 start = 0
+            bar.set_description_str(f"{run} shard {state['next_shard']}")
+            bar.update(int(lengths.sum()))
     finally:
+        bar.close()
         if pool is not None:
             results.close()  # first: terminate() waits for the feeder, which may wait for a slot
             pool.terminate()

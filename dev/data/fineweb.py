@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # repo root: dev/ 
 from dev.data.data_common import text_stream, tokenize_to_shards
 from llmpy import run_main
 
-DATASETS = {"classic": ("HuggingFaceFW/fineweb", "fineweb"), "edu": ("HuggingFaceFW/fineweb-edu", "edufineweb")}
+DATASETS = {"classic": ("HuggingFaceFW/fineweb", "fineweb"), "edu": ("HuggingFaceFW/fineweb-edu", "edu_fineweb")}
 VERSIONS = {"10B": "sample-10BT", "100B": "sample-100BT"}
 HERE = Path(__file__).resolve().parent
 
