@@ -321,7 +321,7 @@ def load_hellaswag(path, T, vocab_size):
 def mfu_column(cfg, T, tokens, seconds, ops):
     """llm.c's "| 45.1% bf16 MFU" of one GPU, from the tokens it processed (n/a where its peak
     is unknown); nothing on the CPU."""
-    if ops.name == "cpu":
+    if not ops.reports_mfu:
         return ""
     fraction = mfu(cfg, T, tokens, seconds, ops.device_name())
     return " | n/a MFU" if fraction is None else f" | {100 * fraction:.1f}% bf16 MFU"

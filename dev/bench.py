@@ -27,8 +27,8 @@ from llmpy.gpt2 import GPT2, init_params       # noqa: E402
 from llmpy.mfu import mfu                      # noqa: E402
 
 LR = 3e-4
-# measured on the same H200 machines, not in this run (../shared/GPU_NOTES.md)
-LLM_C_FIGURES = ("llm.c on an H200, d12 B=64 T=1024 (GPU_NOTES.md): ~115 ms/step, ~567K tokens/s "
+# measured on the same H200 machines, not in this run (docs/performance.md)
+LLM_C_FIGURES = ("llm.c on an H200, d12 B=64 T=1024 (docs/performance.md): ~115 ms/step, ~567K tokens/s "
                  "with cuDNN flash attention; ~170 ms, ~382K with its own attention kernels")
 
 

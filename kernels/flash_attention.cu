@@ -16,7 +16,7 @@
 #include "flash_attention.cuh"
 
 // dK/dV kernel's occupancy target: 3 blocks per SM cap it at 168 registers a thread (a few
-// spills); at 2 it takes ~244 and its backward is 8% slower on the H200 (dev/cuda/attention.py)
+// spills); at 2 it takes ~244 and runs slower (dev/cuda/attention.py, docs/performance.md)
 #ifndef DKDV_BLOCKS_PER_SM
 #define DKDV_BLOCKS_PER_SM 3
 #endif

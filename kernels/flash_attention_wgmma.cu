@@ -24,12 +24,8 @@
 // instructions), the tensor cores run at wgmma's higher rate, the products are issued
 // asynchronously so one warpgroup's softmax runs while the other's (and the other block's)
 // products occupy the tensor cores, and every K/V tile copied feeds 128 query rows, not 64.
-// H200, NH = 12, T = 1024: 0.478 ms at B = 64 against the mma.sync forward's 0.566 (0.085 vs
-// 0.094 at B = 8), the same errors against the NumPy reference; 127 registers under NVRTC (128
-// under nvcc), none spilled, 2 blocks per SM. 2 (with a second barrier a tile, as before), 3 or
-// 4 stages: 0.481, 0.482, 0.478 ms (three runs each, alternating: the same), the same bits. Products are waited for at once; the
-// FlashAttention-3 overlap of a warpgroup's softmax with its next products (3 warpgroups of 64
-// rows a block, dev branch next/fwd-pipelined) measured slower: 0.56-0.58 ms.
+// Products are waited for at once: overlapping a warpgroup's softmax with its next products
+// (FlashAttention-3's schedule) was measured slower here (docs/performance.md).
 //
 // The shared-memory tile layout and the descriptors are in kernels/wgmma.cuh.
 #include "wgmma.cuh"
@@ -113,9 +109,7 @@ flash_attention_forward_wgmma(bf16* out, float* lse, const bf16* qkv, int T, int
 // stages of a Q and a dO tile with the rows' lse and delta, 1 KB to align the tiles to 1024
 // bytes. The query tiles stream through, shared by the block's warpgroups: query tile
 // BWD_WGS*x + w is warpgroup w's diagonal, and it sits out the tiles before it. The stages are
-// filled as the forward's (BWD_STAGES = 2: a double buffer, version 12's):
-// 0.907 ms against 0.918 at 2 stages (with a second barrier a tile, as before) and 0.909 at 4
-// (B = 64, three runs each, alternating), the same bits.
+// filled as the forward's (BWD_STAGES = 2: a double buffer, version 12's).
 // Per query tile and warpgroup (64 keys x 64 queries):
 //   S^T = K Q^T, dP^T = V dO^T:  wgmma m64n64k16, A = K (V) and B = Q (dO) both K-major from
 //                shared memory (rows = keys or queries, the 64 columns = the head), as the
@@ -139,33 +133,12 @@ flash_attention_forward_wgmma(bf16* out, float* lse, const bf16* qkv, int T, int
 // block's exponentials the other block's products.
 // Registers: the dK, dV, S^T and dP^T accumulators (4 x 32 floats a thread) and the P^T and dS^T
 // A fragments (2 x 16) take ~214 registers (none spilled): 2 blocks of 128 threads per SM. The
-// knobs BWD_WGS (warpgroups a block, sharing each Q/dO tile copied), BWD_BLOCKS_PER_SM (the
-// __launch_bounds__ target) and BWD_HEADS_FAST (grid (B*NH, key blocks): every head's heaviest
-// blocks first) select the variants measured below.
-// H200, B = 64, NH = 12, T = 1024, dK/dV kernel alone, ms with dS stores / without (median of 20;
-// measured at 2 stages):
-//   mma.sync (kernels/flash_attention.cu, 167 registers, 3 blocks/SM)    1.037 / 0.930
-//   this, 1 warpgroup, 2 blocks/SM (208 registers): the default           0.900 / 0.773
-//   the same with BWD_HEADS_FAST                                          0.912 / 0.768
-//   1 warpgroup, 3 blocks/SM (168 registers, 56 B local, ptxas
-//     serializes the wgmmas: C7512)                                       0.917 / 0.779
-//   2 warpgroups (128 keys), 1 block/SM (209 registers)                   0.979 / 0.807
-//   the same with BWD_HEADS_FAST                                          0.975 / 0.803
-//   3 warpgroups, 1 block/SM (168 registers, spills, serialized)          1.002 / 0.772
-// One block of 2 warpgroups (128 keys) loses to two independent 64-key blocks, likely because
-// the block's barriers tie both warpgroups to every query tile (one sits out the first) and an
-// SM's single block cannot overlap its prologue (K, V, first Q/dO) and epilogue with another
-// block's math; the Q/dO copies it saves come from L2 anyway (not profiled). FlashAttention-3's
-// overlap across query tiles (the next tile's S^T and dP^T issued before this tile's dK, in
-// straight-line chunks of 1-4 tiles, 234-255 registers; dev branch next/dkdv-pipelined) gave the
-// same bits at 0.926-1.380 ms against 0.949 for this kernel in the same run: not kept. The production
-// dQ kernel then takes 0.374 ms (the whole mma.sync backward, delta + dK/dV + dQ: 1.469 ms).
-// dQ, dK, dV and the dS tiles came out bit-identical to the mma.sync kernel's for every
-// variant and for (B, T, NH) = (1,1,1), (1,64,1), (2,37,4), (1,65,2), (1,130,2), (2,192,3),
-// (2,256,3), (1,300,2), (1,1024,2) (max error / max reference against the fp32 NumPy
-// backward 2.2e-3 to 7.0e-3); dK, dV without dS stores the same bits as with them.
+// knobs BWD_WGS (warpgroups a block, sharing each Q/dO tile copied) and BWD_BLOCKS_PER_SM (the
+// __launch_bounds__ target) select the variants dev/cuda/attention.py measures; one warpgroup, 2
+// blocks an SM is the fastest of them, and a FlashAttention-3 overlap across query tiles gave the
+// same bits more slowly (docs/performance.md). dQ, dK, dV and the dS tiles are bit-identical to
+// the mma.sync kernel's (tests/gpu/test_flash_attention.py).
 //
-
 #ifndef BWD_WGS
 #define BWD_WGS 1                  // warpgroups a block, 64 keys each
 #endif
@@ -230,11 +203,7 @@ flash_attention_backward_dkdv_wgmma(bf16* dqkv, float* bias_partial, bf16* ds, c
     float (*delta_s)[TILE] = lse_s + BWD_STAGES;
 
     int tiles = (T + TILE - 1) / TILE;
-#ifdef BWD_HEADS_FAST                          // grid (B*NH, key blocks): all heads' first
-    int bh = blockIdx.x, kb = blockIdx.y;
-#else                                          // grid (key blocks, B*NH): each head's first
-    int bh = blockIdx.y, kb = blockIdx.x;
-#endif
+    int bh = blockIdx.y, kb = blockIdx.x;      // grid (key blocks, B*NH): each head's first
     int b = bh / NH, h = bh % NH, C = NH * HS;
     int wg = threadIdx.x / 128, warp = threadIdx.x % 128 / 32, g = threadIdx.x % 32 / 4;
     int q = threadIdx.x % 4;
@@ -372,13 +341,10 @@ flash_attention_backward_dkdv_wgmma(bf16* dqkv, float* bias_partial, bf16* ds, c
 // with the transpose bits: the same tile shape as the forward's V, 2048 bytes a k-step.
 // dQ * scale leaves through the warpgroup's first dS buffer (free after the loop) as whole
 // 128-byte lines of dqkv; with bias_partial, its column sums go there first (column_sums).
-// Why faster than mma.sync (B = 64, NH = 12, T = 1024, H200: 0.255 ms against 0.380, the same
-// bits): wgmma reads dS and K from shared memory once per warpgroup instead of ldmatrix per
-// warp, one barrier a tile instead of two, each K tile copied serves 128 query rows, and 3
-// stages in flight hide the dS reads (855 MB, ~0.2 ms at 4.3 TB/s: it runs near that bound).
-// Other shapes measured (.carry test, one run): 1 warpgroup and 2, 3 or 4 stages 0.265, 0.259,
-// 0.258 ms; 2 warpgroups and 2 or 3 stages 0.271, 0.259 ms.
-
+// Why faster than mma.sync (the same bits): wgmma reads dS and K from shared memory once per
+// warpgroup instead of ldmatrix per warp, one barrier a tile instead of two, each K tile copied
+// serves 128 query rows, and the stages in flight hide the dS reads, which bound the kernel.
+// The warpgroup and stage counts measured are in docs/performance.md.
 #ifndef DQ_WGS
 #define DQ_WGS 2                   // warpgroups a block, one 64-row query tile each
 #endif

@@ -96,8 +96,8 @@ extern "C" __global__ void residual_layernorm_forward(bf16* residual, bf16* out,
 // [warp][dbias | dweight][C]) into partials[blockIdx.x] = (dbias | dweight).
 // Against layernorm_backward_shared (dev/cuda/layernorm.py's version 2): no read-modify-write
 // of shared-memory accumulators per row (4 * chunks f128 a lane), no second read of dout and x,
-// dinp's load issued with the others rather than after the row sums. H200, B = 64, with the
-// partials' sum: 0.121-0.126 ms against 0.141-0.145 (3.2-3.3 against 2.8-2.9 TB/s).
+// dinp's load issued with the others rather than after the row sums (the timings are in
+// docs/performance.md).
 template <int CHUNKS, bool DINP_SUMS>
 __device__ __forceinline__ void backward_rows(bf16* __restrict__ dinp, float* __restrict__ partials,
                                               const bf16* __restrict__ dout,

@@ -44,6 +44,9 @@ def memory_in_use():
 
 capture = None              # no graphs to capture a sequence of ops into: they run as called
 device_errors = ()          # no device faults to report
+master_weights = False      # the params are fp32 already
+collectives = "mpi"         # gradients reduced by MPI on the host
+reports_mfu = False         # no peak to measure against
 
 
 # ----------------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ class Comm:
         if mpi_comm is not None:
             from mpi4py import MPI
             self.local_rank = mpi_comm.Split_type(MPI.COMM_TYPE_SHARED).Get_rank()
-            if ops.name == "cuda":
+            if ops.collectives == "nccl":
                 self._init_nccl()
 
     def _init_nccl(self):

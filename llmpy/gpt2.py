@@ -91,7 +91,7 @@ class GPT2:
         self.v_flat = xp.zeros(size, dtype=np.float32)
         # fp32 master weights exist only where params are stored in lower precision
         self.master = None
-        if np.dtype(ops.param_dtype) != np.float32:
+        if ops.master_weights:
             self.master = ops.to_device(flat[self.shard_start:self.shard_start + size])
         self._update_slices = self._slices(shapes, self.shard_start, self.shard_start + size)
         self.step = 0           # AdamW steps taken (its bias correction needs it)

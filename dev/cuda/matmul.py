@@ -37,7 +37,7 @@ The dweight product alone: cuBLAS's gemm against cuBLASLt under each split-K red
 with and without BGRADB. cuBLASLt's ranked algorithms: each product at each shape timed with
 the heuristic's first few choices (llmpy takes the first), to see what it leaves on the table.
 Shapes: GPT-2 124M's four matmuls at B*T = 65536 rows, and the LM head (Vp = 50304, no bias).
-TFLOP/s counts 2*N*C*OC per gemm (forward one, backward two); GPU_NOTES has cuBLAS alone at
+TFLOP/s counts 2*N*C*OC per gemm (forward one, backward two); docs/performance.md has cuBLAS alone at
 ~630-770 on the H200. torch.addmm/matmul run on the same tensors where torch is installed.
 """
 import functools

@@ -25,6 +25,9 @@ xp = cp
 param_dtype = ml_dtypes.bfloat16
 act_dtype = ml_dtypes.bfloat16
 name = "cuda"
+master_weights = True       # bf16 params: AdamW keeps fp32 master weights
+collectives = "nccl"        # device buffers reduced by NCCL
+reports_mfu = True
 
 
 def unavailable_reason():

@@ -11,7 +11,7 @@ from llmpy.cuda.runtime import ceil_div, launch, workspace
 # a fixed grid, not one sized to the device, so the norm's bits are the same on every GPU; on an
 # H100/H200 (132 SMs x 8 blocks of 256) it is a single wave
 NORM_BLOCKS, NORM_BLOCK = 1024, 256
-ADAMW_BLOCK = 256    # 0.930 ms for GPT-2 124M on the H200, 512: 0.945, 1024: 0.952 (dev/cuda/adamw.py)
+ADAMW_BLOCK = 256    # the fastest of 256, 512, 1024 (dev/cuda/adamw.py, docs/performance.md)
 
 
 def _aligned(*arrays):
