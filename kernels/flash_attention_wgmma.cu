@@ -30,11 +30,16 @@
 // The shared-memory tile layout and the descriptors are in kernels/wgmma.cuh.
 #include "wgmma.cuh"
 
+// The knobs come from llmpy/launch_config.py (-D), which sizes each kernel's shared memory from
+// the same values: FWD_STAGES (the forward's K/V stages; 2 is a double buffer), BWD_STAGES (the
+// dK/dV kernel's Q/dO stages), DQ_WGS (the dQ kernel's warpgroups, one 64-row query tile each)
+// and DQ_STAGES (its stages).
+#if !defined(FWD_STAGES) || !defined(BWD_STAGES) || !defined(DQ_WGS) || !defined(DQ_STAGES)
+#error "FWD_STAGES, BWD_STAGES, DQ_WGS, DQ_STAGES: set by llmpy/launch_config.py's KNOBS"
+#endif
+
 #define WG_THREADS 256             // two warpgroups
 #define QROWS 128                  // query rows per block, 64 per warpgroup
-#ifndef FWD_STAGES
-#define FWD_STAGES 3               // K/V stages (2: a double buffer)
-#endif
 static_assert(FWD_STAGES >= 2, "FWD_STAGES: at least double-buffered");
 
 extern "C" __global__ void __launch_bounds__(WG_THREADS, 2)
@@ -139,14 +144,9 @@ flash_attention_forward_wgmma(bf16* out, float* lse, const bf16* qkv, int T, int
 // same bits more slowly (docs/performance.md). dQ, dK, dV and the dS tiles are bit-identical to
 // the mma.sync kernel's (tests/gpu/test_flash_attention.py).
 //
-#ifndef BWD_WGS
-#define BWD_WGS 1                  // warpgroups a block, 64 keys each
-#endif
+#define BWD_WGS 1                  // warpgroups a block, 64 keys each (column_sums takes one)
 #ifndef BWD_BLOCKS_PER_SM
 #define BWD_BLOCKS_PER_SM 2
-#endif
-#ifndef BWD_STAGES
-#define BWD_STAGES 3               // Q/dO stages (2: a double buffer)
 #endif
 static_assert(BWD_STAGES >= 2, "BWD_STAGES: at least double-buffered");
 #define BWD_THREADS (BWD_WGS * 128)
@@ -345,12 +345,6 @@ flash_attention_backward_dkdv_wgmma(bf16* dqkv, float* bias_partial, bf16* ds, c
 // warpgroup instead of ldmatrix per warp, one barrier a tile instead of two, each K tile copied
 // serves 128 query rows, and the stages in flight hide the dS reads, which bound the kernel.
 // The warpgroup and stage counts measured are in docs/performance.md.
-#ifndef DQ_WGS
-#define DQ_WGS 2                   // warpgroups a block, one 64-row query tile each
-#endif
-#ifndef DQ_STAGES
-#define DQ_STAGES 4                // pipeline stages
-#endif
 #define DQ_THREADS (DQ_WGS * 128)
 #define DQ_STAGE_ELEMS ((DQ_WGS + 1) * TILE * HS)   // a stage: the K tile, a dS tile a warpgroup
 #define DQ_SMEM (DQ_STAGES * DQ_STAGE_ELEMS * 2 + 1024)

@@ -175,9 +175,15 @@ __device__ __forceinline__ void backward_rows_of(bf16* dinp, float* partials, co
     else backward_rows<3, DINP_SUMS>(dinp, partials, dout, inp, weight, mean, rstd, N, C);
 }
 
-// At most 512 threads a block (llmpy/cuda/layernorm.py's BACKWARD_THREADS): 65536 registers /
-// 512 threads caps the kernel at 128 registers, which it needs without spilling.
-extern "C" __global__ void __launch_bounds__(512)
+// The backwards' launch bounds come from llmpy/launch_config.py (-D), which sizes their grids.
+#if !defined(BACKWARD_THREADS) || !defined(SUMS_THREADS)
+#error "BACKWARD_THREADS, SUMS_THREADS: set by llmpy/launch_config.py's KNOBS"
+#endif
+static_assert(65536 / BACKWARD_THREADS >= 128, "layernorm_backward needs 128 registers a thread");
+
+// At most BACKWARD_THREADS (512) threads a block: 65536 registers / 512 threads caps the kernel
+// at 128 registers, which it needs without spilling.
+extern "C" __global__ void __launch_bounds__(BACKWARD_THREADS)
 layernorm_backward(bf16* dinp, float* partials, const bf16* dout, const bf16* inp,
                    const bf16* weight, const float* mean, const float* rstd, int N, int C) {
     backward_rows_of<false>(dinp, partials, dout, inp, weight, mean, rstd, N, C);
@@ -187,8 +193,8 @@ layernorm_backward(bf16* dinp, float* partials, const bf16* dout, const bf16* in
 // into a third part of each block's partials: in the model, dinp is the residual stream's
 // gradient, the dout of the next attention or MLP projection backward, whose bias gradient these
 // sums are; that saves the projection a pass over dinp. 8 more fp32 accumulators a chunk (154
-// registers under nvcc): at most 384 threads a block (SUMS_THREADS in the launcher).
-extern "C" __global__ void __launch_bounds__(384)
+// registers under nvcc): at most SUMS_THREADS (384) threads a block.
+extern "C" __global__ void __launch_bounds__(SUMS_THREADS)
 layernorm_backward_sums(bf16* dinp, float* partials, const bf16* dout, const bf16* inp,
                         const bf16* weight, const float* mean, const float* rstd, int N, int C) {
     backward_rows_of<true>(dinp, partials, dout, inp, weight, mean, rstd, N, C);

@@ -7,7 +7,10 @@
 
 // Block (32, BIAS_WARPS): lane x owns columns [256*blockIdx.x + 8x, +8), warp y sums the rows
 // y, y + BIAS_WARPS, ... of row chunk blockIdx.y; the warps' sums are then added in order of y.
-#define BIAS_WARPS 8
+// BIAS_WARPS comes from llmpy/launch_config.py (-D).
+#ifndef BIAS_WARPS
+#error "BIAS_WARPS: set by llmpy/launch_config.py's KNOBS"
+#endif
 extern "C" __global__ void bias_backward_partial(float* partial, const bf16* dout, int N, int OC,
                                                  int rows_per_chunk) {
     __shared__ float sums[BIAS_WARPS][32 * x128::size];

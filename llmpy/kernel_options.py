@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from llmpy import LlmpyError
+from llmpy.launch_config import KNOBS
 
 # the repository's kernels/ in a checkout (and an editable install); llmpy/kernels in an installed copy
 _PACKAGED = Path(__file__).resolve().parent / "kernels"
@@ -39,6 +40,16 @@ def target(compute_capability, override=None):
 
 def target_from_env(compute_capability):
     return target(compute_capability, os.environ.get("LLMPY_ARCH"))
+
+
+def defines(source, overrides=()):
+    """-DNAME=value for kernels/<source>.cu's knobs (launch_config.KNOBS), each overridden by a
+    "-DNAME=value" of `overrides` (dev/cuda's variants)."""
+    values = dict(KNOBS.get(source, {}))
+    for option in overrides:
+        name, _, value = option.removeprefix("-D").partition("=")
+        values[name] = value
+    return tuple(f"-D{name}={value}" for name, value in values.items())
 
 
 def arch_option(arch):

@@ -11,6 +11,17 @@ from dataclasses import dataclass, replace
 DEFAULT = 48 * 1024
 KB = 1024
 
+# Compile-time knobs of our kernels, owned here: NVRTC (and CI's nvcc) gets them as -D values
+# (kernel_options.defines), the .cu files refuse to build without them and static_assert what they
+# require, and the launchers below size their grids and shared memory from the same numbers.
+KNOBS = {
+    "layernorm": {"BACKWARD_THREADS": 512, "SUMS_THREADS": 384},   # the backwards' launch bounds
+    "matmul": {"BIAS_WARPS": 8},
+    # the wgmma attention: K/V stages of the forward, Q/dO stages of the dK/dV kernel, warpgroups
+    # (query tiles) a block and stages of the dQ kernel
+    "flash_attention_wgmma": {"FWD_STAGES": 3, "BWD_STAGES": 3, "DQ_WGS": 2, "DQ_STAGES": 4},
+}
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -50,11 +61,12 @@ LAYERNORM_FORWARD_BLOCK = 256
 # backward, C <= ROWS_IN_REGISTERS_C (layernorm_backward in the .cu): blocks of BACKWARD_BLOCK
 # threads; the kernel's launch bound (BACKWARD_THREADS) keeps it at <= 128 registers a thread, so
 # an SM holds BACKWARD_THREADS threads: the grid is that many blocks an SM, one wave. Blocks of
-# 128-512 threads time within ~1% of each other on the H200 (dev/cuda/layernorm.py version 4)
-BACKWARD_BLOCK, BACKWARD_THREADS = 256, 512
+# 128-512 threads time alike (dev/cuda/layernorm.py version 4, docs/performance.md)
+BACKWARD_BLOCK, BACKWARD_THREADS = 256, KNOBS["layernorm"]["BACKWARD_THREADS"]
 # layernorm_backward_sums (dinp's column sums too): 154 registers, so at most 384 threads an SM,
 # in blocks of 128
-SUMS_BLOCK, SUMS_THREADS = 128, 384
+SUMS_BLOCK, SUMS_THREADS = 128, KNOBS["layernorm"]["SUMS_THREADS"]
+BIAS_WARPS = KNOBS["matmul"]["BIAS_WARPS"]
 ROWS_IN_REGISTERS_C = 768
 # backward for larger C (layernorm_backward_shared): blocks of at most this many threads (fewer
 # where the device's shared memory is short), each over a fixed range of rows
@@ -91,22 +103,25 @@ DQ_SMEM = 4 * TILE_BYTES
 WGMMA_ROWS, WGMMA_THREADS = 128, 256   # the wgmma forward: query rows and threads a block
 
 
-def wgmma_forward_smem(stages=3):
+WGMMA = KNOBS["flash_attention_wgmma"]
+
+
+def wgmma_forward_smem(stages=WGMMA["FWD_STAGES"]):
     """Q, `stages` stages of a K and a V tile (128-byte rows), 1 KB to align them to 1024 bytes
     (FWD_STAGES in the .cu)."""
     return (WGMMA_ROWS + 2 * stages * TILE) * HEAD_SIZE * 2 + KB
 
 
-def wgmma_dkdv_smem(stages=3):
+def wgmma_dkdv_smem(stages=WGMMA["BWD_STAGES"]):
     """One warpgroup, 64 keys a block: K, V and the dS staging tile, `stages` stages of a Q and a
     dO tile with their rows' lse and delta, 1 KB to align the tiles (BWD_STAGES in the .cu)."""
     return (3 + 2 * stages) * TILE * HEAD_SIZE * 2 + stages * 2 * TILE * 4 + KB
 
 
-# the wgmma dQ kernel: 2 warpgroups (query tiles) a block, 4 stages of a K tile and a dS tile a
-# warpgroup, 1 KB to align them (DQ_WGS, DQ_STAGES in the .cu)
-WGMMA_DQ_TILES, WGMMA_DQ_STAGES = 2, 4
-WGMMA_DQ_SMEM = WGMMA_DQ_STAGES * (WGMMA_DQ_TILES + 1) * TILE * HEAD_SIZE * 2 + KB
+# the wgmma dQ kernel: DQ_WGS warpgroups (query tiles) a block, DQ_STAGES stages of a K tile and a
+# dS tile a warpgroup, 1 KB to align them
+WGMMA_DQ_TILES = WGMMA["DQ_WGS"]
+WGMMA_DQ_SMEM = WGMMA["DQ_STAGES"] * (WGMMA_DQ_TILES + 1) * TILE * HEAD_SIZE * 2 + KB
 
 
 def model_requests(C, limits, static):

@@ -1,5 +1,6 @@
 """Every CUDA source (kernels/ and dev/cuda/) compiles with nvcc for every GPU generation we
-support (the wgmma file for sm_90a only), with the options the runtime gives NVRTC; and every
+support (the wgmma file for sm_90a only), with the options and knobs (-D) the runtime gives
+NVRTC; and every
 kernel's shared memory at d12 and d48, its static bytes as ptxas reports them plus what its
 launcher asks for (llmpy/launch_config.py), fits each generation's limit. Runs on the CPU CI;
 skipped where nvcc is absent."""
@@ -11,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from llmpy.kernel_options import CI_TARGETS, KERNEL_DIR, OPTIONS, WGMMA_SOURCES, WGMMA_TARGET, arch_option
+from llmpy.kernel_options import (CI_TARGETS, KERNEL_DIR, OPTIONS, WGMMA_SOURCES, WGMMA_TARGET, arch_option,
+                                  defines)
 from llmpy.launch_config import GENERATIONS, HOPPER, Limits, model_requests
 
 ROOT = KERNEL_DIR.parent
@@ -26,7 +28,7 @@ BUILDS = [(source, arch) for source in SOURCES for arch in CI_TARGETS
 def ptxas_report(source, arch):
     """(nvcc's exit status, its output with ptxas's per-kernel report) for one build."""
     out = Path("/tmp") / f"llmpy-{source.stem}-{arch}-{source.parent.name}.cubin"
-    r = subprocess.run([NVCC, "-cubin", arch_option(arch), *OPTIONS, "-Xptxas", "-v", str(source),
+    r = subprocess.run([NVCC, "-cubin", arch_option(arch), *OPTIONS, *defines(source.stem), "-Xptxas", "-v", str(source),
                         "-o", str(out)], capture_output=True, text=True)
     out.unlink(missing_ok=True)
     return r.returncode, r.stderr
@@ -92,3 +94,18 @@ def test_layernorm_backward_takes_fewer_warps_where_shared_memory_is_short():
     small = Limits(per_block=64 * 1024, per_sm=65 * 1024)
     requests = model_requests(4096, small, lambda source, kernel: 0)
     assert requests["layernorm", "layernorm_backward_shared"] == 2 * 2 * 4096 * 4   # 2 warps
+
+
+def test_a_kernel_without_its_knobs_refuses_to_build(tmp_path):
+    """The knobs have one owner (launch_config.KNOBS): a build that forgets them fails loudly
+    instead of taking a default the launcher may not share."""
+    if NVCC is None:
+        pytest.skip("nvcc not found")
+    r = subprocess.run([NVCC, "-cubin", arch_option("sm_80"), *OPTIONS, str(KERNEL_DIR / "matmul.cu"),
+                        "-o", str(tmp_path / "k.cubin")], capture_output=True, text=True)
+    assert r.returncode != 0 and "BIAS_WARPS: set by llmpy/launch_config.py" in r.stderr
+
+
+def test_dev_variants_override_a_knob():
+    assert dict(d.split("=") for d in defines("flash_attention_wgmma", ("-DFWD_STAGES=2",)))["-DFWD_STAGES"] == "2"
+    assert "-DBWD_STAGES=3" in defines("flash_attention_wgmma", ("-DFWD_STAGES=2",))

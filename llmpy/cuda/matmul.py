@@ -26,9 +26,9 @@ import numpy as np
 from llmpy.cuda import cublaslt
 from llmpy.cuda.cublaslt import OP_N, OP_T
 from llmpy.cuda.runtime import ceil_div, launch, workspace
+from llmpy.launch_config import BIAS_WARPS
 
 BIAS_ROWS = 256       # rows per chunk of the dbias reduction: 768 blocks at B*T = 65536, C = 768
-BIAS_WARPS = 8        # as in kernels/matmul.cu
 # forward epilogue by (bias given, pre_gelu given)
 FORWARD_EPILOGUES = {(False, False): cublaslt.EPILOGUE_DEFAULT,
                      (True, False): cublaslt.EPILOGUE_BIAS,

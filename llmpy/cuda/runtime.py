@@ -113,7 +113,7 @@ def module(source):
     those macros (dev/cuda's variants of a kernel's compile-time knobs)."""
     source, defines = source if isinstance(source, tuple) else (source, ())
     path = source if isinstance(source, Path) else KERNEL_DIR / f"{source}.cu"
-    options = (*OPTIONS, cuda_headers(), *defines)
+    options = (*OPTIONS, cuda_headers(), *kernel_options.defines(path.stem, defines))
     return cp.RawModule(path=str(compile_source(path, options, target())))
 
 
