@@ -6,6 +6,10 @@
 #              would run it (the same at 99 KB): the switches of tests/gpu/conftest.py
 #   emubench   dev/bench.py on those two paths beside the Hopper path, B=64 and B=8
 #   quality    d12 B=64 40 steps on Shakespeare (lr 6e-4, warmup 10, wd 0.1): step-40 val loss
+#   debug      dev/debug_model.py --compare: d12's per-layer norms on the CPU (fp32) and GPU (bf16)
+#   arch       dev/bench.py on the tree before the architecture step (.carry/before, made by
+#              `git archive before-architecture | tar -x -C .carry/before`) and on this one,
+#              alternating, three runs each
 #   resume     train d12 with checkpoints, resume from the middle, sample, plot main.log
 #   multigpu   dev/multigpu.py on every GPU: equality with one GPU, scaling (d12, then d48 -r 1)
 #   kernels    the dev/cuda scripts: each kernel family's versions checked and timed
@@ -17,7 +21,7 @@ OUT=${OUT:-gpu_round_out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
 GPUS=$(nvidia-smi -L | wc -l)
-sections=${*:-tests emulate resume multigpu kernels bench emubench quality sizes}
+sections=${*:-tests emulate resume multigpu kernels bench emubench quality debug arch sizes}
 A100="LLMPY_WGMMA=0 LLMPY_ARCH=compute_80 LLMPY_MAX_SHARED_KB=163"
 RTX="LLMPY_WGMMA=0 LLMPY_ARCH=compute_80 LLMPY_MAX_SHARED_KB=99"
 summary=()
@@ -48,6 +52,17 @@ for s in $sections; do
     rc=$?
     tps=$(grep -E '^step' "$OUT/quality.log" | tail -30 | sed -E 's/.*\| ([0-9]+) tok\/s.*/\1/' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
     summary+=("quality d12 40 steps (rc $rc): $(grep -E '^val loss' "$OUT/quality.log" | tail -1), median of steps 11-40: $tps tokens/s") ;;
+  debug)
+    timeout 300 python3 -m dev.debug_model -e d12 -b 4 -t 256 --compare > "$OUT/debug.log" 2>&1
+    summary+=("debug_model --compare (rc $?): $(grep -E '^(activations|gradients)' "$OUT/debug.log" | tr '\n' ' ')") ;;
+  arch)
+    ln -sfn "$PWD/dev/data/shakespeare" .carry/before/dev/data/shakespeare 2>/dev/null
+    for run in 1 2 3; do
+      for tree in .carry/before .; do
+        (cd "$tree" && timeout 150 python3 dev/bench.py --steps 20 --no-torch) > "$OUT/arch.tmp" 2>&1
+        summary+=("bench $([ "$tree" = . ] && echo after || echo before) run $run: $(grep -E '^llmpy +\|' "$OUT/arch.tmp" | tail -1)")
+      done
+    done ;;
   resume)
     run=/tmp/llmpy_resume_run; rm -rf "$run"      # checkpoints: GBs, not for $OUT
     flags="-e d12 -b 16 -t 1024 -x 20 -v 10 -m 2 -s 20 -g 48 -n 10 -o $run"
