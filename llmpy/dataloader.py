@@ -82,7 +82,7 @@ class DataLoader:
         if file != self.file:
             self.tokens = open_shard(self.files[file])
         self.shard, self.file, self.sample = shard, file, sample
-        self.num_samples = (self.ntoks[file] - 1) // self.round
+        self.num_samples = self.num_samples_of(file)
         self.sample_order = None
         if self.shuffle:
             # state() saves the generator as it was before this shard's draw, so that a resumed
@@ -130,7 +130,7 @@ class DataLoader:
             return
         order, sample = d.get("shard_order"), d.get("sample", -1)
         if d.get("tokens_per_sample") != self.round or not isinstance(order, list) \
-                or sorted(order) != list(range(len(self.files))):
+                or not all(type(f) is int for f in order) or sorted(order) != list(range(len(self.files))):
             raise LlmpyError(f"data loader state: tokens per sample {d.get('tokens_per_sample')}, "
                              f"shard order of {len(order) if isinstance(order, list) else '?'} shards {where}")
         if not (type(sample) is int and 0 <= sample < self.num_samples_of(order[shard])):
@@ -143,4 +143,5 @@ class DataLoader:
         self._open(shard, sample)
 
     def num_samples_of(self, file):
+        """Samples in the file self.files[file]."""
         return (self.ntoks[file] - 1) // self.round

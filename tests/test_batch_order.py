@@ -143,10 +143,92 @@ def test_state_of_the_other_order_is_refused(shards, saved_shuffled):
 
 
 @pytest.mark.parametrize("change", [
-    dict(tokens_per_sample=8), dict(shard_order=[0, 1]), dict(shard_order=[0, 1, 1]),
+    dict(tokens_per_sample=8), dict(shard_order=[0, 1]), dict(shard_order=[0, 1, 1]), dict(shard_order=["0", 1, 2]),
     dict(shard=3), dict(sample=99), dict(sample=-1), dict(rng={"key": [1, 2], "index": 0}),
     dict(rng={"key": list(range(624)), "index": 625})])
 def test_shuffled_state_that_does_not_fit_the_data_is_refused(shards, change):
     state = {**DataLoader(shards, B=1, T=4, shuffle=True).state(), **change}
     with pytest.raises(LlmpyError, match="data loader state"):
         DataLoader(shards, B=1, T=4, shuffle=True).load_state(state)
+
+
+# --- train_gpt2.py: with -l 0 the weights never change, so each step's loss shows which batch it read
+
+@pytest.fixture
+def program(tmp_path):
+    """The tests' tiny model and three train shards of random tokens in its vocabulary (21, 13
+    and 29 tokens: 5, 3 and 7 samples at B=1, T=4); returns (shard tokens, flags)."""
+    from llmpy.checkpoint import write_model
+    from tests.test_gpt2 import TINY, random_params
+    rng = np.random.default_rng(0)
+    tokens = [rng.integers(0, TINY.vocab_size, n) for n in SHARD_TOKENS]
+    for f, t in enumerate(tokens):
+        write_datafile(tmp_path / f"train_{f:06d}.bin", t)
+    write_model(tmp_path / "tiny.bin", TINY, random_params(TINY, seed=0))
+    return tokens, ["-e", tmp_path / "tiny.bin", "-i", tmp_path / "train_*.bin", "-b", 1, "-t", 4,
+                    "-v", 0, "-s", 0, "-l", 0]
+
+
+def reference_losses(tokens, order):
+    """PyTorch's loss on each batch of `order` (B=1, T=4, one process), the weights of tiny.bin."""
+    import torch
+    from tests.test_gpt2 import TINY, random_params
+    from tests.torch_gpt2 import TorchGPT2
+    model = TorchGPT2(TINY, random_params(TINY, seed=0))
+    out = []
+    with torch.no_grad():
+        for f, samples in order:
+            for i in samples:
+                buf = tokens[f][4 * i:4 * i + 5]
+                out.append(model(buf[None, :-1], buf[None, 1:])[1].item())
+    return out
+
+
+def printed_losses(stdout):
+    from tests.test_train import losses
+    return [float(loss) for _, loss in sorted(losses(stdout).items())]
+
+
+def assert_losses(printed, reference):
+    assert len(printed) == len(reference)
+    for step, (ours, ref) in enumerate(zip(printed, reference), 1):
+        assert abs(ours - ref) < 2e-6, f"step {step}: {ours} against {ref}"
+
+
+def test_train_gpt2_reads_llm_c_s_order_by_default(program):
+    from tests.test_train import run
+    tokens, flags = program
+    r = run(*flags, "-x", 30)                                  # two epochs of 15 samples
+    assert "shuffled" in r.stdout
+    assert_losses(printed_losses(r.stdout), reference_losses(tokens, ORDER_SEED_42))
+
+
+@pytest.mark.parametrize("flag", [["--shuffle", 0], ["-a", 1]], ids=["--shuffle 0", "-a 1"])
+def test_file_order_flag_and_overfitting_read_in_file_order(program, flag):
+    from tests.test_train import run
+    tokens, flags = program
+    r = run(*flags, "-x", 6, *flag)
+    assert "in file order" in r.stdout
+    # -a 1 reads the first batch at every step; --shuffle 0 shard 0's five samples, then shard 1's
+    order = [(0, [0] * 6)] if flag == ["-a", 1] else [(0, [0, 1, 2, 3, 4]), (1, [0])]
+    assert_losses(printed_losses(r.stdout), reference_losses(tokens, order))
+
+
+def test_run_resumed_mid_shard_reads_the_batches_of_one_that_never_stopped_across_epochs(program, tmp_path):
+    from tests.test_train import run
+    tokens, flags = program
+    flags = [*flags, "-x", 34, "-o", tmp_path / "out", "-n", 7]
+    full = printed_losses(run(*flags).stdout)
+    for step in (21, 28, 34):               # as if killed after step 14's checkpoint
+        (tmp_path / "out" / f"DONE_{step:08d}").unlink()
+    resumed = run(*flags, "-y", 1)
+    assert "resumed from step 14" in resumed.stdout
+    assert printed_losses(resumed.stdout) == full[14:]
+
+
+def test_resuming_a_file_order_checkpoint_shuffled_is_a_one_line_error(program, tmp_path):
+    from tests.test_train import assert_one_line_error, run
+    _, flags = program
+    run(*flags, "-x", 2, "--shuffle", 0, "-o", tmp_path / "out", "-n", 2)
+    r = run(*flags, "-x", 4, "-o", tmp_path / "out", "-y", 1, check=False)
+    assert_one_line_error(r, "-y 1", "in file order", "--shuffle 0")
