@@ -232,3 +232,27 @@ def test_resuming_a_file_order_checkpoint_shuffled_is_a_one_line_error(program, 
     run(*flags, "-x", 2, "--shuffle", 0, "-o", tmp_path / "out", "-n", 2)
     r = run(*flags, "-x", 4, "-o", tmp_path / "out", "-y", 1, check=False)
     assert_one_line_error(r, "-y 1", "in file order", "--shuffle 0")
+
+
+def test_resuming_shuffled_with_another_batch_size_is_a_one_line_error(program, tmp_path):
+    from tests.test_train import assert_one_line_error, run
+    _, flags = program
+    run(*flags, "-x", 2, "-o", tmp_path / "out", "-n", 2)
+    r = run(*flags, "-x", 4, "-b", 2, "-o", tmp_path / "out", "-y", 1, check=False)
+    assert_one_line_error(r, "-y 1", "shuffled", "-b 1")
+
+
+def test_checkpoint_from_before_shuffling_existed_resumes_in_file_order(program, tmp_path):
+    from llmpy.checkpoint import read_state, write_state
+    from tests.test_train import run
+    _, flags = program
+    flags = [*flags, "-x", 6, "--shuffle", 0, "-o", tmp_path / "out", "-n", 3]
+    full = printed_losses(run(*flags).stdout)
+    (tmp_path / "out" / "DONE_00000006").unlink()
+    path = tmp_path / "out" / "state_00000003_00000.bin"
+    state = read_state(path)
+    del state["extra"]["shuffle"]                              # as such a checkpoint holds it
+    assert set(state["loader_state"]) == {"shard", "pos"}
+    write_state(path, step=3, m=state["m"], v=state["v"], master=None, rng_state=state["rng_state"],
+                loader_state=state["loader_state"], extra=state["extra"])
+    assert printed_losses(run(*flags, "-y", 1).stdout) == full[3:]
