@@ -79,12 +79,20 @@ def parse_args(argv):
     arg("-d", dest="total_batch", type=int, default=-1,
         help="total batch in tokens; gradients accumulate to reach it (-1: B*T)")
     arg("-x", dest="max_steps", type=int, default=-1, help="steps to train (-1: one epoch of the train data)")
+    arg("--shuffle", type=int, default=1, choices=(0, 1),
+        help="1: read the train data in llm.c's shuffled order (shards and samples permuted by its "
+        "Mersenne Twister, seed 42 + rank); 0: in file order (-a 1 always reads in file order)")
     # optimization
     arg("-k", dest="schedule", default="cosine", choices=SCHEDULES, help="learning-rate schedule")
     arg("-l", dest="lr", type=float, default=3e-4, help="peak learning rate")
     arg("-u", dest="warmup", type=int, default=0, help="learning-rate warmup steps")
     arg("-q", dest="final_lr_frac", type=float, default=1.0, help="final learning rate as a fraction of -l")
     arg("-c", dest="weight_decay", type=float, default=0.0, help="AdamW weight decay (2-D weights only)")
+    arg("--beta1", type=float, default=0.9, help="AdamW beta1")
+    arg("--beta2", type=float, default=0.95, help="AdamW beta2 (llm.c's train_gpt2.c uses 0.999)")
+    arg("--eps", type=float, default=1e-8, help="AdamW epsilon")
+    arg("--grad_clip", type=float, default=1.0,
+        help="clip the gradient to this global norm (0: no clipping, as llm.c's train_gpt2.c)")
     arg("-sl", dest="skip_lossz", type=float, default=0.0,
         help="skip the update when the loss's z-score over the last 64 steps exceeds this (0: off)")
     arg("-sg", dest="skip_gradz", type=float, default=0.0,
@@ -122,6 +130,10 @@ def check_args(args):
         (args.warmup >= 0, f"-u {args.warmup}: warmup steps cannot be negative"),
         (args.final_lr_frac >= 0, f"-q {args.final_lr_frac}: the final lr fraction cannot be negative"),
         (args.weight_decay >= 0, f"-c {args.weight_decay}: weight decay cannot be negative"),
+        (0 <= args.beta1 < 1, f"--beta1 {args.beta1}: must be in [0, 1)"),
+        (0 <= args.beta2 < 1, f"--beta2 {args.beta2}: must be in [0, 1)"),
+        (0 < args.eps < math.inf, f"--eps {args.eps}: must be positive and finite"),
+        (0 <= args.grad_clip < math.inf, f"--grad_clip {args.grad_clip}: must be finite and not negative (0: no clipping)"),
         (args.skip_lossz >= 0, f"-sl {args.skip_lossz}: a z-score threshold is positive (0: off)"),
         (args.skip_gradz >= 0, f"-sg {args.skip_gradz}: a z-score threshold is positive (0: off)"),
         (args.checkpoint_every >= 0, f"-n {args.checkpoint_every}: cannot be negative"),
@@ -236,6 +248,15 @@ def resume_checkpoint(state, model, loader, rng, detectors):
                          f"(this run: {world}, -z {model.zero})")
     if extra.get("T") != model.T:
         raise LlmpyError(f"-y 1: the checkpoint was written with T={extra.get('T')}, this run has -t {model.T}")
+    # checkpoints from before --shuffle existed read in file order
+    shuffled = extra.get("shuffle", 0)
+    if shuffled != int(loader.shuffle):
+        raise LlmpyError(f"-y 1: the checkpoint read the train data {'shuffled' if shuffled else 'in file order'}; "
+                         f"resume it with --shuffle {shuffled}" + ("" if shuffled else " (or -a 1)")
+                         + f" (this run: {'shuffled' if loader.shuffle else 'file order'})")
+    if loader.shuffle and extra.get("B") != model.B:
+        raise LlmpyError(f"-y 1: the checkpoint's shuffled order is of samples of B={extra.get('B')} rows; "
+                         f"resume it with -b {extra.get('B')} (this run: B={model.B})")
     if extra.get("B") != model.B:
         model.comm.say(f"resuming with B={model.B} where the checkpoint had B={extra.get('B')}: "
               "the same data, losses equal within float rounding")
@@ -370,7 +391,8 @@ def train(args, ops, comm):
     T = args.T
     grad_accum = total_batch // (B * T * comm.world)
 
-    train_loader = DataLoader(args.train_data, B, T, comm.rank, comm.world)
+    train_loader = DataLoader(args.train_data, B, T, comm.rank, comm.world,
+                              shuffle=bool(args.shuffle) and not args.overfit)
     val_loader = DataLoader(args.val_data, B, T, comm.rank, comm.world) if args.val_every > 0 else None
     val_batches = 0
     if val_loader:
@@ -402,7 +424,8 @@ def train(args, ops, comm):
         + (f" | {comm.world} processes, ZeRO-{args.zero}" if comm.world > 1 else ""))
     say("memory: " + " | ".join(f"{k} {v / 2**20:,.0f} MiB" for k, v in model.memory_report().items()))
     say(f"batch: B={B} T={T} | total {total_batch:,} tokens = {grad_accum} micro-steps | "
-          f"train {train_loader.num_tokens:,} tokens | {num_steps} steps | val {val_batches} batches"
+          f"train {train_loader.num_tokens:,} tokens, {'shuffled' if train_loader.shuffle else 'in file order'} | "
+          f"{num_steps} steps | val {val_batches} batches"
           + (f" | HellaSwag {len(examples):,} examples" if examples else ""))
 
     if args.out_dir:
@@ -429,6 +452,7 @@ def train(args, ops, comm):
             print(f"generating:\n---\n{tokenizer.decode(tokens[1:])}\n---")
         if args.checkpoint_every > 0 and step > start and (step % args.checkpoint_every == 0 or last):
             extra = {"B": B, "T": T, "total_batch": total_batch, "world": comm.world, "zero": args.zero,
+                     "shuffle": int(train_loader.shuffle),
                      "outlier": {name: d.state() for name, d in detectors.items()}}
             save_checkpoint(args.out_dir, step, model, train_loader, rng, extra)
             if comm.rank == 0:
@@ -462,7 +486,8 @@ def train(args, ops, comm):
             logger.skipped(step + 1, "grad", zgrad)
         else:
             model.step = step             # AdamW's t is step + 1, as llm.c's, skipped updates or not
-            model.update(lr, weight_decay=args.weight_decay, norm=norm)
+            model.update(lr, beta1=args.beta1, beta2=args.beta2, eps=args.eps, weight_decay=args.weight_decay,
+                         grad_clip=args.grad_clip, norm=norm)
         ops.synchronize()
         now = time.perf_counter()
         dt = now - t0

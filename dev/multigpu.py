@@ -5,7 +5,8 @@ throughput scaling, by running train_gpt2.py under mpirun.
     python dev/multigpu.py --gpus 4 --model d48 --B 8 --recompute 1
 
 Equality: G processes of micro-batch B against one process accumulating G micro-batches of B
-(-d G*B*T), from the same fresh weights on the same data; bf16 and a different reduction order
+(-d G*B*T), from the same fresh weights on the same data in file order (--shuffle 0: shuffled, each
+process draws its own order, as in llm.c); bf16 and a different reduction order
 make them agree to about 1e-2 of the loss, not bit for bit. Throughput: median tokens/s over
 the steps after the first few, one GPU at B against G GPUs at B each with ZeRO-1.
 """
@@ -58,9 +59,10 @@ def main():
 
     Bc, steps = args.check_B, min(args.steps, 10)
     total = G * Bc * T
-    one = train(1, *common, "-b", Bc, "-d", total, "-x", steps, log=log("equal_1gpu"))
-    plain = train(G, *common, "-b", Bc, "-d", total, "-x", steps, "-z", 0, log=log(f"equal_{G}gpu"))
-    zero = train(G, *common, "-b", Bc, "-d", total, "-x", steps, "-z", 1, log=log(f"equal_{G}gpu_z1"))
+    equal = [*common, "-b", Bc, "-d", total, "-x", steps, "--shuffle", 0]
+    one = train(1, *equal, log=log("equal_1gpu"))
+    plain = train(G, *equal, "-z", 0, log=log(f"equal_{G}gpu"))
+    zero = train(G, *equal, "-z", 1, log=log(f"equal_{G}gpu_z1"))
     print(f"{args.model}: losses at the same total batch ({total:,} tokens per step)")
     print(f"step | 1 GPU, {G} micro-steps | {G} GPUs | {G} GPUs ZeRO-1")
     for s in sorted(one):

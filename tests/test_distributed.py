@@ -100,8 +100,9 @@ def float_losses(stdout):
 @needs_mpi
 @pytest.mark.parametrize("zero", [0, 1])
 def test_two_processes_print_the_losses_of_one_with_twice_the_batch(tiny_run, zero):
-    one = float_losses(mpirun(1, *tiny_run, "-b", 4, "-x", 4, "-v", 2, "-m", 1).stdout)
-    two = mpirun(2, *tiny_run, "-b", 2, "-x", 4, "-v", 2, "-m", 1, "-z", zero)
+    # in file order: shuffled, each process draws its own order (seed 42 + rank), as in llm.c
+    one = float_losses(mpirun(1, *tiny_run, "-b", 4, "-x", 4, "-v", 2, "-m", 1, "--shuffle", 0).stdout)
+    two = mpirun(2, *tiny_run, "-b", 2, "-x", 4, "-v", 2, "-m", 1, "-z", zero, "--shuffle", 0)
     assert "2 processes" in two.stdout
     assert two.stdout.count("step    1/4") == 1, "only rank 0 prints"
     for step, loss in float_losses(two.stdout).items():

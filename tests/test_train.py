@@ -16,6 +16,7 @@ from llmpy.config import GPT2Config, from_descriptor
 from llmpy.schedulers import learning_rate
 from tests.test_gpt2 import TINY, random_params
 from tests.test_hellaswag import CHOOSER, SAMPLE, chooser_params
+from tests.helpers import assert_close
 from tests.torch_gpt2 import TorchGPT2
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,11 +65,41 @@ def test_resumed_run_prints_the_same_losses_bit_for_bit(tiny_run, tmp_path):
 
 
 def test_gradient_accumulation_trains_like_the_big_batch(tiny_run):
-    big = losses(run(*tiny_run, "-b", 4, "-x", 3, "-v", 0).stdout)
-    accumulated = run(*tiny_run, "-d", 64, "-x", 3, "-v", 0)       # 2 micro-steps of B=2
+    # in file order: shuffled, a sample is B*T tokens, so another B reads another order
+    big = losses(run(*tiny_run, "-b", 4, "-x", 3, "-v", 0, "--shuffle", 0).stdout)
+    accumulated = run(*tiny_run, "-d", 64, "-x", 3, "-v", 0, "--shuffle", 0)       # 2 micro-steps of B=2
     assert "2 micro-steps" in accumulated.stdout
     for step, loss in losses(accumulated.stdout).items():
         assert abs(float(loss) - float(big[step])) < 2e-6, step
+
+
+@pytest.mark.parametrize("beta1, beta2, eps, grad_clip", [(0.9, 0.999, 1e-8, 0.0), (0.8, 0.9, 1e-5, 0.05)],
+                         ids=["llm.c's train_gpt2.c recipe", "other values, clipping every step"])
+def test_adamw_flags_train_like_torch_adamw_with_those_settings(tiny_run, tmp_path, beta1, beta2, eps, grad_clip):
+    steps, lr, wd = 4, 1e-3, 0.1
+    r = run(*tiny_run, "-x", steps, "-v", 0, "--shuffle", 0, "-k", "constant", "-l", lr, "-c", wd,
+            "--beta1", beta1, "--beta2", beta2, "--eps", eps, "--grad_clip", grad_clip, "-o", tmp_path / "out", "-n", steps)
+    ref = TorchGPT2(TINY, random_params(TINY, seed=0))
+    opt = ref.adamw(lr=lr, weight_decay=wd, betas=(beta1, beta2), eps=eps)
+    tokens = np.fromfile(tmp_path / "train.bin", dtype="<u2", offset=1024).astype(np.int64)
+    printed = losses(r.stdout)
+    for step in range(steps):
+        buf = tokens[32 * step:32 * step + 33]          # B=2, T=16 in file order
+        opt.zero_grad()
+        _, loss = ref(buf[:-1].reshape(2, 16), buf[1:].reshape(2, 16))
+        loss.backward()
+        if grad_clip:
+            torch.nn.utils.clip_grad_norm_(ref.parameters(), grad_clip)
+        opt.step()
+        assert abs(float(printed[step + 1]) - loss.item()) < 2e-6, f"loss at step {step + 1}"
+    params = read_model(tmp_path / "out" / f"model_{steps:08d}.bin")[1]
+    assert_close(params, ref.flat(), 1e-5, f"params after {steps} steps")
+
+
+def test_help_lists_the_batch_order_and_adamw_flags():
+    out = run("--help").stdout
+    for flag in ("--shuffle", "--beta1", "--beta2", "--eps", "--grad_clip"):
+        assert flag in out, flag
 
 
 def independent_model_file(path, cfg, params):
@@ -87,7 +118,7 @@ def test_d12_llm_c_file_loads_and_first_loss_matches_torch(tmp_path):
     tokens = np.random.default_rng(1).integers(0, cfg.vocab_size, 1000)
     write_datafile(tmp_path / "train.bin", tokens)
     r = run("-e", tmp_path / "d12.bin", "-i", tmp_path / "train.bin", "-b", 2, "-t", 64,
-            "-x", 1, "-v", 0, "-s", 0)
+            "-x", 1, "-v", 0, "-s", 0, "--shuffle", 0)
     inputs, targets = tokens[:128].reshape(2, 64), tokens[1:129].reshape(2, 64)
     with torch.no_grad():
         _, loss_ref = TorchGPT2(cfg, params)(inputs, targets)
@@ -165,7 +196,7 @@ def spike_run(tmp_path):
     write_datafile(tmp_path / "spike.bin", tokens)
     write_model(tmp_path / "tiny.bin", TINY, random_params(TINY, seed=0))
     return ["-e", tmp_path / "tiny.bin", "-i", tmp_path / "spike.bin", "-b", 2, "-t", 16, "-s", 0, "-v", 0,
-            "-x", 102, "-l", 1e-2, "-o", tmp_path / "out"]
+            "-x", 102, "-l", 1e-2, "-o", tmp_path / "out", "--shuffle", 0]
 
 
 def test_loss_spike_skips_the_update_and_is_logged(spike_run, tmp_path):
@@ -329,6 +360,14 @@ BAD_VALUES = [
     (["-u", -1], ["-u -1"]),
     (["-q", -0.5], ["-q -0.5"]),
     (["-c", -0.1], ["-c -0.1"]),
+    (["--beta1", 1], ["--beta1 1"]),
+    (["--beta1", -0.1], ["--beta1 -0.1"]),
+    (["--beta2", "nan"], ["--beta2 nan"]),
+    (["--eps", 0], ["--eps 0"]),
+    (["--eps", "inf"], ["--eps inf"]),
+    (["--grad_clip", -1], ["--grad_clip -1"]),
+    (["--grad_clip", "nan"], ["--grad_clip nan"]),
+    (["--shuffle", 2], ["--shuffle", "2"]),
     (["-sl", -1], ["-sl -1"]),
     (["-sg", -2], ["-sg -2"]),
     (["-n", -1], ["-n -1"]),
