@@ -326,8 +326,9 @@ def train(args, ops, comm):
     T = args.T
     grad_accum = total_batch // (B * T * comm.world)
 
-    train_loader = DataLoader(args.train_data, B, T, comm.rank, comm.world)
-    val_loader = DataLoader(args.val_data, B, T, comm.rank, comm.world) if args.val_every > 0 else None
+    train_loader = DataLoader(args.train_data, B, T, comm.rank, comm.world, vocab_size=cfg.vocab_size)
+    val_loader = (DataLoader(args.val_data, B, T, comm.rank, comm.world, vocab_size=cfg.vocab_size)
+                  if args.val_every > 0 else None)
     val_batches = 0
     if val_loader:
         available = val_loader.num_tokens // (B * T * comm.world)

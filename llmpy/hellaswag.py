@@ -109,9 +109,11 @@ def check_fits(examples, T, vocab_size, path="eval file"):
         if longest > T:
             raise LlmpyError(f"{path}: example {ex.index} needs sequences of {longest} tokens, "
                              f"more than -t {T}; train with a longer -t")
-        top = max(max(ex.context), *(max(e) for e in ex.endings))
-        if top >= vocab_size:
-            raise LlmpyError(f"{path}: example {ex.index} has token {top}, beyond the model's vocabulary of {vocab_size}")
+        for part, tokens in [("context", ex.context)] + [(f"ending {j}", e) for j, e in enumerate(ex.endings)]:
+            bad = next((i for i, t in enumerate(tokens) if t >= vocab_size), None)
+            if bad is not None:
+                raise LlmpyError(f"{path}: example {ex.index}, {part}: token id {tokens[bad]} at position {bad} "
+                                 f"is not in the model's vocabulary of {vocab_size} (ids 0-{vocab_size - 1})")
 
 
 def ending_losses(model, examples):

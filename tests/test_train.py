@@ -310,6 +310,15 @@ def test_missing_data_file_is_an_error(tiny_run, tmp_path):
     assert_one_line_error(run(*tiny_run, "-i", tmp_path / "none.bin", check=False), "none.bin")
 
 
+@pytest.mark.parametrize("flag", ["-i", "-j"])
+def test_token_id_beyond_the_model_s_vocabulary_is_a_one_line_error(tiny_run, tmp_path, flag):
+    tokens = np.random.default_rng(0).integers(0, TINY.vocab_size, 2000)
+    tokens[1234] = TINY.vocab_size                    # the first id past V=97 (Vp=128 has a row for it)
+    write_datafile(tmp_path / "bad.bin", tokens)
+    assert_one_line_error(run(*tiny_run, flag, tmp_path / "bad.bin", "-x", 1, "-m", 1, check=False),
+                          f"{tmp_path / 'bad.bin'}: token id 97 at position 1,234", "vocabulary of 97")
+
+
 def test_checkpointing_without_output_folder_is_an_error(tiny_run):
     assert_one_line_error(run(*tiny_run, "-n", 5, check=False), "-o")
 
