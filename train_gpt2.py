@@ -9,12 +9,13 @@ Flags are llm.c's (train_gpt2.cu) where they apply; run with --help for the list
 import argparse
 import math
 import os
+import signal
 import sys
 import time
 
 import numpy as np
 
-from llmpy import LlmpyError, backends, distributed, hellaswag, run_main
+from llmpy import LlmpyError, backends, distributed, faults, hellaswag, run_main
 from llmpy.autofit import AUTO_START_B, advice, auto_start_B, fit, is_out_of_memory, release_memory
 from llmpy.checkpoint import (checkpoint_paths, checkpoints_to_delete, complete_checkpoint_steps,
                               delete_checkpoint, latest_checkpoint_step, read_model, read_state,
@@ -29,6 +30,7 @@ from llmpy.outlier import OutlierDetector
 from llmpy.sampler import generate, prompt_tokens
 from llmpy.schedulers import SCHEDULES, learning_rate
 from llmpy.tokenizer import get_tokenizer
+from llmpy.watchdog import Watchdog
 
 DATA = "dev/data/shakespeare"
 
@@ -105,6 +107,9 @@ def parse_args(argv):
     arg("-a", dest="overfit", type=int, default=0, choices=(0, 1), help="1: overfit a single batch")
     arg("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to train")
     arg("--seed", type=int, default=42, help="seed for a fresh model's weights and for sampling")
+    arg("--watchdog", type=float, default=-1, help="end the job when a step makes no progress for this "
+        "many seconds (-1: 20x the median step time, at least 300; 0: never); start-up, evaluation and "
+        "checkpoint writes get at least 900")
     return p.parse_args(argv)
 
 
@@ -132,6 +137,7 @@ def check_args(args):
         (args.top_k >= 0, f"--top_k {args.top_k}: cannot be negative (0: all tokens)"),
         (args.prompt is None or args.sample_every > 0, "--prompt needs sampling: -s must be positive"),
         (args.checkpoint_every == 0 and not args.resume or args.out_dir, "-n and -y need an output folder -o"),
+        (args.watchdog == -1 or args.watchdog >= 0, f"--watchdog {args.watchdog}: seconds, 0 (off) or -1 (auto)"),
     ]
     for ok, message in rules:
         if not ok:
@@ -202,16 +208,27 @@ def save_checkpoint(out_dir, step, model, loader, rng, extra):
     with ZeRO-1), then, once every process has written, DONE_<step>."""
     comm = model.comm
     model_path, state_path = checkpoint_paths(out_dir, step, rank=comm.rank)
-    if comm.rank == 0:
-        # the weights exactly as the model holds them, fp32 on the CPU and bf16 on a GPU (the
-        # fp32 master weights go into the state); with ZeRO-1 the flat buffer is padded
-        weights = model.ops.to_host(model.params_flat[:num_parameters(model.cfg)]).astype(np.float32)
-        write_model(model_path, model.cfg, weights, dtype="fp32" if model.master is None else "bf16")
-    master = None if model.master is None else model.ops.to_host(model.master)
-    write_state(state_path, step=step, m=model.ops.to_host(model.m_flat),
-                v=model.ops.to_host(model.v_flat), master=master,
-                rng_state=rng.bit_generator.state, loader_state=loader.state(), extra=extra)
-    comm.barrier()
+    newest = latest_checkpoint_step(out_dir)
+    try:
+        with comm.together(f"checkpoint {step} not written ("
+                           + (f"the newest complete one is step {newest}" if newest is not None else
+                              "no complete one yet") + "): "):
+            if comm.rank == 0:
+                # the weights exactly as the model holds them, fp32 on the CPU and bf16 on a GPU
+                # (the fp32 master weights go into the state); with ZeRO-1 the buffer is padded
+                weights = model.ops.to_host(model.params_flat[:num_parameters(model.cfg)]).astype(np.float32)
+                write_model(model_path, model.cfg, weights, dtype="fp32" if model.master is None else "bf16")
+            master = None if model.master is None else model.ops.to_host(model.master)
+            write_state(state_path, step=step, m=model.ops.to_host(model.m_flat),
+                        v=model.ops.to_host(model.v_flat), master=master,
+                        rng_state=rng.bit_generator.state, loader_state=loader.state(), extra=extra)
+    except BaseException:
+        # no DONE marker will name these files: an incomplete checkpoint is only clutter
+        if step not in complete_checkpoint_steps(out_dir):
+            for path in (model_path, state_path) if comm.rank == 0 else (state_path,):
+                if os.path.isfile(path):
+                    os.remove(path)
+        raise
     if comm.rank == 0:
         write_done_marker(out_dir, step)
     comm.say(f"checkpoint written: {model_path}")
@@ -259,11 +276,13 @@ def resume_checkpoint(state, model, loader, rng, detectors):
 # --------------------------------------------------------------------------------------------
 # evaluation
 
-def evaluate(model, loader, num_batches):
-    """Mean loss over num_batches of the loader (each process its share of every batch)."""
+def evaluate(model, loader, num_batches, progress):
+    """Mean loss over num_batches of the loader (each process its share of every batch);
+    progress() is called before each batch."""
     loader.reset()
     total = 0.0
     for _ in range(num_batches):
+        progress()
         inputs, targets = loader.next_batch()
         model.forward(inputs, targets)
         total += model.mean_loss()
@@ -290,13 +309,23 @@ def mfu_column(cfg, T, tokens, seconds, ops):
 
 # --------------------------------------------------------------------------------------------
 
+def stop_on_signals(out_dir, progress):
+    """SIGINT and SIGTERM end the run with one line saying where it can resume; a checkpoint
+    being written is removed on the way out (save_checkpoint)."""
+    def stop(signum, frame):
+        steps = complete_checkpoint_steps(out_dir) if out_dir else []
+        where = (f"resume from step {steps[-1]} with -y 1 -o {out_dir}" if steps else
+                 "no complete checkpoint to resume from" + ("" if out_dir else " (no -o)"))
+        raise LlmpyError(f"stopped by {signal.Signals(signum).name} during {progress()}; {where}")
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, stop)
+
+
 def main(argv=None):
     args = parse_args(argv)
     check_args(args)
     ops = backends.load(args.device)
     comm = distributed.init(ops)
-    if args.B == "auto" and comm.world > 1:
-        raise LlmpyError(f"-b auto runs in a single process; with {comm.world}, give -b")
     try:
         train(args, ops, comm)
     except Exception as e:      # noqa: BLE001 -- out-of-memory becomes advice, the rest passes
@@ -307,51 +336,66 @@ def main(argv=None):
 
 
 def train(args, ops, comm):
-    say = comm.say
-    # where to start: -y 1 takes the newest complete checkpoint, if there is one
-    resume_step = latest_checkpoint_step(args.out_dir) if args.resume else None
-    state = None
-    if args.resume and resume_step is None:
-        say(f"-y 1: no complete checkpoint in {args.out_dir}: starting from scratch")
-    if resume_step is not None:
-        model_path, state_path = checkpoint_paths(args.out_dir, resume_step, rank=comm.rank)
-        cfg, params = read_model(model_path)        # the checkpoint's weights replace -e's
-        state = read_state(state_path)
-    else:
-        cfg, params = load_model_params(args.model, args.hf_dir)
-    B, total_batch = batch_sizes(args, cfg, comm.world, resume_B=state["extra"].get("B") if state else None)
-    if params is None:
-        params = init_params(cfg, args.seed)
-    model, B, recompute = build_model(args, cfg, ops, params, B, comm)
-    T = args.T
-    grad_accum = total_batch // (B * T * comm.world)
+    watchdog = Watchdog(None if args.watchdog == -1 else args.watchdog)
+    stop_on_signals(args.out_dir, watchdog.where)
+    try:
+        run(args, ops, comm, watchdog)
+    finally:
+        watchdog.stop()
 
-    train_loader = DataLoader(args.train_data, B, T, comm.rank, comm.world, vocab_size=cfg.vocab_size)
-    val_loader = (DataLoader(args.val_data, B, T, comm.rank, comm.world, vocab_size=cfg.vocab_size)
-                  if args.val_every > 0 else None)
-    val_batches = 0
-    if val_loader:
-        available = val_loader.num_tokens // (B * T * comm.world)
-        val_batches = available if args.val_batches < 0 else min(args.val_batches, available)
-    examples = load_hellaswag(args.hellaswag_file, T, cfg.vocab_size) if args.hellaswag else None
-    num_steps = args.max_steps if args.max_steps > 0 else train_loader.num_tokens // total_batch
-    if num_steps < 1:
-        raise LlmpyError(f"-i {args.train_data}: {train_loader.num_tokens:,} tokens, less than one step "
-                         f"of {total_batch:,}; use -x or a smaller -d")
-    tokenizer = get_tokenizer() if args.sample_every > 0 else None
-    prompt = prompt_tokens(tokenizer, args.prompt) if tokenizer else None
-    if prompt and max(prompt) >= cfg.vocab_size:
-        raise LlmpyError(f"-s {args.sample_every}: a sample starts from <|endoftext|> (token 50256)"
-                         f"{' and the --prompt' if args.prompt else ''}, beyond the model's vocabulary of "
-                         f"{cfg.vocab_size} tokens; use -s 0")
-    rng = np.random.default_rng(args.seed)
-    detectors = {"loss": OutlierDetector(args.skip_lossz), "grad": OutlierDetector(args.skip_gradz)}
-    start = 0
-    if state is not None:
-        resume_checkpoint(state, model, train_loader, rng, detectors)
-        start = resume_step
-        say(f"resumed from step {start} of {args.out_dir}")
-    logger = Logger(args.out_dir if comm.rank == 0 else None, resume_step=resume_step)
+
+def run(args, ops, comm, watchdog):
+    say = comm.say
+    fault = faults.from_environment()
+    # every process reads its own files here (the model or checkpoint, its state file, the
+    # shards, the eval file): where one fails, all stop with its line
+    with comm.together():
+        if args.B == "auto" and comm.world > 1:
+            raise LlmpyError(f"-b auto runs in a single process; with {comm.world}, give -b")
+        # where to start: -y 1 takes the newest complete checkpoint, if there is one
+        resume_step = latest_checkpoint_step(args.out_dir) if args.resume else None
+        state = None
+        if args.resume and resume_step is None:
+            say(f"-y 1: no complete checkpoint in {args.out_dir}: starting from scratch")
+        if resume_step is not None:
+            model_path, state_path = checkpoint_paths(args.out_dir, resume_step, rank=comm.rank)
+            cfg, params = read_model(model_path)        # the checkpoint's weights replace -e's
+            state = read_state(state_path)
+        else:
+            cfg, params = load_model_params(args.model, args.hf_dir)
+        B, total_batch = batch_sizes(args, cfg, comm.world, resume_B=state["extra"].get("B") if state else None)
+        if params is None:
+            params = init_params(cfg, args.seed)
+        model, B, recompute = build_model(args, cfg, ops, params, B, comm)
+        T = args.T
+        grad_accum = total_batch // (B * T * comm.world)
+
+        train_loader = DataLoader(args.train_data, B, T, comm.rank, comm.world, vocab_size=cfg.vocab_size)
+        val_loader = (DataLoader(args.val_data, B, T, comm.rank, comm.world, vocab_size=cfg.vocab_size)
+                      if args.val_every > 0 else None)
+        val_batches = 0
+        if val_loader:
+            available = val_loader.num_tokens // (B * T * comm.world)
+            val_batches = available if args.val_batches < 0 else min(args.val_batches, available)
+        examples = load_hellaswag(args.hellaswag_file, T, cfg.vocab_size) if args.hellaswag else None
+        num_steps = args.max_steps if args.max_steps > 0 else train_loader.num_tokens // total_batch
+        if num_steps < 1:
+            raise LlmpyError(f"-i {args.train_data}: {train_loader.num_tokens:,} tokens, less than one step "
+                             f"of {total_batch:,}; use -x or a smaller -d")
+        tokenizer = get_tokenizer() if args.sample_every > 0 else None
+        prompt = prompt_tokens(tokenizer, args.prompt) if tokenizer else None
+        if prompt and max(prompt) >= cfg.vocab_size:
+            raise LlmpyError(f"-s {args.sample_every}: a sample starts from <|endoftext|> (token 50256)"
+                             f"{' and the --prompt' if args.prompt else ''}, beyond the model's vocabulary of "
+                             f"{cfg.vocab_size} tokens; use -s 0")
+        rng = np.random.default_rng(args.seed)
+        detectors = {"loss": OutlierDetector(args.skip_lossz), "grad": OutlierDetector(args.skip_gradz)}
+        start = 0
+        if state is not None:
+            resume_checkpoint(state, model, train_loader, rng, detectors)
+            start = resume_step
+            say(f"resumed from step {start} of {args.out_dir}")
+        logger = Logger(args.out_dir if comm.rank == 0 else None, resume_step=resume_step)
 
     say(f"model: L={cfg.num_layers} C={cfg.channels} NH={cfg.num_heads} maxT={cfg.max_seq_len} "
           f"V={cfg.vocab_size} Vp={cfg.padded_vocab_size} | {params.size:,} parameters | "
@@ -368,18 +412,22 @@ def train(args, ops, comm):
         # a resumed run did its evaluations at `start` before writing that checkpoint
         evaluate_now = not (state is not None and step == start)
         if evaluate_now and val_loader and (step % args.val_every == 0 or last):
-            val_loss = evaluate(model, val_loader, val_batches)
+            val_loss = evaluate(model, val_loader, val_batches, lambda: watchdog.beat(step, "the val loss", slow=True))
             say(f"val loss {val_loss:.6f}")
             logger.val(step, val_loss)
         if evaluate_now and examples and ((step > 0 and args.val_every and step % args.val_every == 0) or last):
-            right, count = hellaswag.evaluate(model, examples, comm.rank, comm.world)
+            right, count = hellaswag.evaluate(model, examples, comm.rank, comm.world,
+                                              lambda: watchdog.beat(step, "HellaSwag", slow=True))
+            watchdog.beat(step, "the HellaSwag counts' all-reduce", slow=True)
             right, count = int(comm.sum(right)), int(comm.sum(count))
             say(f"HellaSwag: {right}/{count} = {right / count:.6f}")
             logger.eval(step, right / count)
         if evaluate_now and tokenizer and comm.rank == 0 and ((step > 0 and step % args.sample_every == 0) or last):
+            watchdog.beat(step, "sampling", slow=True)
             tokens = generate(model, prompt, args.gen_tokens, rng, args.temperature, args.top_k)
             print(f"generating:\n---\n{tokenizer.decode(tokens[1:])}\n---")
         if args.checkpoint_every > 0 and step > start and (step % args.checkpoint_every == 0 or last):
+            watchdog.beat(step, "the checkpoint write", slow=True)
             extra = {"B": B, "T": T, "total_batch": total_batch, "world": comm.world, "zero": args.zero,
                      "outlier": {name: d.state() for name, d in detectors.items()}}
             save_checkpoint(args.out_dir, step, model, train_loader, rng, extra)
@@ -393,13 +441,19 @@ def train(args, ops, comm):
             train_loader.reset()
         model.zero_grad()
         train_loss = 0.0
-        for _ in range(grad_accum):
+        for micro in range(grad_accum):
+            watchdog.beat(step + 1, f"micro-step {micro + 1}/{grad_accum}'s forward and backward")
+            if fault:
+                fault.inside_step(step + 1, comm.rank)
             inputs, targets = train_loader.next_batch()
             model.forward_backward(inputs, targets, loss_scale=1.0 / grad_accum)
             train_loss += model.mean_loss() / grad_accum
+        watchdog.beat(step + 1, "the loss all-reduce (every process)")
         train_loss = comm.sum(train_loss) / comm.world
+        watchdog.beat(step + 1, "the gradient all-reduce (every process)")
         model.reduce_gradients()          # the mean over the processes (none in a single one)
         lr = learning_rate(args.schedule, step, args.lr, args.warmup, num_steps, args.final_lr_frac)
+        watchdog.beat(step + 1, "the gradient norm and the update")
         norm = model.grad_norm()
         zloss, zgrad = detectors["loss"].update(train_loss), detectors["grad"].update(norm)
         if not (math.isfinite(train_loss) and math.isfinite(norm)):
@@ -417,6 +471,7 @@ def train(args, ops, comm):
         ops.synchronize()
         now = time.perf_counter()
         dt = now - t0
+        watchdog.step_time(dt)
         if t_first is None:
             t_first, per_step = now, dt
         else:

@@ -116,9 +116,10 @@ def check_fits(examples, T, vocab_size, path="eval file"):
                                  f"is not in the model's vocabulary of {vocab_size} (ids 0-{vocab_size - 1})")
 
 
-def ending_losses(model, examples):
+def ending_losses(model, examples, progress=None):
     """Mean loss of every ending of every example: a list (per example) of float lists.
-    Runs the model forward over rows of at most model.B x model.T tokens."""
+    Runs the model forward over rows of at most model.B x model.T tokens, calling progress()
+    (if given) before each forward."""
     rows = []                       # (example number, ending number, tokens, first scored position)
     for k, ex in enumerate(examples):
         for j, ending in enumerate(ex.endings):
@@ -126,6 +127,8 @@ def ending_losses(model, examples):
     means = [[0.0] * len(ex.endings) for ex in examples]
     for first in range(0, len(rows), model.B):
         chunk = rows[first:first + model.B]
+        if progress:
+            progress()
         t = max(len(tokens) - 1 for _, _, tokens, _ in chunk)
         inputs = np.zeros((len(chunk), t), dtype=np.int32)
         targets = np.zeros((len(chunk), t), dtype=np.int32)
@@ -139,11 +142,11 @@ def ending_losses(model, examples):
     return means
 
 
-def evaluate(model, examples, rank=0, world=1):
+def evaluate(model, examples, rank=0, world=1, progress=None):
     """acc_norm counts of this process's share of `examples`: (number right, number scored).
-    With several processes, sum both over the ranks."""
+    With several processes, sum both over the ranks. progress() is called before each forward."""
     mine = examples[rank_slice(len(examples), rank, world)]
     if not mine:
         return 0, 0
-    right = sum(int(np.argmin(means)) == ex.label for ex, means in zip(mine, ending_losses(model, mine)))
+    right = sum(int(np.argmin(means)) == ex.label for ex, means in zip(mine, ending_losses(model, mine, progress)))
     return right, len(mine)

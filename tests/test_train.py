@@ -353,6 +353,7 @@ BAD_VALUES = [
     (["-s", 5, "--top_k", -1], ["--top_k -1"]),
     (["--prompt", "Once"], ["--prompt", "-s"]),
     (["-b", "auto", "-d", 100], ["-d 100", "16"]),
+    (["--watchdog", -5], ["--watchdog -5"]),
 ]
 
 
