@@ -15,11 +15,11 @@ import time
 
 import numpy as np
 
-from llmpy import LlmpyError, backends, distributed, faults, hellaswag, run_main
+from llmpy import JobError, LlmpyError, backends, distributed, faults, hellaswag, run_main
 from llmpy.autofit import AUTO_START_B, advice, auto_start_B, fit, is_out_of_memory, release_memory
-from llmpy.checkpoint import (checkpoint_paths, checkpoints_to_delete, complete_checkpoint_steps,
-                              delete_checkpoint, latest_checkpoint_step, read_model, read_state,
-                              write_done_marker, write_model, write_state)
+from llmpy.checkpoint import (check_finite, checkpoint_paths, checkpoints_to_delete, complete_checkpoint_steps,
+                              delete_checkpoint, latest_checkpoint_step, named_params, read_model, read_state,
+                              remove_stale_temps, write_done_marker, write_model, write_state)
 from llmpy.config import DESCRIPTORS, from_descriptor, num_parameters
 from llmpy.dataloader import DataLoader
 from llmpy.gpt2 import GPT2, init_params
@@ -107,6 +107,8 @@ def parse_args(argv):
     arg("-a", dest="overfit", type=int, default=0, choices=(0, 1), help="1: overfit a single batch")
     arg("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to train")
     arg("--seed", type=int, default=42, help="seed for a fresh model's weights and for sampling")
+    arg("--max_skips", type=int, default=16,
+        help="stop the run when this many updates in a row were skipped (non-finite or -sl/-sg; 0: never)")
     arg("--watchdog", type=float, default=-1, help="end the job when a step makes no progress for this "
         "many seconds (-1: 20x the median step time, at least 300; 0: never); start-up, evaluation and "
         "checkpoint writes get at least 900")
@@ -115,6 +117,11 @@ def parse_args(argv):
 
 def check_args(args):
     """Values argparse cannot check by itself: one line naming the flag."""
+    floats = {"-l": args.lr, "-q": args.final_lr_frac, "-c": args.weight_decay, "-sl": args.skip_lossz,
+              "-sg": args.skip_gradz, "--temperature": args.temperature, "--watchdog": args.watchdog}
+    for flag, value in floats.items():
+        if not math.isfinite(value):
+            raise LlmpyError(f"{flag} {value}: must be a finite number")
     rules = [
         (args.B == "auto" or args.B >= 1, f"-b {args.B}: the micro-batch must be positive, or auto"),
         (args.T >= 1, f"-t {args.T}: the sequence length must be positive"),
@@ -137,6 +144,7 @@ def check_args(args):
         (args.top_k >= 0, f"--top_k {args.top_k}: cannot be negative (0: all tokens)"),
         (args.prompt is None or args.sample_every > 0, "--prompt needs sampling: -s must be positive"),
         (args.checkpoint_every == 0 and not args.resume or args.out_dir, "-n and -y need an output folder -o"),
+        (args.max_skips >= 0, f"--max_skips {args.max_skips}: cannot be negative (0: never stop)"),
         (args.watchdog == -1 or args.watchdog >= 0, f"--watchdog {args.watchdog}: seconds, 0 (off) or -1 (auto)"),
     ]
     for ok, message in rules:
@@ -152,7 +160,9 @@ def load_model_params(spec, hf_dir=None):
     if spec in DESCRIPTORS:
         return from_descriptor(spec), None
     if spec in HF_MODELS or os.path.isdir(spec):
-        return load_hf_gpt2(spec, hf_dir)
+        cfg, params = load_hf_gpt2(spec, hf_dir)
+        check_finite(f"-e {spec}", named_params(cfg, params))
+        return cfg, params
     if not os.path.isfile(spec):
         raise LlmpyError(f"-e {spec}: no such model file, and not a model descriptor ({', '.join(DESCRIPTORS)}) "
                          f"or Hugging Face GPT-2 ({', '.join(HF_MODELS)})")
@@ -217,10 +227,13 @@ def save_checkpoint(out_dir, step, model, loader, rng, extra):
                 # the weights exactly as the model holds them, fp32 on the CPU and bf16 on a GPU
                 # (the fp32 master weights go into the state); with ZeRO-1 the buffer is padded
                 weights = model.ops.to_host(model.params_flat[:num_parameters(model.cfg)]).astype(np.float32)
+                check_finite(f"step {step}", named_params(model.cfg, weights))
                 write_model(model_path, model.cfg, weights, dtype="fp32" if model.master is None else "bf16")
+            m, v = model.ops.to_host(model.m_flat), model.ops.to_host(model.v_flat)
             master = None if model.master is None else model.ops.to_host(model.master)
-            write_state(state_path, step=step, m=model.ops.to_host(model.m_flat),
-                        v=model.ops.to_host(model.v_flat), master=master,
+            check_finite(f"step {step}", [("AdamW m", m), ("AdamW v", v)]
+                         + ([("master weights", master)] if master is not None else []))
+            write_state(state_path, step=step, m=m, v=v, master=master,
                         rng_state=rng.bit_generator.state, loader_state=loader.state(), extra=extra)
     except BaseException:
         # no DONE marker will name these files: an incomplete checkpoint is only clutter
@@ -309,14 +322,29 @@ def mfu_column(cfg, T, tokens, seconds, ops):
 
 # --------------------------------------------------------------------------------------------
 
+def check_out_dir(path):
+    """-o: a folder this process can write, made where missing; checked before the model is built."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except FileExistsError:
+        raise LlmpyError(f"-o {path}: exists and is not a folder") from None
+    except OSError as e:
+        raise LlmpyError(f"-o {path}: cannot make the folder: {e.strerror}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise LlmpyError(f"-o {path}: the folder is not writable")
+
+
+def resume_hint(out_dir):
+    steps = complete_checkpoint_steps(out_dir) if out_dir else []
+    return (f"resume from step {steps[-1]} with -y 1 -o {out_dir}" if steps else
+            "no complete checkpoint to resume from" + ("" if out_dir else " (no -o)"))
+
+
 def stop_on_signals(out_dir, progress):
     """SIGINT and SIGTERM end the run with one line saying where it can resume; a checkpoint
     being written is removed on the way out (save_checkpoint)."""
     def stop(signum, frame):
-        steps = complete_checkpoint_steps(out_dir) if out_dir else []
-        where = (f"resume from step {steps[-1]} with -y 1 -o {out_dir}" if steps else
-                 "no complete checkpoint to resume from" + ("" if out_dir else " (no -o)"))
-        raise LlmpyError(f"stopped by {signal.Signals(signum).name} during {progress()}; {where}")
+        raise LlmpyError(f"stopped by {signal.Signals(signum).name} during {progress()}; {resume_hint(out_dir)}")
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, stop)
 
@@ -346,12 +374,20 @@ def train(args, ops, comm):
 
 def run(args, ops, comm, watchdog):
     say = comm.say
+    # a non-finite loss, norm or weight gets its own line below (a skipped update, a refused
+    # checkpoint); NumPy's warnings about the same overflow would only repeat it, unreadably
+    np.seterr(over="ignore", invalid="ignore")
     fault = faults.from_environment()
     # every process reads its own files here (the model or checkpoint, its state file, the
     # shards, the eval file): where one fails, all stop with its line
     with comm.together():
         if args.B == "auto" and comm.world > 1:
             raise LlmpyError(f"-b auto runs in a single process; with {comm.world}, give -b")
+        if args.out_dir:
+            check_out_dir(args.out_dir)
+            if comm.rank == 0:
+                for name in remove_stale_temps(args.out_dir):
+                    say(f"removed {name}: left by a crash while its checkpoint was written again")
         # where to start: -y 1 takes the newest complete checkpoint, if there is one
         resume_step = latest_checkpoint_step(args.out_dir) if args.resume else None
         state = None
@@ -407,6 +443,7 @@ def run(args, ops, comm, watchdog):
           + (f" | HellaSwag {len(examples):,} examples" if examples else ""))
 
     t_first = None      # when the first step of this process ended: the ETA's clock starts there
+    skipped_in_a_row = 0
     for step in range(start, num_steps + 1):
         last = step == num_steps
         # a resumed run did its evaluations at `start` before writing that checkpoint
@@ -456,6 +493,7 @@ def run(args, ops, comm, watchdog):
         watchdog.beat(step + 1, "the gradient norm and the update")
         norm = model.grad_norm()
         zloss, zgrad = detectors["loss"].update(train_loss), detectors["grad"].update(norm)
+        skipped_in_a_row += 1
         if not (math.isfinite(train_loss) and math.isfinite(norm)):
             say(f"skipping update: loss {train_loss} grad norm {norm}")
             logger.skipped(step + 1, "loss" if not math.isfinite(train_loss) else "grad", math.nan)
@@ -466,8 +504,14 @@ def run(args, ops, comm, watchdog):
             say(f"skipping update due to grad z-score of {zgrad:f}")
             logger.skipped(step + 1, "grad", zgrad)
         else:
+            skipped_in_a_row = 0
             model.step = step             # AdamW's t is step + 1, as llm.c's, skipped updates or not
             model.update(lr, weight_decay=args.weight_decay, norm=norm)
+        if args.max_skips and skipped_in_a_row >= args.max_skips:
+            # the loss and the norm are all-reduced: every process stops here at once
+            raise JobError(f"step {step + 1}: {skipped_in_a_row} updates in a row were skipped (loss {train_loss}, "
+                           f"grad norm {norm}); stopping (--max_skips {args.max_skips}); {resume_hint(args.out_dir)}",
+                           speaker=comm.rank == 0)
         ops.synchronize()
         now = time.perf_counter()
         dt = now - t0
