@@ -15,11 +15,12 @@ import time
 
 import numpy as np
 
-from llmpy import JobError, LlmpyError, backends, distributed, faults, hellaswag, run_main
+from llmpy import JobError, LlmpyError, backends, distributed, faults, hellaswag, outdir, run_main
 from llmpy.autofit import AUTO_START_B, advice, auto_start_B, fit, is_out_of_memory, release_memory
 from llmpy.checkpoint import (check_finite, checkpoint_paths, checkpoints_to_delete, complete_checkpoint_steps,
-                              delete_checkpoint, latest_checkpoint_step, named_params, read_model, read_state,
-                              remove_stale_temps, write_done_marker, write_model, write_state)
+                              delete_checkpoint, describe, latest_checkpoint_step, named_params, read_model,
+                              read_model_config, read_state, remove_stale_temps, write_done_marker, write_model,
+                              write_state)
 from llmpy.config import DESCRIPTORS, from_descriptor, num_parameters
 from llmpy.dataloader import DataLoader
 from llmpy.gpt2 import GPT2, init_params
@@ -253,16 +254,89 @@ def prune_checkpoints(out_dir, keep, major_every):
         print(f"checkpoint deleted: step {step} (-nk {keep}{f' -nm {major_every}' if major_every else ''})")
 
 
+def claim_out_dir(args, comm):
+    """-o before anything is built: every process can write it; rank 0 locks it (the lock file
+    it returns holds the lock while open), refuses it to a fresh run where another run left
+    its files, and removes the temp files a crash left of complete checkpoints."""
+    if not args.out_dir:
+        return None
+    outdir.make(args.out_dir)
+    if comm.rank != 0:
+        return None
+    lock = outdir.lock(args.out_dir)
+    if not args.resume:
+        outdir.check_fresh(args.out_dir)
+    for name in remove_stale_temps(args.out_dir):
+        comm.say(f"removed {name}: left by a crash while its checkpoint was written again")
+    return lock
+
+
+def load_checkpoint(args, comm):
+    """-y 1: (step, cfg, params, state) of the newest complete checkpoint that every process
+    can read, falling back to older ones with a line saying why; Nones for a fresh start."""
+    steps = complete_checkpoint_steps(args.out_dir) if args.resume else []
+    if args.resume and not steps:
+        comm.say(f"-y 1: no complete checkpoint in {args.out_dir}: starting from scratch")
+    for i in reversed(range(len(steps))):
+        step, older = steps[i], steps[i - 1] if i else None
+        try:
+            with comm.together(f"-y 1: checkpoint {step}: "):
+                model_path, state_path = checkpoint_paths(args.out_dir, step, rank=comm.rank)
+                cfg, params = read_model(model_path)        # the checkpoint's weights replace -e's
+                state = read_state(state_path)
+            return step, cfg, params, state
+        except LlmpyError as e:
+            if older is None:
+                raise JobError(f"{e}; no older complete checkpoint to fall back to", speaker=comm.rank == 0) from None
+            comm.say(f"{e}; falling back to checkpoint {older}")
+    return None, None, None, None
+
+
+def check_resumed_model(args, cfg):
+    """-e names the model a fresh run starts from; resumed, it must describe the checkpoint's."""
+    if args.model in DESCRIPTORS:
+        named = from_descriptor(args.model)
+    elif os.path.isfile(args.model):
+        named = read_model_config(args.model)
+    else:
+        return          # a Hugging Face model: reading it only to compare is not worth its time
+    if named != cfg:
+        raise LlmpyError(f"-y 1: the checkpoint in {args.out_dir} holds a {describe(cfg)} model, -e {args.model} "
+                         f"a {describe(named)} one; resume with that run's -e, or start this one in another -o")
+
+
+def check_resumed_batch(extra, args, total_batch, world):
+    """Processes, -z, T and the total batch are the run's: the state files and the data
+    position depend on them, and another total batch changes every step that follows."""
+    if extra.get("world", 1) != world or extra.get("zero", 0) != args.zero:
+        raise LlmpyError(f"-y 1: the checkpoint was written by {extra.get('world', 1)} process(es) with "
+                         f"-z {extra.get('zero', 0)}; resume it with as many and the same -z "
+                         f"(this run: {world}, -z {args.zero})")
+    if extra.get("T") != args.T:
+        raise LlmpyError(f"-y 1: the checkpoint was written with T={extra.get('T')}, this run has -t {args.T}")
+    if "total_batch" in extra and extra["total_batch"] != total_batch:
+        raise LlmpyError(f"-y 1: the checkpoint's run has a total batch of {extra['total_batch']:,} tokens, this one "
+                         f"{total_batch:,} (-b {args.B} -t {args.T} -d {args.total_batch}); give -d "
+                         f"{extra['total_batch']} to resume it")
+
+
+def schedule(args, num_steps):
+    """The flags that shape the learning rate and weight decay of every step, as a checkpoint keeps them."""
+    return {"-k": args.schedule, "-l": args.lr, "-u": args.warmup, "-q": args.final_lr_frac, "-c": args.weight_decay,
+            "-x": num_steps}
+
+
+def say_schedule_changes(comm, extra, now, step):
+    then = extra.get("schedule", now)
+    changed = [f"{flag} {now[flag]} (was {then[flag]})" for flag in now if flag in then and then[flag] != now[flag]]
+    if changed:
+        comm.say(f"-y 1: resuming with {', '.join(changed)}: from step {step} on, the learning rate and weight "
+                 "decay follow this run's flags")
+
+
 def resume_checkpoint(state, model, loader, rng, detectors):
     """Load a state file's optimizer, data, RNG and outlier-detector state into this run."""
     extra = state["extra"]
-    world = model.comm.world
-    if extra.get("world", 1) != world or extra.get("zero", 0) != model.zero:
-        raise LlmpyError(f"-y 1: the checkpoint was written by {extra.get('world', 1)} process(es) with "
-                         f"-z {extra.get('zero', 0)}; resume it with as many and the same -z "
-                         f"(this run: {world}, -z {model.zero})")
-    if extra.get("T") != model.T:
-        raise LlmpyError(f"-y 1: the checkpoint was written with T={extra.get('T')}, this run has -t {model.T}")
     if extra.get("B") != model.B:
         model.comm.say(f"resuming with B={model.B} where the checkpoint had B={extra.get('B')}: "
               "the same data, losses equal within float rounding")
@@ -322,18 +396,6 @@ def mfu_column(cfg, T, tokens, seconds, ops):
 
 # --------------------------------------------------------------------------------------------
 
-def check_out_dir(path):
-    """-o: a folder this process can write, made where missing; checked before the model is built."""
-    try:
-        os.makedirs(path, exist_ok=True)
-    except FileExistsError:
-        raise LlmpyError(f"-o {path}: exists and is not a folder") from None
-    except OSError as e:
-        raise LlmpyError(f"-o {path}: cannot make the folder: {e.strerror}") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise LlmpyError(f"-o {path}: the folder is not writable")
-
-
 def resume_hint(out_dir):
     steps = complete_checkpoint_steps(out_dir) if out_dir else []
     return (f"resume from step {steps[-1]} with -y 1 -o {out_dir}" if steps else
@@ -383,23 +445,16 @@ def run(args, ops, comm, watchdog):
     with comm.together():
         if args.B == "auto" and comm.world > 1:
             raise LlmpyError(f"-b auto runs in a single process; with {comm.world}, give -b")
-        if args.out_dir:
-            check_out_dir(args.out_dir)
-            if comm.rank == 0:
-                for name in remove_stale_temps(args.out_dir):
-                    say(f"removed {name}: left by a crash while its checkpoint was written again")
-        # where to start: -y 1 takes the newest complete checkpoint, if there is one
-        resume_step = latest_checkpoint_step(args.out_dir) if args.resume else None
-        state = None
-        if args.resume and resume_step is None:
-            say(f"-y 1: no complete checkpoint in {args.out_dir}: starting from scratch")
-        if resume_step is not None:
-            model_path, state_path = checkpoint_paths(args.out_dir, resume_step, rank=comm.rank)
-            cfg, params = read_model(model_path)        # the checkpoint's weights replace -e's
-            state = read_state(state_path)
-        else:
+        lock = claim_out_dir(args, comm)        # noqa: F841 -- the lock lasts while the file is open
+    resume_step, cfg, params, state = load_checkpoint(args, comm)
+    with comm.together():
+        if state is None:
             cfg, params = load_model_params(args.model, args.hf_dir)
+        else:
+            check_resumed_model(args, cfg)
         B, total_batch = batch_sizes(args, cfg, comm.world, resume_B=state["extra"].get("B") if state else None)
+        if state is not None:
+            check_resumed_batch(state["extra"], args, total_batch, comm.world)
         if params is None:
             params = init_params(cfg, args.seed)
         model, B, recompute = build_model(args, cfg, ops, params, B, comm)
@@ -428,7 +483,12 @@ def run(args, ops, comm, watchdog):
         detectors = {"loss": OutlierDetector(args.skip_lossz), "grad": OutlierDetector(args.skip_gradz)}
         start = 0
         if state is not None:
+            if num_steps <= resume_step:
+                raise LlmpyError(f"-x {args.max_steps}{f' (one epoch: {num_steps} steps)' if args.max_steps < 0 else ''}: "
+                                 f"the checkpoint in {args.out_dir} is at step {resume_step} already; "
+                                 "give a larger -x to train on")
             resume_checkpoint(state, model, train_loader, rng, detectors)
+            say_schedule_changes(comm, state["extra"], schedule(args, num_steps), resume_step)
             start = resume_step
             say(f"resumed from step {start} of {args.out_dir}")
         logger = Logger(args.out_dir if comm.rank == 0 else None, resume_step=resume_step)
@@ -466,7 +526,8 @@ def run(args, ops, comm, watchdog):
         if args.checkpoint_every > 0 and step > start and (step % args.checkpoint_every == 0 or last):
             watchdog.beat(step, "the checkpoint write", slow=True)
             extra = {"B": B, "T": T, "total_batch": total_batch, "world": comm.world, "zero": args.zero,
-                     "outlier": {name: d.state() for name, d in detectors.items()}}
+                     "outlier": {name: d.state() for name, d in detectors.items()},
+                     "schedule": schedule(args, num_steps)}
             save_checkpoint(args.out_dir, step, model, train_loader, rng, extra)
             if comm.rank == 0:
                 prune_checkpoints(args.out_dir, args.checkpoints_keep, args.major_every)

@@ -158,6 +158,29 @@ def write_model(path, cfg, params, dtype="fp32"):
 
 def read_model(path):
     """Read an llm.c model file (version 3 or 5). Returns (GPT2Config, flat fp32 params)."""
+    cfg, version, size = _model_header(path)
+    n = num_parameters(cfg)
+    itemsize = 4 if version == MODEL_VERSIONS["fp32"] else 2
+    _check_size(path, size, HEADER_BYTES + n * itemsize, f"version {version}, {describe(cfg)}: {n} params")
+    if version == MODEL_VERSIONS["fp32"]:
+        params = np.fromfile(path, dtype="<f4", count=n, offset=HEADER_BYTES)
+    else:
+        params = bf16_to_fp32(np.fromfile(path, dtype="<u2", count=n, offset=HEADER_BYTES))
+    check_finite(path, named_params(cfg, params))
+    return cfg, params
+
+
+def read_model_config(path):
+    """The GPT2Config of an llm.c model file, from its header alone."""
+    return _model_header(path)[0]
+
+
+def describe(cfg):
+    return (f"maxT={cfg.max_seq_len} V={cfg.vocab_size} L={cfg.num_layers} NH={cfg.num_heads} "
+            f"C={cfg.channels} Vp={cfg.padded_vocab_size}")
+
+
+def _model_header(path):
     header, size = _read_header(path, MODEL_MAGIC, "llm.c model file")
     version = int(header[1])
     if version not in MODEL_VERSIONS.values():
@@ -172,15 +195,7 @@ def read_model(path):
         raise LlmpyError(f"{path}: bad header: C={C} is not divisible by NH={NH}")
     cfg = GPT2Config(max_seq_len=maxT, vocab_size=V, padded_vocab_size=Vp,
                      num_layers=L, num_heads=NH, channels=C)
-    n = num_parameters(cfg)
-    itemsize = 4 if version == MODEL_VERSIONS["fp32"] else 2
-    _check_size(path, size, HEADER_BYTES + n * itemsize, f"version {version}, {shape}: {n} params")
-    if version == MODEL_VERSIONS["fp32"]:
-        params = np.fromfile(path, dtype="<f4", count=n, offset=HEADER_BYTES)
-    else:
-        params = bf16_to_fp32(np.fromfile(path, dtype="<u2", count=n, offset=HEADER_BYTES))
-    check_finite(path, named_params(cfg, params))
-    return cfg, params
+    return cfg, version, size
 
 
 # -----------------------------------------------------------------------------
@@ -296,7 +311,8 @@ def delete_checkpoint(out_dir, step):
     done = os.path.join(out_dir, f"DONE_{step:08d}")
     if os.path.exists(done):
         os.remove(done)
-    prefix = f"state_{step:08d}_"
+    # exact names only: a user's state_00000002_00000.orig.bin is not the checkpoint's
+    names = re.compile(rf"model_{step:08d}\.bin|state_{step:08d}_\d{{5}}\.bin")
     for name in os.listdir(out_dir):
-        if name == f"model_{step:08d}.bin" or (name.startswith(prefix) and name.endswith(".bin")):
+        if names.fullmatch(name):
             os.remove(os.path.join(out_dir, name))

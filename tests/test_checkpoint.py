@@ -293,6 +293,15 @@ def test_delete_checkpoint_removes_model_every_rank_state_and_done_marker(tmp_pa
     assert sorted(os.listdir(tmp_path)) == ["DONE_00000050", "model_00000050.bin", "state_00000050_00000.bin"]
 
 
+def test_delete_checkpoint_leaves_files_that_only_look_like_its_own(tmp_path):
+    fake_checkpoint(tmp_path, 2)
+    users = ["state_00000002_00000.orig.bin", "state_00000002_0.bin", "model_00000002.bin.bak", "model_00000002.binx"]
+    for name in users:
+        (tmp_path / name).write_bytes(b"a user's file")
+    delete_checkpoint(tmp_path, 2)
+    assert sorted(os.listdir(tmp_path)) == sorted(users)
+
+
 def test_complete_checkpoint_steps_are_those_with_a_done_marker_in_order(tmp_path):
     for step in (30, 10, 20):
         fake_checkpoint(tmp_path, step)

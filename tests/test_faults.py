@@ -147,6 +147,17 @@ def test_a_missing_state_file_on_one_rank_stops_every_rank_at_resume(tmp_path, j
 
 
 @needs_mpi
+def test_a_missing_state_file_of_the_newest_checkpoint_on_one_rank_falls_back_on_every_rank(tmp_path, job):
+    r, _ = mpi_job(tmp_path, [*job, "-x", 4], "four steps")
+    assert r.returncode == 0, r.stderr
+    (tmp_path / "out" / "state_00000004_00001.bin").unlink()
+    r, seconds = mpi_job(tmp_path, [*job, "-x", 6, "-y", 1], "resume without rank 1's newest state file")
+    assert r.returncode == 0, r.stderr
+    assert "-y 1: checkpoint 4: rank 1: " in r.stdout and "falling back to checkpoint 2" in r.stdout
+    assert "resumed from step 2 " in r.stdout
+
+
+@needs_mpi
 def test_a_checkpoint_write_failing_on_one_rank_stops_every_rank_and_keeps_the_last_checkpoint(tmp_path, job):
     (tmp_path / "out").mkdir()
     blocker = tmp_path / "out" / "state_00000004_00001.bin.tmp"

@@ -137,7 +137,7 @@ def test_resume_with_everything_on_continues_bit_for_bit(tmp_path):
 
 def test_checkpoints_keep_the_newest_k_plus_every_mth_step(tiny_run, tmp_path):
     run(*tiny_run, "-x", 10, "-v", 0, "-o", tmp_path / "out", "-n", 2, "-nk", 2, "-nm", 4)
-    names = sorted(p.name for p in (tmp_path / "out").iterdir() if p.name != "main.log")
+    names = sorted(p.name for p in (tmp_path / "out").iterdir() if p.name not in ("main.log", ".llmpy.lock"))
     assert names == sorted(f"{kind}_{s:08d}{suffix}" for s in (4, 8, 10)
                            for kind, suffix in (("DONE", ""), ("model", ".bin"), ("state", "_00000.bin")))
 
@@ -197,7 +197,7 @@ def test_a_step_that_makes_the_weights_non_finite_writes_no_checkpoint_and_prune
     run(*flags, "-x", 2)
     r = run(*flags, "-x", 3, "-y", 1, "-l", 1e39, check=False)    # inf in fp32: AdamW writes inf
     assert_one_line_error(r, "checkpoint 3 not written (the newest complete one is step 2): step 3: wte holds")
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".llmpy.lock",
         "DONE_00000002", "main.log", "model_00000002.bin", "state_00000002_00000.bin"]
 
 
@@ -470,7 +470,7 @@ def test_a_full_disk_during_a_checkpoint_is_one_line_naming_the_file_and_keeps_t
                        capture_output=True, text=True, cwd=ROOT)
     assert_one_line_error(r, "checkpoint 4 not written (the newest complete one is step 2): ",
                           f"{tmp_path / 'out' / 'state_00000004_00000.bin.tmp'}: cannot write: File too large")
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".llmpy.lock",
         "DONE_00000002", "main.log", "model_00000002.bin", "state_00000002_00000.bin"]
     assert "resumed from step 2" in run(*flags, "-x", 4, "-y", 1).stdout
 
