@@ -213,7 +213,7 @@ def build_model(args, cfg, ops, params, B, comm):
 # --------------------------------------------------------------------------------------------
 # checkpoints
 
-def save_checkpoint(out_dir, step, model, loader, rng, extra):
+def save_checkpoint(out_dir, step, model, loader, rng, extra, fault=None):
     """llm.c's checkpoint: the model file (the weights as the model holds them: bf16 on a GPU,
     fp32 master weights, AdamW m, v and the rest in the state file, one per process: its shard
     with ZeRO-1), then, once every process has written, DONE_<step>."""
@@ -230,6 +230,8 @@ def save_checkpoint(out_dir, step, model, loader, rng, extra):
                 weights = model.ops.to_host(model.params_flat[:num_parameters(model.cfg)]).astype(np.float32)
                 check_finite(f"step {step}", named_params(model.cfg, weights))
                 write_model(model_path, model.cfg, weights, dtype="fp32" if model.master is None else "bf16")
+            if fault:
+                fault.reached("checkpoint", step, comm.rank)
             m, v = model.ops.to_host(model.m_flat), model.ops.to_host(model.v_flat)
             master = None if model.master is None else model.ops.to_host(model.master)
             check_finite(f"step {step}", [("AdamW m", m), ("AdamW v", v)]
@@ -528,7 +530,7 @@ def run(args, ops, comm, watchdog):
             extra = {"B": B, "T": T, "total_batch": total_batch, "world": comm.world, "zero": args.zero,
                      "outlier": {name: d.state() for name, d in detectors.items()},
                      "schedule": schedule(args, num_steps)}
-            save_checkpoint(args.out_dir, step, model, train_loader, rng, extra)
+            save_checkpoint(args.out_dir, step, model, train_loader, rng, extra, fault)
             if comm.rank == 0:
                 prune_checkpoints(args.out_dir, args.checkpoints_keep, args.major_every)
         if last:
@@ -542,7 +544,7 @@ def run(args, ops, comm, watchdog):
         for micro in range(grad_accum):
             watchdog.beat(step + 1, f"micro-step {micro + 1}/{grad_accum}'s forward and backward")
             if fault:
-                fault.inside_step(step + 1, comm.rank)
+                fault.reached("step", step + 1, comm.rank)
             inputs, targets = train_loader.next_batch()
             model.forward_backward(inputs, targets, loss_scale=1.0 / grad_accum)
             train_loss += model.mean_loss() / grad_accum

@@ -1,4 +1,5 @@
-"""The watchdog's limits, and a stalled or interrupted single-process run ending with one line."""
+"""How a single-process run stops: the watchdog's limits and a stalled step, SIGINT and SIGTERM with one
+line saying where to resume, kill -9 in the middle of a checkpoint write, a bad fault switch."""
 import os
 import signal
 import subprocess
@@ -8,7 +9,7 @@ import time
 import pytest
 
 from llmpy.watchdog import Watchdog
-from tests.test_train import ROOT, assert_one_line_error
+from tests.test_train import ROOT, assert_one_line_error, losses
 
 
 def test_auto_limit_is_20_median_steps_but_at_least_5_minutes_and_15_before_the_first_step():
@@ -66,6 +67,25 @@ def test_a_signal_stops_the_run_with_one_line_saying_where_to_resume(tiny_run, t
     r = wait(process, 60)
     assert_one_line_error(r, f"stopped by {signal.Signals(signum).name} during step 3",
                           f"resume from step 2 with -y 1 -o {tmp_path / 'out'}")
+
+
+def test_kill_9_in_the_middle_of_a_checkpoint_write_resumes_like_a_run_that_never_stopped(tiny_run, tmp_path):
+    out = tmp_path / "out"
+    process = start(tiny_run, tmp_path, "-x", 6, "-n", 2, "--watchdog", 0, fault="stall:step=4:rank=0:at=checkpoint")
+    deadline = time.monotonic() + 60
+    while not (out / "model_00000004.bin").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.kill()                                       # SIGKILL: no handler, no clean-up
+    wait(process, 60)
+    assert (out / "DONE_00000002").exists() and not (out / "DONE_00000004").exists()
+    flags = [*map(str, tiny_run), "-v", "0", "-o", str(out), "-n", "2", "-x", "6"]
+    resumed = subprocess.run([sys.executable, str(ROOT / "train_gpt2.py"), "--device", "cpu", *flags, "-y", "1"],
+                             capture_output=True, text=True, cwd=ROOT)
+    assert "resumed from step 2 " in resumed.stdout, resumed.stderr
+    whole = subprocess.run([sys.executable, str(ROOT / "train_gpt2.py"), "--device", "cpu",
+                            *[str(tmp_path / "whole") if f == str(out) else f for f in flags]],
+                           capture_output=True, text=True, cwd=ROOT)
+    assert losses(resumed.stdout) == {k: v for k, v in losses(whole.stdout).items() if k > 2}
 
 
 def test_a_bad_fault_switch_is_a_one_line_error(tiny_run, tmp_path):
