@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from llmpy import JobError, LlmpyError, backends, distributed, faults, hellaswag, outdir, run_main
+from llmpy import JobError, LlmpyError, Stopped, backends, distributed, faults, hellaswag, outdir, run_main
 from llmpy.autofit import AUTO_START_B, advice, auto_start_B, fit, is_out_of_memory, release_memory
 from llmpy.checkpoint import (check_finite, checkpoint_paths, checkpoints_to_delete, complete_checkpoint_steps,
                               delete_checkpoint, describe, latest_checkpoint_step, named_params, read_model,
@@ -408,7 +408,7 @@ def stop_on_signals(out_dir, progress):
     """SIGINT and SIGTERM end the run with one line saying where it can resume; a checkpoint
     being written is removed on the way out (save_checkpoint)."""
     def stop(signum, frame):
-        raise LlmpyError(f"stopped by {signal.Signals(signum).name} during {progress()}; {resume_hint(out_dir)}")
+        raise Stopped(f"stopped by {signal.Signals(signum).name} during {progress()}; {resume_hint(out_dir)}")
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, stop)
 

@@ -17,6 +17,11 @@ class JobError(LlmpyError):
         self.speaker = speaker
 
 
+class Stopped(BaseException):
+    """SIGINT or SIGTERM: the run ends now, with this one line. Not an Exception, so that no
+    check that recovers from errors (an agreed check, a fallback) takes it for one."""
+
+
 def run_main(main):
     """Run a command-line program's main(): bad input (LlmpyError) ends it with its one-line
     message and exit status 1, never with a traceback. In an MPI job of several processes any
@@ -27,7 +32,7 @@ def run_main(main):
         main()
     except JobError as e:
         sys.exit(f"error: {e}" if e.speaker else 1)
-    except LlmpyError as e:
+    except (LlmpyError, Stopped) as e:
         print(f"error: {distributed.rank_prefix()}{e}", file=sys.stderr)
         if distributed.several_processes():
             distributed.abort()

@@ -14,6 +14,7 @@ anything else that stops one process ends them all with abort().
 import contextlib
 import os
 import sys
+import time
 
 import numpy as np
 
@@ -173,6 +174,9 @@ def abort(status=1):
     sys.stdout.flush()
     sys.stderr.flush()
     if several_processes():
+        # the launcher forwards this process's output through a pipe and may tear the job
+        # down before it has read the last line; a moment first keeps that line
+        time.sleep(0.5)
         sys.modules["mpi4py.MPI"].COMM_WORLD.Abort(status)
     os._exit(status)
 
