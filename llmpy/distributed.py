@@ -71,7 +71,8 @@ class Comm:
     def together(self, context=""):
         """Run the block on every rank, then agree on how it went: where it raised an LlmpyError
         (or an OSError) on any rank, every rank raises JobError with the first failing rank's
-        message, prefixed by `context`. One collective, so every rank must enter the block."""
+        message, prefixed by `context` (and by the rank, unless every rank failed alike). One
+        collective, so every rank must enter the block."""
         error = None
         try:
             yield
@@ -89,7 +90,8 @@ class Comm:
         if failed[0]:
             messages = self.mpi.allgather(None if error is None else str(error))
             first = next(r for r, m in enumerate(messages) if m is not None)
-            raise JobError(f"{context}rank {first}: {messages[first]}", speaker=self.rank == 0)
+            who = "" if messages.count(messages[first]) == self.world else f"rank {first}: "
+            raise JobError(f"{context}{who}{messages[first]}", speaker=self.rank == 0)
 
     # -- flat device buffers -------------------------------------------------------------------
 

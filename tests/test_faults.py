@@ -212,3 +212,10 @@ def test_sigterm_to_one_rank_ends_the_job_saying_where_to_resume(tmp_path, job):
         if process.poll() is None:
             end(process)
     assert_job_failed_with(r, "rank 1: stopped by SIGTERM during step 3", "resume from step 2 with -y 1")
+
+
+@needs_mpi
+def test_an_error_every_rank_finds_is_printed_once_without_a_rank(tmp_path, job):
+    r, _ = mpi_job(tmp_path, [*job, "-x", 2, "-t", 32], "-t beyond the model on both ranks")
+    assert_job_failed_with(r, "error: -t 32 is larger than the model's max sequence length 16")
+    assert len(r.stderr.strip().splitlines()) == 1
