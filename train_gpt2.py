@@ -416,24 +416,26 @@ def stop_on_signals(out_dir, progress):
 def main(argv=None):
     args = parse_args(argv)
     check_args(args)
-    ops = backends.load(args.device)
-    comm = distributed.init(ops)
+    # from here on a stop signal is one line, and a start-up that hangs (a GPU, a launcher, a
+    # filesystem) is ended too
+    watchdog = Watchdog(None if args.watchdog == -1 else args.watchdog)
+    stop_on_signals(args.out_dir, watchdog.where)
     try:
-        train(args, ops, comm)
+        ops = backends.load(args.device)
+        comm = distributed.init(ops)
+        train(args, ops, comm, watchdog)
+    finally:
+        watchdog.stop()
+
+
+def train(args, ops, comm, watchdog):
+    try:
+        run(args, ops, comm, watchdog)
     except Exception as e:      # noqa: BLE001 -- out-of-memory becomes advice, the rest passes
         if not is_out_of_memory(e) or isinstance(e, LlmpyError):
             raise
         total = args.total_batch if args.total_batch > 0 or args.B == "auto" else args.B * args.T
         raise LlmpyError(advice(ops.device_name(), args.B, args.T, args.recompute, total, e)) from None
-
-
-def train(args, ops, comm):
-    watchdog = Watchdog(None if args.watchdog == -1 else args.watchdog)
-    stop_on_signals(args.out_dir, watchdog.where)
-    try:
-        run(args, ops, comm, watchdog)
-    finally:
-        watchdog.stop()
 
 
 def run(args, ops, comm, watchdog):
