@@ -37,21 +37,21 @@ def start(tiny_run, tmp_path, *flags, fault):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
 
 
-def wait(process, bound):
+def wait(process, bound, what):
     t0 = time.monotonic()
     try:
         out, err = process.communicate(timeout=bound)
     except subprocess.TimeoutExpired:
         process.kill()
         process.communicate()
-        pytest.fail(f"not ended within {bound} s")
-    print(f"\nexit status {process.returncode} after {time.monotonic() - t0:.1f} s")
+        pytest.fail(f"{what}: not ended within {bound} s")
+    print(f"\n{what}: exit status {process.returncode} after {time.monotonic() - t0:.1f} s")
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
 def test_a_stalled_step_ends_the_run_with_one_line_naming_it(tiny_run, tmp_path):
     process = start(tiny_run, tmp_path, "-x", 4, "--watchdog", 2, fault="stall:step=3:rank=0")
-    r = wait(process, 60)
+    r = wait(process, 60, "stalled in step 3, --watchdog 2")
     assert_one_line_error(r, "watchdog: step 3 made no progress for ", "micro-step 1/1's forward and backward",
                           "(limit 2 s, --watchdog)")
 
@@ -64,7 +64,7 @@ def test_a_signal_stops_the_run_with_one_line_saying_where_to_resume(tiny_run, t
         time.sleep(0.1)
     time.sleep(0.3)
     process.send_signal(signum)
-    r = wait(process, 60)
+    r = wait(process, 60, f"{signal.Signals(signum).name} in step 3")
     assert_one_line_error(r, f"stopped by {signal.Signals(signum).name} during step 3",
                           f"resume from step 2 with -y 1 -o {tmp_path / 'out'}")
 
@@ -76,7 +76,7 @@ def test_kill_9_in_the_middle_of_a_checkpoint_write_resumes_like_a_run_that_neve
     while not (out / "model_00000004.bin").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     process.kill()                                       # SIGKILL: no handler, no clean-up
-    wait(process, 60)
+    wait(process, 60, "SIGKILL in checkpoint 4's write")
     assert (out / "DONE_00000002").exists() and not (out / "DONE_00000004").exists()
     flags = [*map(str, tiny_run), "-v", "0", "-o", str(out), "-n", "2", "-x", "6"]
     resumed = subprocess.run([sys.executable, str(ROOT / "train_gpt2.py"), "--device", "cpu", *flags, "-y", "1"],
@@ -89,5 +89,5 @@ def test_kill_9_in_the_middle_of_a_checkpoint_write_resumes_like_a_run_that_neve
 
 
 def test_a_bad_fault_switch_is_a_one_line_error(tiny_run, tmp_path):
-    r = wait(start(tiny_run, tmp_path, "-x", 1, fault="stall:step=x"), 60)
+    r = wait(start(tiny_run, tmp_path, "-x", 1, fault="stall:step=x"), 60, "a bad LLMPY_FAULT")
     assert_one_line_error(r, "LLMPY_FAULT=stall:step=x")
