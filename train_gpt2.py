@@ -265,7 +265,7 @@ def claim_out_dir(args, comm):
     outdir.make(args.out_dir)
     if comm.rank != 0:
         return None
-    lock = outdir.lock(args.out_dir)
+    lock = outdir.lock(args.out_dir, comm.say)
     if not args.resume:
         outdir.check_fresh(args.out_dir)
     for name in remove_stale_temps(args.out_dir):

@@ -28,9 +28,10 @@ def make(path):
         raise LlmpyError(f"-o {path}: the folder is not writable")
 
 
-def lock(path):
+def lock(path, say):
     """Lock the folder for this process; returns the open lock file, which holds the lock for as
-    long as it stays open. Another run holding it is one line naming its process."""
+    long as it stays open. Another run holding it is one line naming its process. A filesystem
+    without locks (some network filesystems) gets a line saying so, and no lock."""
     lock_path = os.path.join(path, LOCK_NAME)
     f = open(lock_path, "a+")
     try:
@@ -40,6 +41,10 @@ def lock(path):
         holder = f.read().strip() or "another process"
         f.close()
         raise LlmpyError(f"-o {path}: another run is writing into this folder ({holder} holds {lock_path})") from None
+    except OSError as e:
+        f.close()
+        say(f"-o {path}: cannot lock {lock_path} ({e.strerror}): nothing stops a second run from writing here")
+        return None
     f.seek(0)
     f.truncate()
     f.write(f"process {os.getpid()} on {socket.gethostname()}\n")
