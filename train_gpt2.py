@@ -9,28 +9,31 @@ Flags are llm.c's (train_gpt2.cu) where they apply; run with --help for the list
 import argparse
 import math
 import os
+import signal
 import sys
 import time
 
 import numpy as np
 
-from llmpy import LlmpyError, backends, distributed, hellaswag, run_main
+from llmpy import JobError, LlmpyError, Stopped, backends, distributed, faults, hellaswag, outdir, run_main
 from llmpy.autofit import AUTO_START_B, advice, auto_start_B, fit, is_out_of_memory, release_memory
-from llmpy.checkpoint import (checkpoint_paths, checkpoints_to_delete, complete_checkpoint_steps,
-                              delete_checkpoint, latest_checkpoint_step, read_model, read_state,
-                              write_done_marker, write_model, write_state)
+from llmpy.checkpoint import (check_finite, checkpoint_paths, checkpoints_to_delete, complete_checkpoint_steps,
+                              delete_checkpoint, describe, latest_checkpoint_step, named_params, read_model,
+                              read_model_config, read_state, remove_stale_temps, write_done_marker, write_model,
+                              write_state)
 from llmpy.config import DESCRIPTORS, from_descriptor, num_parameters
 from llmpy.dataloader import DataLoader
-from llmpy.gpt2 import GPT2, init_params
 from llmpy.fetch import data_dir
+from llmpy.gpt2 import GPT2, init_params
 from llmpy.hf import HF_MODELS, load_hf_gpt2
 from llmpy.logger import Logger, format_eta
 from llmpy.mfu import mfu
 from llmpy.outlier import OutlierDetector
-from llmpy.progress import progress
+from llmpy.progress import progress_bar
 from llmpy.sampler import generate, prompt_tokens
 from llmpy.schedulers import SCHEDULES, learning_rate
 from llmpy.tokenizer import get_tokenizer
+from llmpy.watchdog import Watchdog
 
 DATA = data_dir() / "shakespeare"
 
@@ -116,11 +119,21 @@ def parse_args(argv):
     arg("-a", dest="overfit", type=int, default=0, choices=(0, 1), help="1: overfit a single batch")
     arg("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to train")
     arg("--seed", type=int, default=42, help="seed for a fresh model's weights and for sampling")
+    arg("--max_skips", type=int, default=16,
+        help="stop the run when this many updates in a row were skipped (non-finite or -sl/-sg; 0: never)")
+    arg("--watchdog", type=float, default=-1, help="end the job when a step makes no progress for this "
+        "many seconds (-1: 20x the median step time, at least 300; 0: never); start-up, evaluation and "
+        "checkpoint writes get at least 900")
     return p.parse_args(argv)
 
 
 def check_args(args):
     """Values argparse cannot check by itself: one line naming the flag."""
+    floats = {"-l": args.lr, "-q": args.final_lr_frac, "-c": args.weight_decay, "-sl": args.skip_lossz,
+              "-sg": args.skip_gradz, "--temperature": args.temperature, "--watchdog": args.watchdog}
+    for flag, value in floats.items():
+        if not math.isfinite(value):
+            raise LlmpyError(f"{flag} {value}: must be a finite number")
     rules = [
         (args.B == "auto" or args.B >= 1, f"-b {args.B}: the micro-batch must be positive, or auto"),
         (args.T >= 1, f"-t {args.T}: the sequence length must be positive"),
@@ -147,6 +160,8 @@ def check_args(args):
         (args.top_k >= 0, f"--top_k {args.top_k}: cannot be negative (0: all tokens)"),
         (args.prompt is None or args.sample_every > 0, "--prompt needs sampling: -s must be positive"),
         (args.checkpoint_every == 0 and not args.resume or args.out_dir, "-n and -y need an output folder -o"),
+        (args.max_skips >= 0, f"--max_skips {args.max_skips}: cannot be negative (0: never stop)"),
+        (args.watchdog == -1 or args.watchdog >= 0, f"--watchdog {args.watchdog}: seconds, 0 (off) or -1 (auto)"),
     ]
     for ok, message in rules:
         if not ok:
@@ -161,7 +176,9 @@ def load_model_params(spec, hf_dir=None):
     if spec in DESCRIPTORS:
         return from_descriptor(spec), None
     if spec in HF_MODELS or os.path.isdir(spec):
-        return load_hf_gpt2(spec, hf_dir)
+        cfg, params = load_hf_gpt2(spec, hf_dir)
+        check_finite(f"-e {spec}", named_params(cfg, params))
+        return cfg, params
     if not os.path.isfile(spec):
         raise LlmpyError(f"-e {spec}: no such model file, and not a model descriptor ({', '.join(DESCRIPTORS)}) "
                          f"or Hugging Face GPT-2 ({', '.join(HF_MODELS)})")
@@ -211,22 +228,38 @@ def build_model(args, cfg, ops, params, B, comm):
 # --------------------------------------------------------------------------------------------
 # checkpoints
 
-def save_checkpoint(out_dir, step, model, loader, rng, extra):
+def save_checkpoint(out_dir, step, model, loader, rng, extra, fault=None):
     """llm.c's checkpoint: the model file (the weights as the model holds them: bf16 on a GPU,
     fp32 master weights, AdamW m, v and the rest in the state file, one per process: its shard
     with ZeRO-1), then, once every process has written, DONE_<step>."""
     comm = model.comm
     model_path, state_path = checkpoint_paths(out_dir, step, rank=comm.rank)
-    if comm.rank == 0:
-        # the weights exactly as the model holds them, fp32 on the CPU and bf16 on a GPU (the
-        # fp32 master weights go into the state); with ZeRO-1 the flat buffer is padded
-        weights = model.ops.to_host(model.params_flat[:num_parameters(model.cfg)]).astype(np.float32)
-        write_model(model_path, model.cfg, weights, dtype="fp32" if model.master is None else "bf16")
-    master = None if model.master is None else model.ops.to_host(model.master)
-    write_state(state_path, step=step, m=model.ops.to_host(model.m_flat),
-                v=model.ops.to_host(model.v_flat), master=master,
-                rng_state=rng.bit_generator.state, loader_state=loader.state(), extra=extra)
-    comm.barrier()
+    newest = latest_checkpoint_step(out_dir)
+    try:
+        with comm.together(f"checkpoint {step} not written ("
+                           + (f"the newest complete one is step {newest}" if newest is not None else
+                              "no complete one yet") + "): "):
+            if comm.rank == 0:
+                # the weights exactly as the model holds them, fp32 on the CPU and bf16 on a GPU
+                # (the fp32 master weights go into the state); with ZeRO-1 the buffer is padded
+                weights = model.ops.to_host(model.params_flat[:num_parameters(model.cfg)]).astype(np.float32)
+                check_finite(f"step {step}", named_params(model.cfg, weights))
+                write_model(model_path, model.cfg, weights, dtype="fp32" if model.master is None else "bf16")
+            if fault:
+                fault.reached("checkpoint", step, comm.rank)
+            m, v = model.ops.to_host(model.m_flat), model.ops.to_host(model.v_flat)
+            master = None if model.master is None else model.ops.to_host(model.master)
+            check_finite(f"step {step}", [("AdamW m", m), ("AdamW v", v)]
+                         + ([("master weights", master)] if master is not None else []))
+            write_state(state_path, step=step, m=m, v=v, master=master,
+                        rng_state=rng.bit_generator.state, loader_state=loader.state(), extra=extra)
+    except BaseException:
+        # no DONE marker will name these files: an incomplete checkpoint is only clutter
+        if step not in complete_checkpoint_steps(out_dir):
+            for path in (model_path, state_path) if comm.rank == 0 else (state_path,):
+                if os.path.isfile(path):
+                    os.remove(path)
+        raise
     if comm.rank == 0:
         write_done_marker(out_dir, step)
     comm.say(f"checkpoint written: {model_path}")
@@ -238,16 +271,89 @@ def prune_checkpoints(out_dir, keep, major_every):
         print(f"checkpoint deleted: step {step} (-nk {keep}{f' -nm {major_every}' if major_every else ''})")
 
 
+def claim_out_dir(args, comm):
+    """-o before anything is built: every process can write it; rank 0 locks it (the lock file
+    it returns holds the lock while open), refuses it to a fresh run where another run left
+    its files, and removes the temp files a crash left of complete checkpoints."""
+    if not args.out_dir:
+        return None
+    outdir.make(args.out_dir)
+    if comm.rank != 0:
+        return None
+    lock = outdir.lock(args.out_dir, comm.say)
+    if not args.resume:
+        outdir.check_fresh(args.out_dir)
+    for name in remove_stale_temps(args.out_dir):
+        comm.say(f"removed {name}: left by a crash while its checkpoint was written again")
+    return lock
+
+
+def load_checkpoint(args, comm):
+    """-y 1: (step, cfg, params, state) of the newest complete checkpoint that every process
+    can read, falling back to older ones with a line saying why; Nones for a fresh start."""
+    steps = complete_checkpoint_steps(args.out_dir) if args.resume else []
+    if args.resume and not steps:
+        comm.say(f"-y 1: no complete checkpoint in {args.out_dir}: starting from scratch")
+    for i in reversed(range(len(steps))):
+        step, older = steps[i], steps[i - 1] if i else None
+        try:
+            with comm.together(f"-y 1: checkpoint {step}: "):
+                model_path, state_path = checkpoint_paths(args.out_dir, step, rank=comm.rank)
+                cfg, params = read_model(model_path)        # the checkpoint's weights replace -e's
+                state = read_state(state_path)
+            return step, cfg, params, state
+        except LlmpyError as e:
+            if older is None:
+                raise JobError(f"{e}; no older complete checkpoint to fall back to", speaker=comm.rank == 0) from None
+            comm.say(f"{e}; falling back to checkpoint {older}")
+    return None, None, None, None
+
+
+def check_resumed_model(args, cfg):
+    """-e names the model a fresh run starts from; resumed, it must describe the checkpoint's."""
+    if args.model in DESCRIPTORS:
+        named = from_descriptor(args.model)
+    elif os.path.isfile(args.model):
+        named = read_model_config(args.model)
+    else:
+        return          # a Hugging Face model: reading it only to compare is not worth its time
+    if named != cfg:
+        raise LlmpyError(f"-y 1: the checkpoint in {args.out_dir} holds a {describe(cfg)} model, -e {args.model} "
+                         f"a {describe(named)} one; resume with that run's -e, or start this one in another -o")
+
+
+def check_resumed_batch(extra, args, total_batch, world):
+    """Processes, -z, T and the total batch are the run's: the state files and the data
+    position depend on them, and another total batch changes every step that follows."""
+    if extra.get("world", 1) != world or extra.get("zero", 0) != args.zero:
+        raise LlmpyError(f"-y 1: the checkpoint was written by {extra.get('world', 1)} process(es) with "
+                         f"-z {extra.get('zero', 0)}; resume it with as many and the same -z "
+                         f"(this run: {world}, -z {args.zero})")
+    if extra.get("T") != args.T:
+        raise LlmpyError(f"-y 1: the checkpoint was written with T={extra.get('T')}, this run has -t {args.T}")
+    if "total_batch" in extra and extra["total_batch"] != total_batch:
+        raise LlmpyError(f"-y 1: the checkpoint's run has a total batch of {extra['total_batch']:,} tokens, this one "
+                         f"{total_batch:,} (-b {args.B} -t {args.T} -d {args.total_batch}); give -d "
+                         f"{extra['total_batch']} to resume it")
+
+
+def schedule(args, num_steps):
+    """The flags that shape the learning rate and weight decay of every step, as a checkpoint keeps them."""
+    return {"-k": args.schedule, "-l": args.lr, "-u": args.warmup, "-q": args.final_lr_frac, "-c": args.weight_decay,
+            "-x": num_steps}
+
+
+def say_schedule_changes(comm, extra, now, step):
+    then = extra.get("schedule", now)
+    changed = [f"{flag} {now[flag]} (was {then[flag]})" for flag in now if flag in then and then[flag] != now[flag]]
+    if changed:
+        comm.say(f"-y 1: resuming with {', '.join(changed)}: from step {step} on, the learning rate and weight "
+                 "decay follow this run's flags")
+
+
 def resume_checkpoint(state, model, loader, rng, detectors):
     """Load a state file's optimizer, data, RNG and outlier-detector state into this run."""
     extra = state["extra"]
-    world = model.comm.world
-    if extra.get("world", 1) != world or extra.get("zero", 0) != model.zero:
-        raise LlmpyError(f"-y 1: the checkpoint was written by {extra.get('world', 1)} process(es) with "
-                         f"-z {extra.get('zero', 0)}; resume it with as many and the same -z "
-                         f"(this run: {world}, -z {model.zero})")
-    if extra.get("T") != model.T:
-        raise LlmpyError(f"-y 1: the checkpoint was written with T={extra.get('T')}, this run has -t {model.T}")
     # checkpoints from before --shuffle existed read in file order
     shuffled = extra.get("shuffle", 0)
     if shuffled != int(loader.shuffle):
@@ -319,11 +425,13 @@ class RunSummary:
         return " | ".join(parts)
 
 
-def evaluate(model, loader, num_batches):
-    """Mean loss over num_batches of the loader (each process its share of every batch)."""
+def evaluate(model, loader, num_batches, progress):
+    """Mean loss over num_batches of the loader (each process its share of every batch);
+    progress() is called before each batch."""
     loader.reset()
     total = 0.0
-    for _ in progress(range(num_batches), desc="val loss", unit="batch", show=model.comm.rank == 0):
+    for _ in progress_bar(range(num_batches), desc="val loss", unit="batch", show=model.comm.rank == 0):
+        progress()
         inputs, targets = loader.next_batch()
         model.forward(inputs, targets)
         total += model.mean_loss()
@@ -350,15 +458,39 @@ def mfu_column(cfg, T, tokens, seconds, ops):
 
 # --------------------------------------------------------------------------------------------
 
+def resume_hint(out_dir):
+    steps = complete_checkpoint_steps(out_dir) if out_dir else []
+    return (f"resume from step {steps[-1]} with -y 1 -o {out_dir}" if steps else
+            "no complete checkpoint to resume from" + ("" if out_dir else " (no -o)"))
+
+
+def stop_on_signals(out_dir, progress):
+    """SIGINT and SIGTERM end the run with one line saying where it can resume; a checkpoint
+    being written is removed on the way out (save_checkpoint)."""
+    def stop(signum, frame):
+        raise Stopped(f"stopped by {signal.Signals(signum).name} during {progress()}; {resume_hint(out_dir)}")
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, stop)
+
+
 def main(argv=None):
     args = parse_args(argv)
     check_args(args)
-    ops = backends.load(args.device)
-    comm = distributed.init(ops)
-    if args.B == "auto" and comm.world > 1:
-        raise LlmpyError(f"-b auto runs in a single process; with {comm.world}, give -b")
+    # from here on a stop signal is one line, and a start-up that hangs (a GPU, a launcher, a
+    # filesystem) is ended too
+    watchdog = Watchdog(None if args.watchdog == -1 else args.watchdog)
+    stop_on_signals(args.out_dir, watchdog.where)
     try:
-        train(args, ops, comm)
+        ops = backends.load(args.device)
+        comm = distributed.init(ops)
+        train(args, ops, comm, watchdog)
+    finally:
+        watchdog.stop()
+
+
+def train(args, ops, comm, watchdog):
+    try:
+        run(args, ops, comm, watchdog)
     except Exception as e:      # noqa: BLE001 -- out-of-memory and CUDA faults become one line
         if isinstance(e, LlmpyError):
             raise
@@ -371,52 +503,65 @@ def main(argv=None):
         raise
 
 
-def train(args, ops, comm):
+def run(args, ops, comm, watchdog):
     say = comm.say
-    # where to start: -y 1 takes the newest complete checkpoint, if there is one
-    resume_step = latest_checkpoint_step(args.out_dir) if args.resume else None
-    state = None
-    if args.resume and resume_step is None:
-        say(f"-y 1: no complete checkpoint in {args.out_dir}: starting from scratch")
-    if resume_step is not None:
-        model_path, state_path = checkpoint_paths(args.out_dir, resume_step, rank=comm.rank)
-        cfg, params = read_model(model_path)        # the checkpoint's weights replace -e's
-        state = read_state(state_path)
-    else:
-        cfg, params = load_model_params(args.model, args.hf_dir)
-    B, total_batch = batch_sizes(args, cfg, comm.world, resume_B=state["extra"].get("B") if state else None)
-    if params is None:
-        params = init_params(cfg, args.seed)
-    model, B, recompute = build_model(args, cfg, ops, params, B, comm)
-    T = args.T
-    grad_accum = total_batch // (B * T * comm.world)
+    # a non-finite loss, norm or weight gets its own line below (a skipped update, a refused
+    # checkpoint); NumPy's warnings about the same overflow would only repeat it, unreadably
+    np.seterr(over="ignore", invalid="ignore")
+    fault = faults.from_environment()
+    # every process reads its own files here (the model or checkpoint, its state file, the
+    # shards, the eval file): where one fails, all stop with its line
+    with comm.together():
+        if args.B == "auto" and comm.world > 1:
+            raise LlmpyError(f"-b auto runs in a single process; with {comm.world}, give -b")
+        lock = claim_out_dir(args, comm)        # noqa: F841 -- the lock lasts while the file is open
+    resume_step, cfg, params, state = load_checkpoint(args, comm)
+    with comm.together():
+        if state is None:
+            cfg, params = load_model_params(args.model, args.hf_dir)
+        else:
+            check_resumed_model(args, cfg)
+        B, total_batch = batch_sizes(args, cfg, comm.world, resume_B=state["extra"].get("B") if state else None)
+        if state is not None:
+            check_resumed_batch(state["extra"], args, total_batch, comm.world)
+        if params is None:
+            params = init_params(cfg, args.seed)
+        model, B, recompute = build_model(args, cfg, ops, params, B, comm)
+        T = args.T
+        grad_accum = total_batch // (B * T * comm.world)
 
-    train_loader = DataLoader(args.train_data, B, T, comm.rank, comm.world,
-                              shuffle=bool(args.shuffle) and not args.overfit)
-    val_loader = DataLoader(args.val_data, B, T, comm.rank, comm.world) if args.val_every > 0 else None
-    val_batches = 0
-    if val_loader:
-        available = val_loader.num_tokens // (B * T * comm.world)
-        val_batches = available if args.val_batches < 0 else min(args.val_batches, available)
-    examples = load_hellaswag(args.hellaswag_file, T, cfg.vocab_size) if args.hellaswag else None
-    num_steps = args.max_steps if args.max_steps > 0 else train_loader.num_tokens // total_batch
-    if num_steps < 1:
-        raise LlmpyError(f"-i {args.train_data}: {train_loader.num_tokens:,} tokens, less than one step "
-                         f"of {total_batch:,}; use -x or a smaller -d")
-    tokenizer = get_tokenizer() if args.sample_every > 0 else None
-    prompt = prompt_tokens(tokenizer, args.prompt) if tokenizer else None
-    if prompt and max(prompt) >= cfg.vocab_size:
-        raise LlmpyError(f"-s {args.sample_every}: a sample starts from <|endoftext|> (token 50256)"
-                         f"{' and the --prompt' if args.prompt else ''}, beyond the model's vocabulary of "
-                         f"{cfg.vocab_size} tokens; use -s 0")
-    rng = np.random.default_rng(args.seed)
-    detectors = {"loss": OutlierDetector(args.skip_lossz), "grad": OutlierDetector(args.skip_gradz)}
-    start = 0
-    if state is not None:
-        resume_checkpoint(state, model, train_loader, rng, detectors)
-        start = resume_step
-        say(f"resumed from step {start} of {args.out_dir}")
-    logger = Logger(args.out_dir if comm.rank == 0 else None, resume_step=resume_step)
+        train_loader = DataLoader(args.train_data, B, T, comm.rank, comm.world,
+                                  shuffle=bool(args.shuffle) and not args.overfit, vocab_size=cfg.vocab_size)
+        val_loader = (DataLoader(args.val_data, B, T, comm.rank, comm.world, vocab_size=cfg.vocab_size)
+                      if args.val_every > 0 else None)
+        val_batches = 0
+        if val_loader:
+            available = val_loader.num_tokens // (B * T * comm.world)
+            val_batches = available if args.val_batches < 0 else min(args.val_batches, available)
+        examples = load_hellaswag(args.hellaswag_file, T, cfg.vocab_size) if args.hellaswag else None
+        num_steps = args.max_steps if args.max_steps > 0 else train_loader.num_tokens // total_batch
+        if num_steps < 1:
+            raise LlmpyError(f"-i {args.train_data}: {train_loader.num_tokens:,} tokens, less than one step "
+                             f"of {total_batch:,}; use -x or a smaller -d")
+        tokenizer = get_tokenizer() if args.sample_every > 0 else None
+        prompt = prompt_tokens(tokenizer, args.prompt) if tokenizer else None
+        if prompt and max(prompt) >= cfg.vocab_size:
+            raise LlmpyError(f"-s {args.sample_every}: a sample starts from <|endoftext|> (token 50256)"
+                             f"{' and the --prompt' if args.prompt else ''}, beyond the model's vocabulary of "
+                             f"{cfg.vocab_size} tokens; use -s 0")
+        rng = np.random.default_rng(args.seed)
+        detectors = {"loss": OutlierDetector(args.skip_lossz), "grad": OutlierDetector(args.skip_gradz)}
+        start = 0
+        if state is not None:
+            if num_steps <= resume_step:
+                raise LlmpyError(f"-x {args.max_steps}{f' (one epoch: {num_steps} steps)' if args.max_steps < 0 else ''}: "
+                                 f"the checkpoint in {args.out_dir} is at step {resume_step} already; "
+                                 "give a larger -x to train on")
+            resume_checkpoint(state, model, train_loader, rng, detectors)
+            say_schedule_changes(comm, state["extra"], schedule(args, num_steps), resume_step)
+            start = resume_step
+            say(f"resumed from step {start} of {args.out_dir}")
+        logger = Logger(args.out_dir if comm.rank == 0 else None, resume_step=resume_step)
 
     say(f"model: L={cfg.num_layers} C={cfg.channels} NH={cfg.num_heads} maxT={cfg.max_seq_len} "
           f"V={cfg.vocab_size} Vp={cfg.padded_vocab_size} | {params.size:,} parameters | "
@@ -432,29 +577,35 @@ def train(args, ops, comm):
         say(where_it_writes(args, model, comm.world))
     t_first = None      # when the first step of this process ended: the ETA's clock starts there
     summary = RunSummary(start, total_batch)
+    skipped_in_a_row = 0
     for step in range(start, num_steps + 1):
         last = step == num_steps
         # a resumed run did its evaluations at `start` before writing that checkpoint
         evaluate_now = not (state is not None and step == start)
         if evaluate_now and val_loader and (step % args.val_every == 0 or last):
-            val_loss = evaluate(model, val_loader, val_batches)
+            val_loss = evaluate(model, val_loader, val_batches, lambda: watchdog.beat(step, "the val loss", slow=True))
             say(f"val loss {val_loss:.6f}")
             summary.val(val_loss)
             logger.val(step, val_loss)
         if evaluate_now and examples and ((step > 0 and args.val_every and step % args.val_every == 0) or last):
-            right, count = hellaswag.evaluate(model, examples, comm.rank, comm.world)
+            right, count = hellaswag.evaluate(model, examples, comm.rank, comm.world,
+                                              lambda: watchdog.beat(step, "HellaSwag", slow=True))
+            watchdog.beat(step, "the HellaSwag counts' all-reduce", slow=True)
             right, count = int(comm.sum(right)), int(comm.sum(count))
             say(f"HellaSwag: {right}/{count} = {right / count:.6f}")
             summary.hellaswag = right / count
             logger.eval(step, right / count)
         if evaluate_now and tokenizer and comm.rank == 0 and ((step > 0 and step % args.sample_every == 0) or last):
+            watchdog.beat(step, "sampling", slow=True)
             tokens = generate(model, prompt, args.gen_tokens, rng, args.temperature, args.top_k)
             print(f"generating:\n---\n{tokenizer.decode(tokens[1:])}\n---")
         if args.checkpoint_every > 0 and step > start and (step % args.checkpoint_every == 0 or last):
+            watchdog.beat(step, "the checkpoint write", slow=True)
             extra = {"B": B, "T": T, "total_batch": total_batch, "world": comm.world, "zero": args.zero,
                      "shuffle": int(train_loader.shuffle),
-                     "outlier": {name: d.state() for name, d in detectors.items()}}
-            save_checkpoint(args.out_dir, step, model, train_loader, rng, extra)
+                     "outlier": {name: d.state() for name, d in detectors.items()},
+                     "schedule": schedule(args, num_steps)}
+            save_checkpoint(args.out_dir, step, model, train_loader, rng, extra, fault)
             if comm.rank == 0:
                 prune_checkpoints(args.out_dir, args.checkpoints_keep, args.major_every)
         if last:
@@ -466,15 +617,22 @@ def train(args, ops, comm):
             train_loader.reset()
         model.zero_grad()
         train_loss = 0.0
-        for _ in range(grad_accum):
+        for micro in range(grad_accum):
+            watchdog.beat(step + 1, f"micro-step {micro + 1}/{grad_accum}'s forward and backward")
+            if fault:
+                fault.reached("step", step + 1, comm.rank)
             inputs, targets = train_loader.next_batch()
             model.forward_backward(inputs, targets, loss_scale=1.0 / grad_accum)
             train_loss += model.mean_loss() / grad_accum
+        watchdog.beat(step + 1, "the loss all-reduce (every process)")
         train_loss = comm.sum(train_loss) / comm.world
+        watchdog.beat(step + 1, "the gradient all-reduce (every process)")
         model.reduce_gradients()          # the mean over the processes (none in a single one)
         lr = learning_rate(args.schedule, step, args.lr, args.warmup, num_steps, args.final_lr_frac)
+        watchdog.beat(step + 1, "the gradient norm and the update")
         norm = model.grad_norm()
         zloss, zgrad = detectors["loss"].update(train_loss), detectors["grad"].update(norm)
+        skipped_in_a_row += 1
         if not (math.isfinite(train_loss) and math.isfinite(norm)):
             say(f"skipping update: loss {train_loss} grad norm {norm}")
             logger.skipped(step + 1, "loss" if not math.isfinite(train_loss) else "grad", math.nan)
@@ -485,12 +643,19 @@ def train(args, ops, comm):
             say(f"skipping update due to grad z-score of {zgrad:f}")
             logger.skipped(step + 1, "grad", zgrad)
         else:
+            skipped_in_a_row = 0
             model.step = step             # AdamW's t is step + 1, as llm.c's, skipped updates or not
             model.update(lr, beta1=args.beta1, beta2=args.beta2, eps=args.eps, weight_decay=args.weight_decay,
                          grad_clip=args.grad_clip, norm=norm)
+        if args.max_skips and skipped_in_a_row >= args.max_skips:
+            # the loss and the norm are all-reduced: every process stops here at once
+            raise JobError(f"step {step + 1}: {skipped_in_a_row} updates in a row were skipped (loss {train_loss}, "
+                           f"grad norm {norm}); stopping (--max_skips {args.max_skips}); {resume_hint(args.out_dir)}",
+                           speaker=comm.rank == 0)
         ops.synchronize()
         now = time.perf_counter()
         dt = now - t0
+        watchdog.step_time(dt)
         if t_first is None:
             t_first, per_step = now, dt
         else:

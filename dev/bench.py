@@ -154,12 +154,12 @@ def main():
     device = cuda.device_name()
     rows = []
     t0 = time.time()
-    ms, memory, losses = bench_llmpy(cfg, params, DataLoader(args.data, args.B, args.T), args)
+    ms, memory, losses = bench_llmpy(cfg, params, DataLoader(args.data, args.B, args.T, vocab_size=cfg.vocab_size), args)
     rows.append(("llmpy", ms, memory, losses))
     cp.get_default_memory_pool().free_all_blocks()      # the model is gone: room for PyTorch
     print(f"llmpy done in {time.time() - t0:.0f} s", flush=True)
     if not args.no_torch:
-        ms, memory, losses = bench_torch(cfg, params, DataLoader(args.data, args.B, args.T), args)
+        ms, memory, losses = bench_torch(cfg, params, DataLoader(args.data, args.B, args.T, vocab_size=cfg.vocab_size), args)
         rows.append(("pytorch", ms, memory, losses))
 
     print(f"\n{args.model}, B={args.B}, T={args.T}, {device}, median of {args.steps} steps after {args.warmup}")

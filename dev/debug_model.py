@@ -77,7 +77,7 @@ def main(argv=None):
         params = init_params(cfg, args.seed)
     if args.T > cfg.max_seq_len:
         raise LlmpyError(f"-t {args.T} is larger than the model's max sequence length {cfg.max_seq_len}")
-    inputs, targets = DataLoader(args.data, args.B, args.T, 0, 1).next_batch()
+    inputs, targets = DataLoader(args.data, args.B, args.T, 0, 1, vocab_size=cfg.vocab_size).next_batch()
     if not args.compare:
         norms, loss = layer_norms(cfg, params, args.device, args.B, args.T, inputs, targets)
         print(f"loss {loss:.6f}")

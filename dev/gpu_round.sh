@@ -6,6 +6,10 @@
 #              would run it (the same at 99 KB): the switches of tests/gpu/conftest.py
 #   emubench   dev/bench.py on those two paths beside the Hopper path, B=64 and B=8
 #   quality    d12 B=64 40 steps on Shakespeare (lr 6e-4, warmup 10, wd 0.1): step-40 val loss
+#   sample     sample_gpt2.py: tokens/s with and without the key/value cache (d12), and the GPU's
+#              greedy tokens against the CPU's from the quality run's checkpoint
+#   faults     one process on the GPU: a bad token id, a stalled step (the watchdog), -b auto and
+#              the out-of-memory line on d48
 #   debug      dev/debug_model.py --compare: d12's per-layer norms on the CPU (fp32) and GPU (bf16)
 #   arch       dev/bench.py on the tree before the architecture step (.carry/before, made by
 #              `git archive before-architecture | tar -x -C .carry/before`) and on this one,
@@ -21,7 +25,7 @@ OUT=${OUT:-gpu_round_out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
 GPUS=$(nvidia-smi -L | wc -l)
-sections=${*:-tests emulate resume multigpu kernels bench emubench quality debug arch sizes}
+sections=${*:-tests emulate resume multigpu kernels bench emubench quality sample faults debug arch sizes}
 A100="LLMPY_WGMMA=0 LLMPY_ARCH=compute_80 LLMPY_MAX_SHARED_KB=163"
 RTX="LLMPY_WGMMA=0 LLMPY_ARCH=compute_80 LLMPY_MAX_SHARED_KB=99"
 summary=()
@@ -47,11 +51,40 @@ for s in $sections; do
       done
     done ;;
   quality)
+    rm -rf /tmp/llmpy_quality
     timeout 300 python3 train_gpt2.py -e d12 -b 64 -t 1024 -x 40 -v 20 -m 2 -s 0 -l 0.0006 -u 10 -c 0.1 \
-      -o /tmp/llmpy_quality > "$OUT/quality.log" 2>&1
+      -o /tmp/llmpy_quality -n 40 > "$OUT/quality.log" 2>&1
     rc=$?
     tps=$(grep -E '^step' "$OUT/quality.log" | tail -30 | sed -E 's/.*\| ([0-9]+) tok\/s.*/\1/' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
     summary+=("quality d12 40 steps (rc $rc): $(grep -E '^val loss' "$OUT/quality.log" | tail -1), median of steps 11-40: $tps tokens/s") ;;
+  sample)
+    for cache in 1 0; do
+      timeout 200 python3 sample_gpt2.py -e d12 --prompt "To be, or not to be" -g 256 --top_k 40 \
+        --device cuda --kv_cache $cache > "$OUT/sample_kv$cache.log" 2>&1
+      summary+=("sample d12 256 tokens, kv_cache $cache (rc $?): $(grep -i 'tok' "$OUT/sample_kv$cache.log" | tail -1)")
+    done
+    model=/tmp/llmpy_quality/model_00000040.bin
+    if [ -f $model ]; then
+      for device in cuda cpu; do
+        timeout 300 python3 sample_gpt2.py -e $model --prompt "ROMEO:" -g 32 --top_k 1 --device $device \
+          > "$OUT/greedy_$device.log" 2>/dev/null
+      done
+      same=$(python3 -c "import sys; a, b = (open(f).read() for f in sys.argv[1:]); n = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b))); print('identical' if a == b else f'the same for {n} characters')" "$OUT/greedy_cuda.log" "$OUT/greedy_cpu.log")
+      summary+=("greedy GPU bf16 against CPU fp32, 32 tokens from the quality run: $same")
+    fi ;;
+  faults)
+    python3 -c "import numpy as np; from dev.data.data_common import write_datafile; t = np.random.default_rng(0).integers(0, 50257, 300000); t[123456] = 60000; write_datafile('/tmp/bad_token.bin', t)" > /dev/null
+    start=$(date +%s.%N)
+    timeout 200 python3 train_gpt2.py -e d12 -i /tmp/bad_token.bin -b 8 -t 1024 -x 40 -v 0 -s 0 > "$OUT/faults.log" 2>&1
+    summary+=("bad token id (rc $?, $(python3 -c "print(f'{$(date +%s.%N) - $start:.1f}')") s): $(tail -1 "$OUT/faults.log")")
+    start=$(date +%s.%N)
+    LLMPY_FAULT=stall:step=3:rank=0:seconds=120 timeout 200 python3 train_gpt2.py -e d12 -b 8 -t 1024 -x 8 -v 0 -s 0 \
+      --watchdog 5 >> "$OUT/faults.log" 2>&1
+    summary+=("stalled step, --watchdog 5 (rc $?, $(python3 -c "print(f'{$(date +%s.%N) - $start:.1f}')") s): $(grep -i watchdog "$OUT/faults.log" | tail -1)")
+    timeout 200 python3 train_gpt2.py -e d48 -b 64 -t 1024 -x 1 -v 0 -s 0 >> "$OUT/faults.log" 2>&1
+    summary+=("d48 -b 64 (rc $?): $(tail -1 "$OUT/faults.log" | cut -c1-200)")
+    timeout 280 python3 train_gpt2.py -e d48 -b auto -t 1024 -x 2 -v 0 -s 0 >> "$OUT/faults.log" 2>&1
+    summary+=("d48 -b auto (rc $?): $(grep -E '^-b auto: chose|^step +2/' "$OUT/faults.log" | tr '\n' ' ' | cut -c1-250)") ;;
   debug)
     timeout 300 python3 -m dev.debug_model -e d12 -b 4 -t 256 --compare > "$OUT/debug.log" 2>&1
     summary+=("debug_model --compare (rc $?): $(grep -E '^(activations|gradients)' "$OUT/debug.log" | tr '\n' ' ')") ;;

@@ -15,9 +15,10 @@ State file (ours; llm.c's state_XXXXXXXX_RANK.bin in spirit), little-endian:
     then a UTF-8 JSON object {"rng_state": ..., "loader_state": ..., "extra": ...}.
 
 Readers never unpickle: they check the header and the file size, then read raw arrays with
-an explicit dtype and offset. A bad file raises LlmpyError with one line naming file and fault.
-Writers go through a temp file and os.replace, so a crash or a full disk leaves the previous
-file in place, never a torn one under the final name.
+an explicit dtype and offset, and refuse NaN and inf. A bad file raises LlmpyError with one
+line naming file and fault. Writers go through a temp file (fsync, rename, fsync of the
+folder), so a crash or a full disk leaves the previous file in place, never a torn one under
+the final name, and a file once renamed survives a power cut.
 """
 import json
 import os
@@ -26,7 +27,7 @@ import re
 import numpy as np
 
 from llmpy import LlmpyError
-from llmpy.config import GPT2Config, num_parameters
+from llmpy.config import GPT2Config, num_parameters, param_shapes
 
 HEADER_INTS = 256
 HEADER_BYTES = 4 * HEADER_INTS
@@ -66,7 +67,8 @@ def bf16_to_fp32(u16):
 # shared file plumbing
 
 def _write_atomic(path, parts):
-    """Write the bytes-like `parts` to path.tmp, make it durable, then rename it onto path."""
+    """Write the bytes-like `parts` to path.tmp, make it durable, then rename it onto path.
+    An OSError (a full disk, a folder in the way) becomes one line naming the file."""
     tmp = f"{path}.tmp"
     try:
         with open(tmp, "wb") as f:
@@ -75,10 +77,43 @@ def _write_atomic(path, parts):
             f.flush()
             os.fsync(f.fileno())  # the rename must not reach the disk before the data does
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+        _fsync_folder(path)       # the rename is in the folder's data: durable once it is
+    except BaseException as e:
+        if os.path.isfile(tmp):
             os.remove(tmp)
+        if isinstance(e, OSError):
+            raise LlmpyError(f"{e.filename or tmp}: cannot write: {e.strerror}") from None
         raise
+
+
+def _fsync_folder(path):
+    fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def check_finite(path, named_arrays):
+    """NaN and inf are never weights or optimizer state: one line naming the file, the tensor
+    and the first bad element. named_arrays: (name, flat array) pairs."""
+    for name, a in named_arrays:
+        # a float64 sum: one pass, no temporary, and non-finite exactly when an element is
+        with np.errstate(invalid="ignore", over="ignore"):
+            finite = np.isfinite(a.sum(dtype=np.float64))
+        if not finite:
+            i = int(np.argmin(np.isfinite(a)))
+            raise LlmpyError(f"{path}: {name} holds {a[i]} at element {i:,}: NaN and inf are not trainable values")
+
+
+def named_params(cfg, params):
+    """The flat params as (llm.c tensor name, flat view) pairs."""
+    out, offset = [], 0
+    for name, shape in param_shapes(cfg).items():
+        n = int(np.prod(shape))
+        out.append((name, params[offset:offset + n]))
+        offset += n
+    return out
 
 
 def _read_header(path, magic, kind):
@@ -123,6 +158,29 @@ def write_model(path, cfg, params, dtype="fp32"):
 
 def read_model(path):
     """Read an llm.c model file (version 3 or 5). Returns (GPT2Config, flat fp32 params)."""
+    cfg, version, size = _model_header(path)
+    n = num_parameters(cfg)
+    itemsize = 4 if version == MODEL_VERSIONS["fp32"] else 2
+    _check_size(path, size, HEADER_BYTES + n * itemsize, f"version {version}, {describe(cfg)}: {n} params")
+    if version == MODEL_VERSIONS["fp32"]:
+        params = np.fromfile(path, dtype="<f4", count=n, offset=HEADER_BYTES)
+    else:
+        params = bf16_to_fp32(np.fromfile(path, dtype="<u2", count=n, offset=HEADER_BYTES))
+    check_finite(path, named_params(cfg, params))
+    return cfg, params
+
+
+def read_model_config(path):
+    """The GPT2Config of an llm.c model file, from its header alone."""
+    return _model_header(path)[0]
+
+
+def describe(cfg):
+    return (f"maxT={cfg.max_seq_len} V={cfg.vocab_size} L={cfg.num_layers} NH={cfg.num_heads} "
+            f"C={cfg.channels} Vp={cfg.padded_vocab_size}")
+
+
+def _model_header(path):
     header, size = _read_header(path, MODEL_MAGIC, "llm.c model file")
     version = int(header[1])
     if version not in MODEL_VERSIONS.values():
@@ -137,14 +195,7 @@ def read_model(path):
         raise LlmpyError(f"{path}: bad header: C={C} is not divisible by NH={NH}")
     cfg = GPT2Config(max_seq_len=maxT, vocab_size=V, padded_vocab_size=Vp,
                      num_layers=L, num_heads=NH, channels=C)
-    n = num_parameters(cfg)
-    itemsize = 4 if version == MODEL_VERSIONS["fp32"] else 2
-    _check_size(path, size, HEADER_BYTES + n * itemsize, f"version {version}, {shape}: {n} params")
-    if version == MODEL_VERSIONS["fp32"]:
-        params = np.fromfile(path, dtype="<f4", count=n, offset=HEADER_BYTES)
-    else:
-        params = bf16_to_fp32(np.fromfile(path, dtype="<u2", count=n, offset=HEADER_BYTES))
-    return cfg, params
+    return cfg, version, size
 
 
 # -----------------------------------------------------------------------------
@@ -185,6 +236,7 @@ def read_state(path):
         return np.fromfile(path, dtype="<f4", count=n, offset=HEADER_BYTES + i * 4 * n)
     m, v = array(0), array(1)
     master = array(2) if count == 3 else None
+    check_finite(path, [("AdamW m", m), ("AdamW v", v)] + ([("master weights", master)] if count == 3 else []))
     raw = np.fromfile(path, dtype=np.uint8, count=trailer_bytes, offset=HEADER_BYTES + count * 4 * n).tobytes()
     try:
         trailer = json.loads(raw.decode("utf-8"))
@@ -205,8 +257,25 @@ def checkpoint_paths(out_dir, step, rank):
 
 
 def write_done_marker(out_dir, step):
-    """Mark checkpoint `step` complete: an empty DONE_%08d file."""
-    open(os.path.join(out_dir, f"DONE_{step:08d}"), "wb").close()
+    """Mark checkpoint `step` complete: an empty DONE_%08d file, written as durably as the rest."""
+    _write_atomic(os.path.join(out_dir, f"DONE_{step:08d}"), [])
+
+
+TEMP_NAME = re.compile(r"(?:model_(\d{8})\.bin|state_(\d{8})_\d{5}\.bin|DONE_(\d{8}))\.tmp")
+
+
+def remove_stale_temps(out_dir):
+    """Remove the temp files a crash left behind of the complete checkpoints in out_dir (exact
+    checkpoint names only); returns their names."""
+    complete = set(complete_checkpoint_steps(out_dir))
+    removed = []
+    for name in sorted(os.listdir(out_dir)):
+        m = TEMP_NAME.fullmatch(name)
+        path = os.path.join(out_dir, name)
+        if m and int(m[1] or m[2] or m[3]) in complete and os.path.isfile(path):
+            os.remove(path)
+            removed.append(name)
+    return removed
 
 
 def complete_checkpoint_steps(out_dir):
@@ -242,7 +311,8 @@ def delete_checkpoint(out_dir, step):
     done = os.path.join(out_dir, f"DONE_{step:08d}")
     if os.path.exists(done):
         os.remove(done)
-    prefix = f"state_{step:08d}_"
+    # exact names only: a user's state_00000002_00000.orig.bin is not the checkpoint's
+    names = re.compile(rf"model_{step:08d}\.bin|state_{step:08d}_\d{{5}}\.bin")
     for name in os.listdir(out_dir):
-        if name == f"model_{step:08d}.bin" or (name.startswith(prefix) and name.endswith(".bin")):
+        if names.fullmatch(name):
             os.remove(os.path.join(out_dir, name))

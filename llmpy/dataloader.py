@@ -4,6 +4,10 @@ A shard is a 256-int32 header (magic 20240520, version 1, token count) followed 
 as uint16, all little-endian. As in llm.c, every step reads one sample of world*B*T tokens (+1
 for the last target) from the current shard: rank r takes the r-th B*T slice of the sample.
 The samples come in file order or, as llm.c's training loader reads them, shuffled.
+
+uint16 holds ids up to 65,535, beyond any GPT-2 vocabulary: an id >= V would index past the
+embedding's real rows (into padding, or on the GPU into other tensors), so every shard's ids
+are checked against the model's V when the loader opens it.
 """
 import glob
 import os
@@ -37,9 +41,20 @@ def read_shard_header(path):
     return ntok
 
 
-def open_shard(path):
-    """A shard's tokens as a read-only uint16 memmap (the file is paged in as batches are read)."""
-    return np.memmap(path, dtype="<u2", mode="r", offset=HEADER_BYTES, shape=(read_shard_header(path),))
+def open_shard(path, vocab_size):
+    """A shard's tokens as a read-only uint16 memmap (the file is paged in as batches are read),
+    after checking that every id is below vocab_size."""
+    tokens = np.memmap(path, dtype="<u2", mode="r", offset=HEADER_BYTES, shape=(read_shard_header(path),))
+    check_token_ids(tokens, vocab_size, f"data file {path}")
+    return tokens
+
+
+def check_token_ids(tokens, vocab_size, where):
+    """One pass (a max) over the ids; the first bad one is looked for only when there is one."""
+    if tokens.size and int(tokens.max()) >= vocab_size:
+        pos = int(np.argmax(tokens >= vocab_size))
+        raise LlmpyError(f"{where}: token id {int(tokens[pos])} at position {pos:,} is not in the model's "
+                         f"vocabulary of {vocab_size} (ids 0-{vocab_size - 1})")
 
 
 class DataLoader:
@@ -51,13 +66,14 @@ class DataLoader:
     order is permuted again (the previous epoch's order, not the sorted one), and each time a
     shard is opened its samples are permuted afresh."""
 
-    def __init__(self, pattern, B, T, rank=0, world=1, shuffle=False):
+    def __init__(self, pattern, B, T, rank=0, world=1, shuffle=False, *, vocab_size):
         if B < 1 or T < 1 or not 0 <= rank < world:
             raise LlmpyError(f"data loader: need B >= 1, T >= 1 and 0 <= rank < world, got B={B} T={T} rank={rank} world={world}")
         self.files = sorted(glob.glob(pattern))
         if not self.files:
             raise LlmpyError(f"data files {pattern}: no file matches")
         self.pattern, self.B, self.T, self.rank, self.world = pattern, B, T, rank, world
+        self.vocab_size = vocab_size
         self.round = B * T * world  # tokens all ranks consume in one step: one sample
         self.ntoks = [read_shard_header(f) for f in self.files]
         for f, n in zip(self.files, self.ntoks):
@@ -80,7 +96,7 @@ class DataLoader:
         """Make `shard` (an index into this epoch's shard order) the current one, at `sample`."""
         file = self.shard_order[shard]
         if file != self.file:
-            self.tokens = open_shard(self.files[file])
+            self.tokens = open_shard(self.files[file], self.vocab_size)
         self.shard, self.file, self.sample = shard, file, sample
         self.num_samples = self.num_samples_of(file)
         self.sample_order = None

@@ -5,15 +5,22 @@ id broadcast over MPI) and through MPI's own collectives on the CPU.
 
 A run started without MPI, or by mpirun with one process, gets a Comm of world size 1 whose
 collectives do nothing, so the training code has one path.
+
+A failure on one process must end the job: the others would wait for it in their next
+collective forever. Checks that can fail on one process only (its data, its state file, its
+checkpoint write) run inside Comm.together(), so every process raises the same error at once;
+anything else that stops one process ends them all with abort().
 """
+import contextlib
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 
-from llmpy import LlmpyError
+from llmpy import JobError, LlmpyError
 
 # set by mpirun (Open MPI, MPICH/Hydra, Intel MPI) or srun: the signs that we run under MPI
 _LAUNCHER_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "SLURM_NTASKS")
@@ -53,11 +60,40 @@ class Comm:
 
     def sum(self, x):
         """Sum of a Python float over the ranks."""
-        return self.mpi.allreduce(float(x)) if self.mpi else float(x)
+        if not self.mpi:
+            return float(x)
+        # the buffer form: mpi4py's pickled allreduce holds the GIL while it waits, which
+        # would keep the watchdog's thread from ever running
+        from mpi4py import MPI
+        buf = np.array([x], dtype=np.float64)
+        self.mpi.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+        return float(buf[0])
 
-    def barrier(self):
-        if self.mpi:
-            self.mpi.Barrier()
+    @contextlib.contextmanager
+    def together(self, context=""):
+        """Run the block on every rank, then agree on how it went: where it raised an LlmpyError
+        (or an OSError) on any rank, every rank raises JobError with the first failing rank's
+        message, prefixed by `context` (and by the rank, unless every rank failed alike). One
+        collective, so every rank must enter the block."""
+        error = None
+        try:
+            yield
+        except OSError as e:
+            error = LlmpyError(f"{e.filename}: {e.strerror}" if e.filename else str(e))
+        except LlmpyError as e:
+            error = e
+        if self.mpi is None:
+            if error is not None:
+                raise LlmpyError(f"{context}{error}") from None
+            return
+        from mpi4py import MPI
+        failed = np.array([error is not None], dtype=np.int32)
+        self.mpi.Allreduce(MPI.IN_PLACE, failed, op=MPI.SUM)
+        if failed[0]:
+            messages = self.mpi.allgather(None if error is None else str(error))
+            first = next(r for r, m in enumerate(messages) if m is not None)
+            who = "" if messages.count(messages[first]) == self.world else f"rank {first}: "
+            raise JobError(f"{context}{who}{messages[first]}", speaker=self.rank == 0)
 
     # -- flat device buffers -------------------------------------------------------------------
 
@@ -120,6 +156,33 @@ def _nccl_dtype(dtype):
     if np.dtype(dtype).name == "bfloat16":
         return getattr(nccl, "NCCL_BFLOAT16", 9)     # ncclBfloat16 in nccl.h
     raise ValueError(f"no NCCL type for {dtype}")
+
+
+def several_processes():
+    """Whether this process is one of several in an MPI job that is still running."""
+    MPI = sys.modules.get("mpi4py.MPI")
+    return (MPI is not None and MPI.Is_initialized() and not MPI.Is_finalized()
+            and MPI.COMM_WORLD.Get_size() > 1)
+
+
+def rank_prefix():
+    """"rank 3: " in a job of several processes, so that a line says which one failed."""
+    if not several_processes():
+        return ""
+    return f"rank {sys.modules['mpi4py.MPI'].COMM_WORLD.Get_rank()}: "
+
+
+def abort(status=1):
+    """End this process now and, in an MPI job, every other process of the job (MPI_Abort):
+    callable from any thread, whatever the main thread is waiting for."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if several_processes():
+        # the launcher forwards this process's output through a pipe and may tear the job
+        # down before it has read the last line; a moment first keeps that line
+        time.sleep(0.5)
+        sys.modules["mpi4py.MPI"].COMM_WORLD.Abort(status)
+    os._exit(status)
 
 
 def init(ops):

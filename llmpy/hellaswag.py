@@ -25,7 +25,7 @@ import numpy as np
 
 from llmpy import LlmpyError
 from llmpy.fetch import data_dir
-from llmpy.progress import progress
+from llmpy.progress import progress_bar
 
 MAGIC, VERSION, HEADER_INTS = 20240522, 1, 256
 HEADER_BYTES = 4 * HEADER_INTS
@@ -111,22 +111,27 @@ def check_fits(examples, T, vocab_size, path="eval file"):
         if longest > T:
             raise LlmpyError(f"{path}: example {ex.index} needs sequences of {longest} tokens, "
                              f"more than -t {T}; train with a longer -t")
-        top = max(max(ex.context), *(max(e) for e in ex.endings))
-        if top >= vocab_size:
-            raise LlmpyError(f"{path}: example {ex.index} has token {top}, beyond the model's vocabulary of {vocab_size}")
+        for part, tokens in [("context", ex.context)] + [(f"ending {j}", e) for j, e in enumerate(ex.endings)]:
+            bad = next((i for i, t in enumerate(tokens) if t >= vocab_size), None)
+            if bad is not None:
+                raise LlmpyError(f"{path}: example {ex.index}, {part}: token id {tokens[bad]} at position {bad} "
+                                 f"is not in the model's vocabulary of {vocab_size} (ids 0-{vocab_size - 1})")
 
 
-def ending_losses(model, examples, show_progress=False):
+def ending_losses(model, examples, progress=None, show_progress=False):
     """Mean loss of every ending of every example: a list (per example) of float lists.
-    Runs the model forward over rows of at most model.B x model.T tokens."""
+    Runs the model forward over rows of at most model.B x model.T tokens, calling progress()
+    (if given) before each forward; show_progress: a progress bar."""
     rows = []                       # (example number, ending number, tokens, first scored position)
     for k, ex in enumerate(examples):
         for j, ending in enumerate(ex.endings):
             rows.append((k, j, ex.context + ending, len(ex.context) - 1))
     means = [[0.0] * len(ex.endings) for ex in examples]
-    for first in progress(range(0, len(rows), model.B), total=-(-len(rows) // model.B),
-                          desc="HellaSwag", unit="batch", show=show_progress):
+    for first in progress_bar(range(0, len(rows), model.B), total=-(-len(rows) // model.B),
+                              desc="HellaSwag", unit="batch", show=show_progress):
         chunk = rows[first:first + model.B]
+        if progress:
+            progress()
         t = max(len(tokens) - 1 for _, _, tokens, _ in chunk)
         inputs = np.zeros((len(chunk), t), dtype=np.int32)
         targets = np.zeros((len(chunk), t), dtype=np.int32)
@@ -140,12 +145,12 @@ def ending_losses(model, examples, show_progress=False):
     return means
 
 
-def evaluate(model, examples, rank=0, world=1):
+def evaluate(model, examples, rank=0, world=1, progress=None):
     """acc_norm counts of this process's share of `examples`: (number right, number scored).
-    With several processes, sum both over the ranks."""
+    With several processes, sum both over the ranks. progress() is called before each forward."""
     mine = examples[rank_slice(len(examples), rank, world)]
     if not mine:
         return 0, 0
-    means = ending_losses(model, mine, show_progress=rank == 0)
+    means = ending_losses(model, mine, progress, show_progress=rank == 0)
     right = sum(int(np.argmin(m)) == ex.label for ex, m in zip(mine, means))
     return right, len(mine)

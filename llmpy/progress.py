@@ -4,7 +4,7 @@ pipes and the other ranks stay clean."""
 import sys
 
 
-def progress(iterable, total=None, desc=None, unit="it", show=True):
+def progress_bar(iterable, total=None, desc=None, unit="it", show=True):
     """`iterable`, with a bar where show and stderr is a terminal."""
     if not (show and sys.stderr.isatty()):
         return iterable

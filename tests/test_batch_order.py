@@ -79,6 +79,9 @@ def test_random_permutation_of_one_item_draws_nothing():
 
 # --- the loader
 
+ANY_ID = 2**16          # the shards below hold positions, not a model's tokens: every id passes
+
+
 @pytest.fixture
 def shards(tmp_path):
     """Shard f holds the tokens 1000*f + t, t = 0, 1, ...; returns the glob pattern."""
@@ -100,7 +103,7 @@ def read(loader, n):
 
 def test_shuffled_loader_reads_llm_c_s_shard_and_sample_order_over_two_epochs(shards):
     want = expected_inputs(ORDER_SEED_42, B=1, T=4, rank=0, world=1)
-    got = read(DataLoader(shards, B=1, T=4, shuffle=True), len(want))
+    got = read(DataLoader(shards, vocab_size=ANY_ID, B=1, T=4, shuffle=True), len(want))
     for k, ((inputs, targets), inputs_want) in enumerate(zip(got, want)):
         np.testing.assert_array_equal(inputs, inputs_want, err_msg=f"batch {k}")
         np.testing.assert_array_equal(targets, inputs_want + 1, err_msg=f"batch {k}")
@@ -110,7 +113,7 @@ def test_each_rank_shuffles_with_seed_42_plus_its_rank(shards):
     # B=1, T=2 on two processes: 4 tokens a sample, so the shards hold 5, 3 and 7 samples again
     for rank, order in ((0, ORDER_SEED_42), (1, ORDER_SEED_43)):
         want = expected_inputs(order, B=1, T=2, rank=rank, world=2)
-        got = read(DataLoader(shards, B=1, T=2, rank=rank, world=2, shuffle=True), len(want))
+        got = read(DataLoader(shards, vocab_size=ANY_ID, B=1, T=2, rank=rank, world=2, shuffle=True), len(want))
         for k, ((inputs, _), inputs_want) in enumerate(zip(got, want)):
             np.testing.assert_array_equal(inputs, inputs_want, err_msg=f"rank {rank} batch {k}")
 
@@ -118,18 +121,18 @@ def test_each_rank_shuffles_with_seed_42_plus_its_rank(shards):
 def test_file_order_loader_reads_every_shard_front_to_back(shards):
     order = [(f, list(range((n - 1) // 4))) for f, n in enumerate(SHARD_TOKENS)] * 2
     want = expected_inputs(order, B=1, T=4, rank=0, world=1)
-    got = read(DataLoader(shards, B=1, T=4), len(want))
+    got = read(DataLoader(shards, vocab_size=ANY_ID, B=1, T=4), len(want))
     for (inputs, _), inputs_want in zip(got, want):
         np.testing.assert_array_equal(inputs, inputs_want)
 
 
 def test_resumed_shuffled_loader_reads_what_the_uninterrupted_one_reads_from_any_batch(shards):
     total = 2 * sum((n - 1) // 4 for n in SHARD_TOKENS) + 3      # into a third epoch
-    whole = read(DataLoader(shards, B=1, T=4, shuffle=True), total)
+    whole = read(DataLoader(shards, vocab_size=ANY_ID, B=1, T=4, shuffle=True), total)
     for stop in range(total):
-        first = DataLoader(shards, B=1, T=4, shuffle=True)
+        first = DataLoader(shards, vocab_size=ANY_ID, B=1, T=4, shuffle=True)
         read(first, stop)
-        resumed = DataLoader(shards, B=1, T=4, shuffle=True)
+        resumed = DataLoader(shards, vocab_size=ANY_ID, B=1, T=4, shuffle=True)
         resumed.load_state(json.loads(json.dumps(first.state())))    # as a checkpoint holds it
         for k, (inputs, _) in enumerate(read(resumed, total - stop)):
             np.testing.assert_array_equal(inputs, whole[stop + k][0], err_msg=f"stopped after {stop}")
@@ -137,9 +140,9 @@ def test_resumed_shuffled_loader_reads_what_the_uninterrupted_one_reads_from_any
 
 @pytest.mark.parametrize("saved_shuffled", [True, False])
 def test_state_of_the_other_order_is_refused(shards, saved_shuffled):
-    state = DataLoader(shards, B=1, T=4, shuffle=saved_shuffled).state()
+    state = DataLoader(shards, vocab_size=ANY_ID, B=1, T=4, shuffle=saved_shuffled).state()
     with pytest.raises(LlmpyError, match="reads the data (shuffled|in file order), this loader"):
-        DataLoader(shards, B=1, T=4, shuffle=not saved_shuffled).load_state(state)
+        DataLoader(shards, vocab_size=ANY_ID, B=1, T=4, shuffle=not saved_shuffled).load_state(state)
 
 
 @pytest.mark.parametrize("change", [
@@ -147,9 +150,9 @@ def test_state_of_the_other_order_is_refused(shards, saved_shuffled):
     dict(shard=3), dict(sample=99), dict(sample=-1), dict(rng={"key": [1, 2], "index": 0}),
     dict(rng={"key": list(range(624)), "index": 625})])
 def test_shuffled_state_that_does_not_fit_the_data_is_refused(shards, change):
-    state = {**DataLoader(shards, B=1, T=4, shuffle=True).state(), **change}
+    state = {**DataLoader(shards, vocab_size=ANY_ID, B=1, T=4, shuffle=True).state(), **change}
     with pytest.raises(LlmpyError, match="data loader state"):
-        DataLoader(shards, B=1, T=4, shuffle=True).load_state(state)
+        DataLoader(shards, vocab_size=ANY_ID, B=1, T=4, shuffle=True).load_state(state)
 
 
 # --- train_gpt2.py: with -l 0 the weights never change, so each step's loss shows which batch it read
@@ -237,8 +240,10 @@ def test_resuming_a_file_order_checkpoint_shuffled_is_a_one_line_error(program, 
 def test_resuming_shuffled_with_another_batch_size_is_a_one_line_error(program, tmp_path):
     from tests.test_train import assert_one_line_error, run
     _, flags = program
-    run(*flags, "-x", 2, "-o", tmp_path / "out", "-n", 2)
-    r = run(*flags, "-x", 4, "-b", 2, "-o", tmp_path / "out", "-y", 1, check=False)
+    run(*flags, "-x", 2, "-d", 8, "-o", tmp_path / "out", "-n", 2)
+    # the same total batch, 2 micro-steps of 1 row then 1 of 2 rows: fine in file order, but a
+    # shuffled order is one of samples of B rows
+    r = run(*flags, "-x", 4, "-b", 2, "-d", 8, "-o", tmp_path / "out", "-y", 1, check=False)
     assert_one_line_error(r, "-y 1", "shuffled", "-b 1")
 
 

@@ -11,7 +11,7 @@ import torch
 from llmpy import LlmpyError, checkpoint
 from llmpy.checkpoint import (bf16_to_fp32, checkpoint_paths, checkpoints_to_delete, complete_checkpoint_steps,
                               delete_checkpoint, fp32_to_bf16, latest_checkpoint_step, read_model, read_state,
-                              write_done_marker, write_model, write_state)
+                              remove_stale_temps, write_done_marker, write_model, write_state)
 from llmpy.config import GPT2Config, num_parameters
 
 CFG = GPT2Config(max_seq_len=16, vocab_size=100, padded_vocab_size=128, num_layers=2, num_heads=2, channels=16)
@@ -170,7 +170,7 @@ def test_failed_write_keeps_previous_file_and_leaves_no_temp(tmp_path, monkeypat
     write(path, 0)
     before = read(path)
     monkeypatch.setattr(checkpoint, "open", FullDiskFile, raising=False)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(LlmpyError, match=f"^{tmp_path / 'ckpt.bin.tmp'}: cannot write: No space left on device$"):
         write(path, 7)
     np.testing.assert_array_equal(read(path), before)
     assert os.listdir(tmp_path) == ["ckpt.bin"]
@@ -293,9 +293,32 @@ def test_delete_checkpoint_removes_model_every_rank_state_and_done_marker(tmp_pa
     assert sorted(os.listdir(tmp_path)) == ["DONE_00000050", "model_00000050.bin", "state_00000050_00000.bin"]
 
 
+def test_delete_checkpoint_leaves_files_that_only_look_like_its_own(tmp_path):
+    fake_checkpoint(tmp_path, 2)
+    users = ["state_00000002_00000.orig.bin", "state_00000002_0.bin", "model_00000002.bin.bak", "model_00000002.binx"]
+    for name in users:
+        (tmp_path / name).write_bytes(b"a user's file")
+    delete_checkpoint(tmp_path, 2)
+    assert sorted(os.listdir(tmp_path)) == sorted(users)
+
+
 def test_complete_checkpoint_steps_are_those_with_a_done_marker_in_order(tmp_path):
     for step in (30, 10, 20):
         fake_checkpoint(tmp_path, step)
     os.remove(tmp_path / "DONE_00000020")
     assert complete_checkpoint_steps(tmp_path) == [10, 30]
     assert complete_checkpoint_steps(tmp_path / "missing") == []
+
+
+def test_stale_temp_files_of_complete_checkpoints_are_removed_and_nothing_else(tmp_path):
+    fake_checkpoint(tmp_path, 4, ranks=2)
+    leftovers = ["model_00000004.bin.tmp", "state_00000004_00001.bin.tmp", "DONE_00000004.tmp"]
+    kept = ["model_00000006.bin.tmp",                    # checkpoint 6 is not complete: nothing to say it is stale
+            "state_00000004_00000.orig.bin.tmp", "notes.tmp", "main.log"]
+    for name in leftovers + kept:
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "DONE_00000004.tmp").unlink()
+    (tmp_path / "DONE_00000004.tmp").mkdir()             # not a file: left alone
+    assert remove_stale_temps(tmp_path) == leftovers[:2]
+    assert sorted(os.listdir(tmp_path)) == sorted(["DONE_00000004", "DONE_00000004.tmp", "model_00000004.bin",
+                                                   "state_00000004_00000.bin", "state_00000004_00001.bin"] + kept)

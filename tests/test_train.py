@@ -168,7 +168,7 @@ def test_resume_with_everything_on_continues_bit_for_bit(tmp_path):
 
 def test_checkpoints_keep_the_newest_k_plus_every_mth_step(tiny_run, tmp_path):
     run(*tiny_run, "-x", 10, "-v", 0, "-o", tmp_path / "out", "-n", 2, "-nk", 2, "-nm", 4)
-    names = sorted(p.name for p in (tmp_path / "out").iterdir() if p.name != "main.log")
+    names = sorted(p.name for p in (tmp_path / "out").iterdir() if p.name not in ("main.log", ".llmpy.lock"))
     assert names == sorted(f"{kind}_{s:08d}{suffix}" for s in (4, 8, 10)
                            for kind, suffix in (("DONE", ""), ("model", ".bin"), ("state", "_00000.bin")))
 
@@ -212,15 +212,24 @@ def test_grad_norm_spike_skips_the_update_and_is_logged(spike_run, tmp_path):
     assert "skip_gradz:" in (tmp_path / "out" / "main.log").read_text()
 
 
-def test_a_non_finite_loss_never_updates_the_weights(tiny_run, tmp_path):
-    params = random_params(TINY, seed=0)
-    params[-1] = np.nan                                  # lnfb: every logit, so the loss, is NaN
-    write_model(tmp_path / "tiny.bin", TINY, params)
-    r = run(*tiny_run, "-x", 2, "-v", 0, "-o", tmp_path / "out", "-n", 2)
-    assert r.stdout.count("skipping update: loss nan") == 2
-    assert "s:1 skip_lossz:nan" in (tmp_path / "out" / "main.log").read_text()
-    np.testing.assert_array_equal(read_model(tmp_path / "out" / "model_00000002.bin")[1], params)
-    assert not read_state(tmp_path / "out" / "state_00000002_00000.bin")["m"].any()
+def test_non_finite_losses_skip_updates_until_max_skips_stops_the_run(tiny_run, tmp_path):
+    # lr 1e30: the first update leaves finite weights of ~1e30, whose products overflow from then on
+    r = run(*tiny_run, "-x", 10, "-v", 0, "-l", 1e30, "--max_skips", 3, "-o", tmp_path / "out", "-n", 1, check=False)
+    assert r.stdout.count("skipping update: loss nan") == 3
+    assert "s:2 skip_lossz:nan" in (tmp_path / "out" / "main.log").read_text()
+    assert_one_line_error(r, "step 4: 3 updates in a row were skipped", "--max_skips 3",
+                          f"resume from step 3 with -y 1 -o {tmp_path / 'out'}")
+    np.testing.assert_array_equal(read_model(tmp_path / "out" / "model_00000003.bin")[1],
+                                  read_model(tmp_path / "out" / "model_00000001.bin")[1])
+
+
+def test_a_step_that_makes_the_weights_non_finite_writes_no_checkpoint_and_prunes_none(tiny_run, tmp_path):
+    flags = [*tiny_run, "-v", 0, "-o", tmp_path / "out", "-n", 1, "-nk", 1]
+    run(*flags, "-x", 2)
+    r = run(*flags, "-x", 3, "-y", 1, "-l", 1e39, check=False)    # inf in fp32: AdamW writes inf
+    assert_one_line_error(r, "checkpoint 3 not written (the newest complete one is step 2): step 3: wte holds")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".llmpy.lock",
+        "DONE_00000002", "main.log", "model_00000002.bin", "state_00000002_00000.bin"]
 
 
 def test_without_thresholds_no_update_is_skipped(spike_run):
@@ -341,6 +350,15 @@ def test_missing_data_file_is_an_error(tiny_run, tmp_path):
     assert_one_line_error(run(*tiny_run, "-i", tmp_path / "none.bin", check=False), "none.bin")
 
 
+@pytest.mark.parametrize("flag", ["-i", "-j"])
+def test_token_id_beyond_the_model_s_vocabulary_is_a_one_line_error(tiny_run, tmp_path, flag):
+    tokens = np.random.default_rng(0).integers(0, TINY.vocab_size, 2000)
+    tokens[1234] = TINY.vocab_size                    # the first id past V=97 (Vp=128 has a row for it)
+    write_datafile(tmp_path / "bad.bin", tokens)
+    assert_one_line_error(run(*tiny_run, flag, tmp_path / "bad.bin", "-x", 1, "-m", 1, check=False),
+                          f"{tmp_path / 'bad.bin'}: token id 97 at position 1,234", "vocabulary of 97")
+
+
 def test_checkpointing_without_output_folder_is_an_error(tiny_run):
     assert_one_line_error(run(*tiny_run, "-n", 5, check=False), "-o")
 
@@ -383,6 +401,16 @@ BAD_VALUES = [
     (["-s", 5, "--top_k", -1], ["--top_k -1"]),
     (["--prompt", "Once"], ["--prompt", "-s"]),
     (["-b", "auto", "-d", 100], ["-d 100", "16"]),
+    (["--watchdog", -5], ["--watchdog -5"]),
+    (["--max_skips", -1], ["--max_skips -1"]),
+    (["-l", "inf"], ["-l inf", "finite"]),
+    (["-l", "nan"], ["-l nan", "finite"]),
+    (["-q", "inf"], ["-q inf", "finite"]),
+    (["-c", "inf"], ["-c inf", "finite"]),
+    (["-sl", "nan"], ["-sl nan", "finite"]),
+    (["-sg", "inf"], ["-sg inf", "finite"]),
+    (["-s", 5, "--temperature", "inf"], ["--temperature inf", "finite"]),
+    (["--watchdog", "nan"], ["--watchdog nan", "finite"]),
 ]
 
 
@@ -426,6 +454,64 @@ def test_hugging_face_folder_trains_like_the_same_weights_in_a_model_file(tiny_r
     from_file = losses(run(*tiny_run, "-x", 2, "-v", 0).stdout)
     from_folder = losses(run(*tiny_run, "-e", tmp_path / "hf", "-x", 2, "-v", 0).stdout)
     assert from_folder == from_file
+
+
+def test_nan_weights_in_a_model_file_are_a_one_line_error_naming_the_tensor(tiny_run, tmp_path):
+    params = random_params(TINY, seed=0)
+    params[-1] = np.nan                                  # lnfb's last element
+    write_model(tmp_path / "tiny.bin", TINY, params)
+    assert_one_line_error(run(*tiny_run, check=False), f"{tmp_path / 'tiny.bin'}: lnfb holds nan at element "
+                          f"{TINY.channels - 1}")
+
+
+def test_inf_weights_in_a_hugging_face_folder_are_a_one_line_error_naming_the_tensor(tiny_run, tmp_path):
+    from llmpy.hf import export_hf
+    params = random_params(TINY, seed=0)
+    params[5] = np.inf                                   # wte
+    export_hf(TINY, params, tmp_path / "hf", tokenizer=False)
+    assert_one_line_error(run(*tiny_run, "-e", tmp_path / "hf", check=False), f"-e {tmp_path / 'hf'}: wte holds inf")
+
+
+def test_nan_optimizer_state_in_a_checkpoint_is_a_one_line_error_naming_it(tiny_run, tmp_path):
+    run(*tiny_run, "-x", 2, "-v", 0, "-o", tmp_path / "out", "-n", 2)
+    path = tmp_path / "out" / "state_00000002_00000.bin"
+    state = read_state(path)
+    state["v"][7] = np.nan
+    write_state(path, step=2, m=state["m"], v=state["v"], master=None, rng_state=state["rng_state"],
+                loader_state=state["loader_state"], extra=state["extra"])
+    assert_one_line_error(run(*tiny_run, "-x", 4, "-v", 0, "-o", tmp_path / "out", "-y", 1, check=False),
+                          f"{path}: AdamW v holds nan at element 7")
+
+
+def test_output_folder_that_is_a_file_is_an_error_before_the_model_is_built(tiny_run, tmp_path):
+    (tmp_path / "file").write_text("a user's file")
+    r = run(*tiny_run, "-e", tmp_path / "missing.bin", "-o", tmp_path / "file", check=False)
+    assert_one_line_error(r, f"-o {tmp_path / 'file'}: exists and is not a folder")
+    r = run(*tiny_run, "-o", tmp_path / "file" / "sub", check=False)
+    assert_one_line_error(r, f"-o {tmp_path / 'file' / 'sub'}: cannot make the folder: Not a directory")
+    assert (tmp_path / "file").read_text() == "a user's file"
+
+
+LIMITED_FILE_SIZE = """import resource, runpy, sys
+resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))
+sys.argv = ['train_gpt2.py'] + sys.argv[1:]
+runpy.run_path({script!r}, run_name='__main__')
+"""
+
+
+def test_a_full_disk_during_a_checkpoint_is_one_line_naming_the_file_and_keeps_the_last_one(tiny_run, tmp_path):
+    flags = [*tiny_run, "-v", 0, "-o", tmp_path / "out", "-n", 2]
+    run(*flags, "-x", 2)
+    size = (tmp_path / "out" / "state_00000002_00000.bin").stat().st_size
+    # files may grow to just under a state file's size: Python ignores SIGXFSZ, so write() fails with EFBIG
+    code = LIMITED_FILE_SIZE.format(limit=size - 1, script=str(ROOT / "train_gpt2.py"))
+    r = subprocess.run([sys.executable, "-c", code, "--device", "cpu", *map(str, [*flags, "-x", 4, "-y", 1])],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert_one_line_error(r, "checkpoint 4 not written (the newest complete one is step 2): ",
+                          f"{tmp_path / 'out' / 'state_00000004_00000.bin.tmp'}: cannot write: File too large")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".llmpy.lock",
+        "DONE_00000002", "main.log", "model_00000002.bin", "state_00000002_00000.bin"]
+    assert "resumed from step 2" in run(*flags, "-x", 4, "-y", 1).stdout
 
 
 def test_hf_dir_without_an_openai_name_is_an_error(tiny_run, tmp_path):

@@ -1,0 +1,93 @@
+"""How a single-process run stops: the watchdog's limits and a stalled step, SIGINT and SIGTERM with one
+line saying where to resume, kill -9 in the middle of a checkpoint write, a bad fault switch."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from llmpy.watchdog import Watchdog
+from tests.test_train import ROOT, assert_one_line_error, losses
+
+
+def test_auto_limit_is_20_median_steps_but_at_least_5_minutes_and_15_before_the_first_step():
+    dog = Watchdog(timeout=0)                   # 0: no thread, the limits alone
+    assert dog.limit(slow=False) == 900
+    for seconds in (1.0, 30.0, 2.0):
+        dog.step_time(seconds)
+    assert dog.limit(slow=False) == 300         # 20 x 2 s is less than the floor
+    for seconds in (40.0, 40.0):
+        dog.step_time(seconds)
+    assert dog.limit(slow=False) == 20 * 30.0 and dog.limit(slow=True) == 900
+
+
+def test_a_set_timeout_is_the_step_limit_and_slow_phases_keep_15_minutes():
+    dog = Watchdog(timeout=0)
+    dog.timeout = 5
+    dog.step_time(0.1)
+    assert dog.limit(slow=False) == 5 and dog.limit(slow=True) == 900
+
+
+def start(tiny_run, tmp_path, *flags, fault):
+    env = {**os.environ, "LLMPY_FAULT": fault}
+    return subprocess.Popen([sys.executable, str(ROOT / "train_gpt2.py"), "--device", "cpu", *map(str, tiny_run),
+                             *map(str, ["-v", 0, "-o", tmp_path / "out", "-n", 1, *flags])],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+
+
+def wait(process, bound, what):
+    t0 = time.monotonic()
+    try:
+        out, err = process.communicate(timeout=bound)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        pytest.fail(f"{what}: not ended within {bound} s")
+    print(f"\n{what}: exit status {process.returncode} after {time.monotonic() - t0:.1f} s")
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def test_a_stalled_step_ends_the_run_with_one_line_naming_it(tiny_run, tmp_path):
+    process = start(tiny_run, tmp_path, "-x", 4, "--watchdog", 2, fault="stall:step=3:rank=0")
+    r = wait(process, 60, "stalled in step 3, --watchdog 2")
+    assert_one_line_error(r, "watchdog: step 3 made no progress for ", "micro-step 1/1's forward and backward",
+                          "(limit 2 s, --watchdog)")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_the_run_with_one_line_saying_where_to_resume(tiny_run, tmp_path, signum):
+    process = start(tiny_run, tmp_path, "-x", 4, "--watchdog", 0, fault="stall:step=3:rank=0")
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "out" / "DONE_00000002").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.3)
+    process.send_signal(signum)
+    r = wait(process, 60, f"{signal.Signals(signum).name} in step 3")
+    assert_one_line_error(r, f"stopped by {signal.Signals(signum).name} during step 3",
+                          f"resume from step 2 with -y 1 -o {tmp_path / 'out'}")
+
+
+def test_kill_9_in_the_middle_of_a_checkpoint_write_resumes_like_a_run_that_never_stopped(tiny_run, tmp_path):
+    out = tmp_path / "out"
+    process = start(tiny_run, tmp_path, "-x", 6, "-n", 2, "--watchdog", 0, fault="stall:step=4:rank=0:at=checkpoint")
+    deadline = time.monotonic() + 60
+    while not (out / "model_00000004.bin").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.kill()                                       # SIGKILL: no handler, no clean-up
+    wait(process, 60, "SIGKILL in checkpoint 4's write")
+    assert (out / "DONE_00000002").exists() and not (out / "DONE_00000004").exists()
+    flags = [*map(str, tiny_run), "-v", "0", "-o", str(out), "-n", "2", "-x", "6"]
+    resumed = subprocess.run([sys.executable, str(ROOT / "train_gpt2.py"), "--device", "cpu", *flags, "-y", "1"],
+                             capture_output=True, text=True, cwd=ROOT)
+    assert "resumed from step 2 " in resumed.stdout, resumed.stderr
+    whole = subprocess.run([sys.executable, str(ROOT / "train_gpt2.py"), "--device", "cpu",
+                            *[str(tmp_path / "whole") if f == str(out) else f for f in flags]],
+                           capture_output=True, text=True, cwd=ROOT)
+    assert losses(resumed.stdout) == {k: v for k, v in losses(whole.stdout).items() if k > 2}
+
+
+def test_a_bad_fault_switch_is_a_one_line_error(tiny_run, tmp_path):
+    r = wait(start(tiny_run, tmp_path, "-x", 1, fault="stall:step=x"), 60, "a bad LLMPY_FAULT")
+    assert_one_line_error(r, "LLMPY_FAULT=stall:step=x")
