@@ -7,7 +7,6 @@
 Each sample is printed as text (the prompt, then the continuation), then a line `---`; the
 tokens/s of the generation go to stderr.
 """
-import argparse
 import math
 import sys
 import time
@@ -24,22 +23,21 @@ from llmpy.tokenizer import EOT, get_tokenizer
 
 
 def parse_args(argv):
-    p = Parser(prog="sample_gpt2.py", allow_abbrev=False, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-               description="Sample text from a GPT-2 with llmpy.")
+    p = Parser(prog="sample_gpt2.py", allow_abbrev=False, description="Sample text from a GPT-2 with llmpy.")
     arg = p.add_argument
     arg("-e", dest="model", required=True, help=MODEL_HELP)
     arg("--hf_dir", default=None, help=HF_DIR_HELP)
     arg("--prompt", default=None, help="text to continue (none: samples start from <|endoftext|>)")
-    arg("-g", dest="gen_tokens", type=int, default=64, help="tokens to generate per sample")
-    arg("--num_samples", type=int, default=1, help="samples to draw, one after another")
-    arg("--temperature", type=float, default=1.0, help="sampling temperature")
-    arg("--top_k", type=int, default=0, help="sample from the K most likely tokens only (0: all, 1: greedy)")
-    arg("--seed", type=int, default=42, help="seed for sampling and for a fresh model's weights")
+    arg("-g", dest="gen_tokens", type=int, default=64, help="tokens to generate per sample (default %(default)s)")
+    arg("--num_samples", type=int, default=1, help="samples to draw, one after another (default %(default)s)")
+    arg("--temperature", type=float, default=1.0, help="sampling temperature (default %(default)s)")
+    arg("--top_k", type=int, default=0, help="sample from the K most likely tokens only (0: all, 1: greedy; default %(default)s)")
+    arg("--seed", type=int, default=42, help="seed for sampling and for a fresh model's weights (default %(default)s)")
     arg("--kv_cache", type=int, default=1, choices=(0, 1),
         help="1: keep each position's keys and values, so that a new token costs one position's forward; "
         "0: recompute the whole context for every token. Past the model's max sequence length the context "
-        "is cut to its last maxT tokens, and every token recomputes them")
-    arg("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to run")
+        "is cut to its last maxT tokens, and every token recomputes them (default %(default)s)")
+    arg("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to run (default %(default)s)")
     return p.parse_args(argv)
 
 
