@@ -21,13 +21,14 @@ from llmpy.checkpoint import (check_finite, checkpoint_paths, checkpoints_to_del
                               delete_checkpoint, describe, latest_checkpoint_step, named_params, read_model,
                               read_model_config, read_state, remove_stale_temps, write_done_marker, write_model,
                               write_state)
+from llmpy.cli import Parser
 from llmpy.config import DESCRIPTORS, from_descriptor, num_parameters
 from llmpy.dataloader import DataLoader
 from llmpy.fetch import data_dir
 from llmpy.gpt2 import GPT2, init_params
-from llmpy.hf import HF_MODELS, load_hf_gpt2
 from llmpy.logger import Logger, format_eta
 from llmpy.mfu import mfu
+from llmpy.models import HF_DIR_HELP, MODEL_HELP, load_model_params
 from llmpy.outlier import OutlierDetector
 from llmpy.progress import progress_bar
 from llmpy.sampler import generate, prompt_tokens
@@ -36,11 +37,6 @@ from llmpy.tokenizer import get_tokenizer
 from llmpy.watchdog import Watchdog
 
 DATA = data_dir() / "shakespeare"
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message):
-        sys.exit(f"{self.prog}: error: {message} (see --help)")
 
 
 def batch_size(text):
@@ -61,11 +57,8 @@ def parse_args(argv):
     # files
     arg("-i", dest="train_data", default=f"{DATA}/shakespeare_train.bin", help="train token shards (glob)")
     arg("-j", dest="val_data", default=f"{DATA}/shakespeare_val.bin", help="val token shards (glob)")
-    arg("-e", dest="model", default="d12", help="llm.c model file, a descriptor for a fresh model ("
-        + ", ".join(DESCRIPTORS) + "), OpenAI's GPT-2 from the Hugging Face cache (" + ", ".join(HF_MODELS)
-        + "), or a Hugging Face GPT-2 folder")
-    arg("--hf_dir", default=None, help="with -e gpt2*: folder with its config.json and model.safetensors "
-        "(default: the Hugging Face cache)")
+    arg("-e", dest="model", default="d12", help=MODEL_HELP)
+    arg("--hf_dir", default=None, help=HF_DIR_HELP)
     arg("-o", dest="out_dir", default=None, help="output folder: main.log and checkpoints")
     # checkpoints
     arg("-n", dest="checkpoint_every", type=int, default=0, help="write a checkpoint every N steps (needs -o)")
@@ -166,23 +159,6 @@ def check_args(args):
     for ok, message in rules:
         if not ok:
             raise LlmpyError(message)
-
-
-def load_model_params(spec, hf_dir=None):
-    """-e: a descriptor builds llm.c's fresh initialisation; an OpenAI name or a folder is a
-    Hugging Face GPT-2; anything else is an llm.c model file."""
-    if hf_dir is not None and spec not in HF_MODELS:
-        raise LlmpyError(f"--hf_dir goes with -e {'|'.join(HF_MODELS)}, not -e {spec}")
-    if spec in DESCRIPTORS:
-        return from_descriptor(spec), None
-    if spec in HF_MODELS or os.path.isdir(spec):
-        cfg, params = load_hf_gpt2(spec, hf_dir)
-        check_finite(f"-e {spec}", named_params(cfg, params))
-        return cfg, params
-    if not os.path.isfile(spec):
-        raise LlmpyError(f"-e {spec}: no such model file, and not a model descriptor ({', '.join(DESCRIPTORS)}) "
-                         f"or Hugging Face GPT-2 ({', '.join(HF_MODELS)})")
-    return read_model(spec)
 
 
 def batch_sizes(args, cfg, world=1, resume_B=None):

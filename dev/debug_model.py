@@ -14,10 +14,11 @@ import argparse
 import numpy as np
 
 from llmpy import LlmpyError, backends, run_main
+from llmpy.config import param_shapes
 from llmpy.dataloader import DataLoader
 from llmpy.gpt2 import GPT2, init_params
-from llmpy.config import param_shapes
-from train_gpt2 import DATA, load_model_params
+from llmpy.models import load_model_params
+from train_gpt2 import DATA
 
 ACTIVATIONS = ("ln1", "qkv", "atty", "residual2", "ln2", "fch", "fch_gelu", "residual3")
 

@@ -230,6 +230,12 @@ class GPT2:
         b, t = self.batch_shape
         return self.acts(b, t)["logits"][..., :self.cfg.vocab_size]
 
+    def next_logits(self, context):
+        """The logits (V) of the token after `context` (a list of 1 to T token ids), on the
+        device: one forward of batch 1 over the whole context."""
+        self.forward(np.array([context], dtype=np.int32))
+        return self.logits()[0, -1]
+
     def mean_loss(self):
         """Mean cross-entropy of the last forward with targets, averaged on the host: one read
         of the losses, no kernels to launch and wait for."""

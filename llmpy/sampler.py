@@ -1,4 +1,4 @@
-"""Autoregressive sampling from a GPT2 model: unconditional from the EOT token, as llm.c's
+"""Autoregressive sampling from a GPT-2: unconditional from the EOT token, as llm.c's
 train_gpt2 samples, or conditional on a prompt."""
 import numpy as np
 
@@ -12,15 +12,15 @@ def prompt_tokens(tokenizer, text=None):
 
 def generate(model, prompt, num_tokens, rng, temperature=1.0, top_k=0):
     """Extend the token list `prompt` by num_tokens tokens, each drawn from the softmax of the
-    last position's logits / temperature (restricted to the top_k largest when top_k > 0).
-    The context is cut to the model's allocated T; each token runs one forward of batch 1."""
+    next token's logits / temperature (restricted to the top_k largest when top_k > 0).
+    `model` is a GPT2 (each token one forward over the whole context) or a KVCacheGPT2 (one
+    position's forward); the context is cut to its last model.T tokens (a GPT2's allocated T,
+    a KVCacheGPT2's max_seq_len), as nanoGPT crops it to its block size."""
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
     tokens = list(prompt)
     for _ in range(num_tokens):
-        context = np.array([tokens[-model.T:]], dtype=np.int32)
-        model.forward(context)
-        logits = model.ops.to_host(model.logits()[0, -1]).astype(np.float64) / temperature
+        logits = model.ops.to_host(model.next_logits(tokens[-model.T:])).astype(np.float64) / temperature
         if 0 < top_k < len(logits):
             logits[logits < np.partition(logits, -top_k)[-top_k]] = -np.inf
         probs = np.exp(logits - logits.max())
