@@ -17,6 +17,7 @@ import os
 
 import numpy as np
 
+from llmpy import nccl_log
 from llmpy.buckets import shard_counts
 
 # set by mpirun (Open MPI, MPICH/Hydra, Intel MPI) or srun: the signs that we run under MPI
@@ -46,9 +47,18 @@ class Comm:
         import cupy as cp
         from cupy.cuda import nccl
         cp.cuda.Device(self.local_rank).use()      # one GPU per process on each node
+        log = nccl_log.log_to_file() if self.rank == 0 else None
         uid = nccl.get_unique_id() if self.rank == 0 else None
         uid = self.mpi.bcast(uid, root=0)
         self.nccl = nccl.NcclCommunicator(self.world, uid, self.rank)
+        # NCCL connects the ranks at their first collective; after it, rank 0's log names the
+        # transports, in one line (llmpy/nccl_log.py)
+        one = cp.ones(1, dtype=np.float32)
+        self._nccl("allReduce", one, one, 1, nccl.NCCL_SUM)
+        cp.cuda.Device().synchronize()
+        if log:
+            with open(log, errors="replace") as f:
+                self.say(nccl_log.summary(f.read(), log))
         # the buckets' stream: non-blocking, so that it never waits on the legacy default stream
         # the training runs on; events order it after the backward and the update after it
         self.stream = cp.cuda.Stream(non_blocking=True)

@@ -352,9 +352,11 @@ class GPT2:
     def _captured(self, loss_scale, reduce):
         self._forward(True, loss_scale)
         self._backward_layers(reduce)
-        if reduce:
-            # a capture must end with the streams it forked joined back (CUDA's rule), so the
-            # graph ends when its buckets are reduced: the encoder's backward after it waits
+        if reduce and len(self.buckets) > 1:
+            # the buckets of the layers (all but the last, wte's and wpe's) forked the buckets'
+            # stream into the capture, and a capture must end with its streams joined back
+            # (CUDA's rule): so the graph ends when they are reduced, and the encoder's backward
+            # after it waits for that
             self.comm.wait()
 
     # ------------------------------------------------------------------------------------------
