@@ -24,7 +24,6 @@ What it assumes (the multi-GPU round checks it against measured points):
   which only the encoder's backward finishes. Gradients are bf16: 2 bytes a parameter.
 """
 import argparse
-import math
 import sys
 from pathlib import Path
 

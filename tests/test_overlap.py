@@ -41,7 +41,7 @@ def test_buckets_during_the_backward_give_the_bits_of_one_call_after_it(tiny_run
     assert len(step_lines(one)) == 3 and step_lines(bucketed) == step_lines(one)
     files = checkpoint_files(one_out)
     assert files == ["model_00000003.bin", "state_00000003_00000.bin", "state_00000003_00001.bin"]
-    match, mismatch, errors = filecmp.cmpfiles(one_out, bucketed_out, files, shallow=False)
+    _, mismatch, errors = filecmp.cmpfiles(one_out, bucketed_out, files, shallow=False)
     assert mismatch == errors == [], "weights or optimizer state differ"
 
 
