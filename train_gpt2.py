@@ -97,6 +97,11 @@ def parse_args(argv):
         help="recompute in the backward to save memory: 0 none, 1 GELU, 2 GELU and LayerNorm")
     arg("-z", dest="zero", type=int, default=0, choices=(0, 1),
         help="ZeRO stage with several processes: 1 shards AdamW state and master weights")
+    arg("--overlap", type=int, default=1, choices=(0, 1),
+        help="with several processes: 1 reduces the gradients in buckets while the backward runs, "
+        "0 in one call after it")
+    arg("--bucket_mb", type=float, default=25.0,
+        help="with --overlap 1: the largest bucket of gradients, in MiB (a layer larger than this is one bucket)")
     # evaluation
     arg("-v", dest="val_every", type=int, default=20, help="val loss (and -h 1 HellaSwag) every N steps (0: never)")
     arg("-m", dest="val_batches", type=int, default=20, help="val batches per evaluation (-1: all)")
@@ -151,6 +156,7 @@ def check_args(args):
         (args.gen_tokens >= 1, f"-g {args.gen_tokens}: must sample at least one token"),
         (args.temperature > 0, f"--temperature {args.temperature}: must be positive"),
         (args.top_k >= 0, f"--top_k {args.top_k}: cannot be negative (0: all tokens)"),
+        (args.bucket_mb > 0, f"--bucket_mb {args.bucket_mb}: a bucket must hold some gradients (MiB > 0)"),
         (args.prompt is None or args.sample_every > 0, "--prompt needs sampling: -s must be positive"),
         (args.checkpoint_every == 0 and not args.resume or args.out_dir, "-n and -y need an output folder -o"),
         (args.max_skips >= 0, f"--max_skips {args.max_skips}: cannot be negative (0: never stop)"),
@@ -185,7 +191,7 @@ def build_model(args, cfg, ops, params, B, comm):
     Returns (model, B, recompute)."""
     def build(b, recompute):
         model = GPT2(cfg, ops, b, args.T, params=params, recompute=recompute, comm=comm,
-                     zero=args.zero)
+                     zero=args.zero, bucket_bytes=args.bucket_mb * 2**20 if args.overlap else None)
         if args.B == "auto":      # one forward/backward at full size finds what the first step needs
             zeros = np.zeros((b, args.T), dtype=np.int32)
             model.forward(zeros, zeros)
@@ -544,6 +550,10 @@ def run(args, ops, comm, watchdog):
           f"device {ops.device_name()} | recompute {recompute}"
         + (f" | {comm.world} processes, ZeRO-{args.zero}" if comm.world > 1 else ""))
     say("memory: " + " | ".join(f"{k} {v / 2**20:,.0f} MiB" for k, v in model.memory_report().items()))
+    if comm.world > 1:
+        n = len(model.buckets or ())
+        say(f"gradient reduction: {n} bucket{'s' * (n > 1)} of up to {args.bucket_mb:g} MiB, started during the "
+            "backward" if n else "gradient reduction: one call after the backward")
     say(f"batch: B={B} T={T} | total {total_batch:,} tokens = {grad_accum} micro-steps | "
           f"train {train_loader.num_tokens:,} tokens, {'shuffled' if train_loader.shuffle else 'in file order'} | "
           f"{num_steps} steps | val {val_batches} batches"
@@ -598,7 +608,9 @@ def run(args, ops, comm, watchdog):
             if fault:
                 fault.reached("step", step + 1, comm.rank)
             inputs, targets = train_loader.next_batch()
-            model.forward_backward(inputs, targets, loss_scale=1.0 / grad_accum)
+            # only the last micro-step reduces (its backward starts the buckets, if any)
+            model.forward_backward(inputs, targets, loss_scale=1.0 / grad_accum,
+                                   reduce=micro == grad_accum - 1)
             train_loss += model.mean_loss() / grad_accum
         watchdog.beat(step + 1, "the loss all-reduce (every process)")
         train_loss = comm.sum(train_loss) / comm.world

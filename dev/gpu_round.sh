@@ -16,6 +16,9 @@
 #              alternating, three runs each
 #   resume     train d12 with checkpoints, resume from the middle, sample, plot main.log
 #   multigpu   dev/multigpu.py on every GPU: equality with one GPU, scaling (d12, then d48 -r 1)
+#   overlap    (not in the default list; needs 2+ GPUs) --overlap 0 against 1 on every GPU over
+#              NVLink, then the all-reduce's bus bandwidth over NCCL's sockets on loopback at three
+#              settings, and --overlap 0 against 1 over the slowest of them
 #   kernels    the dev/cuda scripts: each kernel family's versions checked and timed
 #   bench      dev/bench.py at B=64 (with PyTorch) and B=8
 #   sizes      d24 (350M) at B=32, and d48 (1.5B) at B=32 with -r 1: tokens/s and MFU
@@ -114,6 +117,23 @@ for s in $sections; do
       timeout 280 python3 dev/multigpu.py --gpus "$GPUS" --model d48 --B 8 --check_B 2 --recompute 1 --steps 12 >> "$OUT/multigpu.log" 2>&1
       summary+=("multigpu d48 (rc $?)")
     fi ;;
+  overlap)
+    if [ "$GPUS" -gt 1 ]; then
+      export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+      timeout 400 python3 dev/multigpu.py --gpus "$GPUS" --overlap --steps 12 > "$OUT/overlap.log" 2>&1
+      summary+=("overlap d12 NVLink (rc $?)")
+      timeout 60 mpirun -np "$GPUS" --bind-to none python3 dev/allreduce_bench.py >> "$OUT/overlap.log" 2>&1
+      for setting in "1 1" "2 2" "4 4"; do
+        set -- $setting
+        NCCL_P2P_DISABLE=1 NCCL_SHM_DISABLE=1 NCCL_IB_DISABLE=1 NCCL_SOCKET_IFNAME=lo \
+          NCCL_SOCKET_NTHREADS=$1 NCCL_NSOCKS_PERTHREAD=$2 \
+          timeout 120 mpirun -np "$GPUS" --bind-to none python3 dev/allreduce_bench.py >> "$OUT/overlap.log" 2>&1
+        summary+=("all-reduce over sockets, $1 threads x $2 sockets (rc $?)")
+      done
+      timeout 500 python3 dev/multigpu.py --gpus "$GPUS" --overlap --steps 12 --transport socket \
+        --socket_threads 1 --sockets 1 >> "$OUT/overlap.log" 2>&1
+      summary+=("overlap d12 over sockets 1x1 (rc $?)")
+    fi ;;
   kernels)
     for family in "attention 4 7 10 12 13" matmul layernorm classifier adamw elementwise; do
       set -- $family
@@ -139,6 +159,7 @@ done
 echo "== $GPUS GPU(s): $(nvidia-smi -L | head -1)"
 for line in "${summary[@]}"; do echo "$line"; done
 [ -f "$OUT/multigpu.log" ] && grep -E "largest|GPUs \||^ +[0-9]+ \| +[0-9,]+ \||^d[0-9]+" "$OUT/multigpu.log"
+[ -f "$OUT/overlap.log" ] && grep -E "^NCCL |^all-reduce|print the same|^-z|^ *[01] \|" "$OUT/overlap.log"
 [ -f "$OUT/bench.log" ] && tail -4 "$OUT/bench.log"
 [ -f "$OUT/bench_b8.log" ] && tail -3 "$OUT/bench_b8.log"
 [ -f "$OUT/sizes.log" ] && grep -A3 "^system" "$OUT/sizes.log"

@@ -3,6 +3,13 @@ rank and world size (mpirun, srun or a hostfile across nodes) and carries small 
 the flat gradient and parameter buffers go through NCCL on the GPU (cupy.cuda.nccl, its unique
 id broadcast over MPI) and through MPI's own collectives on the CPU.
 
+The gradient reduction can also run in buckets, started while the backward still runs
+(llmpy/buckets.py): on the GPU each bucket goes to NCCL on a second stream, ordered after the
+backward's kernels by an event, and the update's stream waits for that stream's last event; on
+the CPU each is an MPI non-blocking collective (Iallreduce, Ireduce_scatter), waited for before
+the update. MPICH moves a non-blocking collective along only inside MPI calls unless
+MPICH_ASYNC_PROGRESS=1, so on the CPU the overlap is mostly in name; the bits are the point there.
+
 A run started without MPI, or by mpirun with one process, gets a Comm of world size 1 whose
 collectives do nothing, so the training code has one path.
 
@@ -20,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from llmpy import JobError, LlmpyError
+from llmpy import JobError, LlmpyError, nccl_log
+from llmpy.buckets import shard_counts
 
 # set by mpirun (Open MPI, MPICH/Hydra, Intel MPI) or srun: the signs that we run under MPI
 _LAUNCHER_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "SLURM_NTASKS")
@@ -37,6 +45,8 @@ class Comm:
         self.world = mpi_comm.Get_size() if mpi_comm else 1
         self.local_rank = 0
         self.nccl = None
+        self._pending = []      # MPI: (request, what to do once it is complete)
+        self._scratch = None    # MPI: where a shard's buckets are received (ZeRO-1)
         if mpi_comm is not None:
             from mpi4py import MPI
             self.local_rank = mpi_comm.Split_type(MPI.COMM_TYPE_SHARED).Get_rank()
@@ -47,9 +57,23 @@ class Comm:
         import cupy as cp
         from cupy.cuda import nccl
         cp.cuda.Device(self.local_rank).use()      # one GPU per process on each node
+        log = nccl_log.log_to_file() if self.rank == 0 else None
         uid = nccl.get_unique_id() if self.rank == 0 else None
         uid = self.mpi.bcast(uid, root=0)
         self.nccl = nccl.NcclCommunicator(self.world, uid, self.rank)
+        # NCCL connects the ranks at their first collective; after it, rank 0's log names the
+        # transports, in one line (llmpy/nccl_log.py)
+        one = cp.ones(1, dtype=np.float32)
+        self._nccl("allReduce", one, one, 1, nccl.NCCL_SUM)
+        cp.cuda.Device().synchronize()
+        if log:
+            with open(log, errors="replace") as f:
+                self.say(nccl_log.summary(f.read(), log))
+        # the buckets' stream: non-blocking, so that it never waits on the legacy default stream
+        # the training runs on; events order it after the backward and the update after it
+        self.stream = cp.cuda.Stream(non_blocking=True)
+        self._ready = cp.cuda.Event(disable_timing=True)
+        self._done = cp.cuda.Event(disable_timing=True)
 
     # -- host values (losses, norms) -----------------------------------------------------------
 
@@ -132,16 +156,94 @@ class Comm:
             return
         mine = self.shard(buf)
         if self.nccl:
-            self._nccl("allGather", mine, buf, mine.size, None)
+            self._nccl("allGather", mine, buf, mine.size)
         else:
             from mpi4py import MPI
             self.mpi.Allgather(MPI.IN_PLACE, buf)
 
-    def _nccl(self, name, send, recv, count, op):
+    # -- buckets, started during the backward ----------------------------------------------------
+
+    def start_all_reduce_mean(self, buf, ranges):
+        """Start buf[start:end] <- its mean over the ranks, for each (start, end) in ranges;
+        wait() finishes it. The same collective and arithmetic as all_reduce_mean, per range."""
+        if self.world == 1:
+            return
+        if self.nccl:
+            self._nccl_group([("allReduce", buf[a:b], buf[a:b], b - a, _nccl_op("NCCL_AVG", 4))
+                              for a, b in ranges])
+            return
+        from mpi4py import MPI
+        for a, b in ranges:
+            part = buf[a:b]
+            request = self.mpi.Iallreduce(MPI.IN_PLACE, part, op=MPI.SUM)
+            self._pending.append((request, lambda part=part: np.divide(part, self.world, out=part)))
+
+    def start_reduce_scatter_mean(self, buf, ranges):
+        """Start: this rank's shard of buf, where the ranges cover it, <- its mean over the
+        ranks (ZeRO-1); wait() finishes it. A range may span several shards: each rank gets its
+        own part of it (MPI's Ireduce_scatter with per-rank counts; NCCL, which has no such
+        call, reduces each part to its owner)."""
+        if self.world == 1:
+            return
+        n = buf.size // self.world
+        lo = self.rank * n
+        if self.nccl:
+            calls = []
+            for a, b in ranges:
+                start = a
+                for root, count in enumerate(shard_counts(a, b, buf.size, self.world)):
+                    if count:
+                        part = buf[start:start + count]
+                        calls.append(("reduce", part, part, count, _nccl_op("NCCL_AVG", 4), root))
+                        start += count
+            self._nccl_group(calls)
+            return
+        from mpi4py import MPI
+        if self._scratch is None or self._scratch.size != n or self._scratch.dtype != buf.dtype:
+            self._scratch = np.empty(n, dtype=buf.dtype)
+        mine = self.shard(buf)
+        for a, b in ranges:
+            s, e = (min(max(x - lo, 0), n) for x in (a, b))     # this rank's part, in its shard
+            counts = shard_counts(a, b, buf.size, self.world)
+            request = self.mpi.Ireduce_scatter(buf[a:b], self._scratch[s:e], counts, op=MPI.SUM)
+            self._pending.append((request, lambda s=s, e=e: np.divide(self._scratch[s:e], self.world,
+                                                                      out=mine[s:e])))
+
+    def wait(self):
+        """Every bucket started so far is reduced before the work queued after this call: on
+        the GPU the current stream waits for the buckets' stream (the host does not wait); on
+        the CPU the requests complete and their means are taken."""
+        if self.nccl:
+            import cupy as cp
+            self._done.record(self.stream)
+            cp.cuda.get_current_stream().wait_event(self._done)
+            return
+        if self._pending:
+            from mpi4py import MPI
+            MPI.Request.Waitall([request for request, _ in self._pending])
+            for _, finish in self._pending:
+                finish()
+            self._pending = []
+
+    def _nccl_group(self, calls):
+        """NCCL calls [(name, send, recv, count, *args)] as one group on the buckets' stream,
+        after the work queued so far on the current stream."""
         import cupy as cp
-        stream = cp.cuda.get_current_stream().ptr
-        args = (send.data.ptr, recv.data.ptr, count, _nccl_dtype(send.dtype))
-        getattr(self.nccl, name)(*args, *((op,) if op is not None else ()), stream)
+        from cupy.cuda import nccl
+        self._ready.record(cp.cuda.get_current_stream())
+        self.stream.wait_event(self._ready)
+        nccl.groupStart()
+        try:
+            for name, send, recv, count, *args in calls:
+                self._nccl(name, send, recv, count, *args, stream=self.stream)
+        finally:
+            nccl.groupEnd()
+
+    def _nccl(self, name, send, recv, count, *args, stream=None):
+        import cupy as cp
+        stream = stream or cp.cuda.get_current_stream()
+        getattr(self.nccl, name)(send.data.ptr, recv.data.ptr, count, _nccl_dtype(send.dtype),
+                                 *args, stream.ptr)
 
 
 def _nccl_op(name, value):

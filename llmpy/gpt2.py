@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 
+from llmpy import buckets
 from llmpy.config import PARAM_NAMES, num_parameters, param_shapes
 from llmpy.distributed import Comm
 
@@ -61,7 +62,8 @@ def carve(xp, specs, align=256):
 class GPT2:
     """A GPT-2 for micro-batches of up to B sequences of up to T tokens on one backend."""
 
-    def __init__(self, cfg, ops, B, T, params=None, seed=42, recompute=0, comm=None, zero=0):
+    def __init__(self, cfg, ops, B, T, params=None, seed=42, recompute=0, comm=None, zero=0,
+                 bucket_bytes=None):
         if T > cfg.max_seq_len:
             raise ValueError(f"T={T} is larger than the model's max_seq_len {cfg.max_seq_len}")
         self.cfg, self.ops, self.B, self.T = cfg, ops, B, T
@@ -95,6 +97,13 @@ class GPT2:
             self.master = ops.to_device(flat[self.shard_start:self.shard_start + size])
         self._update_slices = self._slices(shapes, self.shard_start, self.shard_start + size)
         self.step = 0           # AdamW steps taken (its bias correction needs it)
+        # with several processes and bucket_bytes, the gradients are reduced in buckets of at
+        # most that size, each started as soon as the backward has finished it (overlap);
+        # otherwise in one call after the backward
+        self.buckets = None
+        if bucket_bytes is not None and self.comm.world > 1:
+            self.buckets = buckets.plan(cfg, padded, np.dtype(ops.param_dtype).itemsize, bucket_bytes)
+        self._reducing = False  # the last forward_backward started the buckets' reductions
         self.acts_bytes, self._acts_full = carve(xp, self._act_specs(B, T))
         self._acts_cache = {}
         self.inputs = xp.zeros((B, T), dtype=np.int32)
@@ -253,7 +262,7 @@ class GPT2:
         self.grads_flat.fill(0)
 
     def backward(self):
-        self._backward_layers()
+        self._backward_layers(reduce=False)
         self._backward_encoder()
 
     def _backward_encoder(self):
@@ -261,8 +270,9 @@ class GPT2:
         self.ops.encoder_backward(self.grads["wte"], self.grads["wpe"],
                                   self.acts(*self.batch_shape)["dresidual"], self.inputs_bt)
 
-    def _backward_layers(self):
-        """The backward down to dresidual, the gradient of the embeddings' sum."""
+    def _backward_layers(self, reduce):
+        """The backward down to dresidual, the gradient of the embeddings' sum; with `reduce`,
+        each bucket's reduction starts as soon as the layers it holds are done."""
         ops, cfg, p, g = self.ops, self.cfg, self.params, self.grads
         b, t = self.batch_shape
         a = self.acts(b, t)
@@ -309,33 +319,63 @@ class GPT2:
             ops.layernorm_backward(dresidual, g["ln1w"][l], g["ln1b"][l], dbtc, residual,
                                    p["ln1w"][l], a["ln1_mean"][l], a["ln1_rstd"][l],
                                    dinp_sums=g["fcprojb"][l - 1] if l > 0 else None)
+            if reduce:
+                self._start_reduction(l)
 
-    def forward_backward(self, inputs, targets, loss_scale=1.0):
+    def _start_reduction(self, ready):
+        """Start the reduction of the bucket, if any, that is complete at `ready` (a layer whose
+        backward has just run, or buckets.EMBEDDINGS)."""
+        ranges = self.buckets.get(ready)
+        if ranges:
+            start = self.comm.start_reduce_scatter_mean if self.zero else self.comm.start_all_reduce_mean
+            start(self.grads_flat, ranges)
+
+    def forward_backward(self, inputs, targets, loss_scale=1.0, reduce=False):
         """forward(inputs, targets, loss_scale), then backward(). Where the backend has CUDA
         graphs, the kernels of both, up to the encoder's backward, are captured into one graph
-        per (b, t, loss_scale) on its first call and replayed after that: one launch instead of
-        hundreds, so the GPU never waits on Python between kernels. The encoder's backward runs
-        as it is (its sort takes temporary memory from CuPy's pool, which a graph must not)."""
+        per (b, t, loss_scale, reduce) on its first call and replayed after that: one launch
+        instead of hundreds, so the GPU never waits on Python between kernels. The encoder's
+        backward runs as it is (its sort takes temporary memory from CuPy's pool, which a graph
+        must not). `reduce` marks a step's last micro-step: with buckets, their reductions start
+        during this backward (those of the layers inside the graph), and reduce_gradients()
+        waits for them."""
         self._load_batch(inputs, targets)
-        key = (*self.batch_shape, loss_scale)
+        reduce = reduce and self.buckets is not None
+        key = (*self.batch_shape, loss_scale, reduce)
         graph = self._graphs.get(key)
         if graph is not None:
             graph.launch()
         else:
             self._forward(True, loss_scale)
-            self._backward_layers()
+            self._backward_layers(reduce)
             if self.ops.capture is not None:   # the eager run made every workspace and plan
-                self._graphs[key] = self.ops.capture(
-                    lambda: (self._forward(True, loss_scale), self._backward_layers()))
+                self._graphs[key] = self.ops.capture(lambda: self._captured(loss_scale, reduce))
         self._backward_encoder()
+        if reduce:
+            self._start_reduction(buckets.EMBEDDINGS)
+        self._reducing = reduce
+
+    def _captured(self, loss_scale, reduce):
+        self._forward(True, loss_scale)
+        self._backward_layers(reduce)
+        if reduce and len(self.buckets) > 1:
+            # the buckets of the layers (all but the last, wte's and wpe's) forked the buckets'
+            # stream into the capture, and a capture must end with its streams joined back
+            # (CUDA's rule): so the graph ends when they are reduced, and the encoder's backward
+            # after it waits for that
+            self.comm.wait()
 
     # ------------------------------------------------------------------------------------------
     # update
 
     def reduce_gradients(self):
         """Average the gradients over the ranks (all of them, or with ZeRO-1 each rank's
-        shard); a no-op in a single process."""
-        if self.zero:
+        shard): wait for the buckets the last forward_backward started, or reduce in one call
+        now; a no-op in a single process."""
+        if self._reducing:
+            self.comm.wait()
+            self._reducing = False
+        elif self.zero:
             self.comm.reduce_scatter_mean(self.grads_flat)
         else:
             self.comm.all_reduce_mean(self.grads_flat)
