@@ -1,5 +1,20 @@
-"""Comparison helpers shared by the tests."""
+"""Comparison helpers shared by the tests, and the programs as a user runs them."""
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_program(script, *args, check=True):
+    """`python <script> --device cpu ARGS` from the repository's root, a real subprocess."""
+    r = subprocess.run([sys.executable, str(ROOT / script), "--device", "cpu", *map(str, args)],
+                       capture_output=True, text=True, cwd=ROOT)
+    if check:
+        assert r.returncode == 0, r.stderr
+    return r
 
 
 def rel_error(ours, ref):

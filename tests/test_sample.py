@@ -13,6 +13,7 @@ import pytest
 
 from dev.data.data_common import write_datafile
 from llmpy.checkpoint import write_model
+from tests.helpers import run_program
 from tests.test_gpt2 import TINY, random_params
 from tests.test_hellaswag import CHOOSER, chooser_params
 from tests.test_train import TINY_GPT2_VOCAB, assert_one_line_error
@@ -21,11 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(*args, check=True):
-    r = subprocess.run([sys.executable, str(ROOT / "sample_gpt2.py"), "--device", "cpu", *map(str, args)],
-                       capture_output=True, text=True, cwd=ROOT)
-    if check:
-        assert r.returncode == 0, r.stderr
-    return r
+    return run_program("sample_gpt2.py", *args, check=check)
 
 
 @pytest.fixture

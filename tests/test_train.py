@@ -14,9 +14,9 @@ from dev.data.data_common import write_datafile
 from llmpy.checkpoint import read_model, read_state, write_model, write_state
 from llmpy.config import GPT2Config, from_descriptor
 from llmpy.schedulers import learning_rate
+from tests.helpers import assert_close, run_program
 from tests.test_gpt2 import TINY, random_params
 from tests.test_hellaswag import CHOOSER, SAMPLE, chooser_params
-from tests.helpers import assert_close
 from tests.torch_gpt2 import TorchGPT2
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,11 +24,7 @@ STEP_LINE = re.compile(r"^step +(\d+)/(\d+) \| loss (\S+) \| norm (\S+) \| lr (\
 
 
 def run(*args, check=True):
-    r = subprocess.run([sys.executable, str(ROOT / "train_gpt2.py"), "--device", "cpu", *map(str, args)],
-                       capture_output=True, text=True, cwd=ROOT)
-    if check:
-        assert r.returncode == 0, r.stderr
-    return r
+    return run_program("train_gpt2.py", *args, check=check)
 
 
 def losses(stdout):
