@@ -68,6 +68,22 @@ def test_ranks_read_disjoint_interleaved_slices(tmp_path):
         assert_batches_equal([rank1.next_batch()], [expected(tokens, 16 * step + 8, 2, 4)])
 
 
+@pytest.mark.parametrize("world", [2, 3])
+def test_the_ranks_batches_stacked_are_one_process_batch_of_world_times_b_rows(tmp_path, world):
+    # data parallel's contract, independent of where each slice starts: the world ranks of B
+    # rows together read what one process of world*B rows reads, step by step, across shards
+    write_datafile(tmp_path / "d_000.bin", np.arange(5 * world * 8 + 3))
+    write_datafile(tmp_path / "d_001.bin", np.arange(10_000, 10_000 + 3 * world * 8 + 1))
+    pattern = str(tmp_path / "d_*.bin")
+    ranks = [DataLoader(pattern, B=2, T=4, rank=r, world=world) for r in range(world)]
+    one = DataLoader(pattern, B=2 * world, T=4)
+    for step in range(12):          # 5 + 3 steps per pass: past both shard ends and the wrap
+        parts = [loader.next_batch() for loader in ranks]
+        x, y = one.next_batch()
+        np.testing.assert_array_equal(np.concatenate([p[0] for p in parts]), x, err_msg=f"inputs, step {step}")
+        np.testing.assert_array_equal(np.concatenate([p[1] for p in parts]), y, err_msg=f"targets, step {step}")
+
+
 def test_wraps_to_the_start_when_the_next_batch_does_not_fit(tmp_path):
     tokens = np.arange(100)
     write_datafile(tmp_path / "d.bin", tokens)
