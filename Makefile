@@ -17,7 +17,7 @@ PY := $(VENV)/bin/python
 INSTALL := install
 endif
 
-.PHONY: install data train test test-gpu bench clean
+.PHONY: install data train test test-gpu bench mutate clean
 
 install: $(VENV)/.installed
 
@@ -45,5 +45,13 @@ test-gpu: $(INSTALL)
 bench: $(INSTALL)
 	$(PY) dev/bench.py
 
+# mutation testing (slow: not part of `make test` or CI), configured in setup.cfg; the score and
+# every surviving mutant are in tests/README.md. MUTANTS narrows it, e.g. MUTANTS='llmpy.cpu*'
+MUTATE_JOBS ?= 2
+mutate: $(INSTALL)
+	$(PY) -m pip install -q -r requirements-mutate.txt
+	$(PY) -m mutmut run --max-children $(MUTATE_JOBS) $(MUTANTS)
+	$(PY) -m mutmut results
+
 clean:
-	rm -rf $(VENV) log_d6 .pytest_cache
+	rm -rf $(VENV) log_d6 .pytest_cache mutants
