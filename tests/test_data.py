@@ -103,6 +103,16 @@ def test_moves_through_shards_in_sorted_order_and_wraps(tmp_path):
     assert loader.num_tokens == 40
 
 
+def test_moves_through_three_shards_in_sorted_order_and_wraps(tmp_path):
+    # three, so that going back one shard (mod 3) is not going forward one, as it is with two
+    shards = [np.arange(1000 * k, 1000 * k + 9) for k in range(3)]
+    for k, tokens in enumerate(shards):
+        write_datafile(tmp_path / f"d_{k:03d}.bin", tokens)
+    loader = DataLoader(str(tmp_path / "d_*.bin"), B=1, T=8)
+    want = [expected(tokens, 0, 1, 8) for tokens in shards]
+    assert_batches_equal(batches(loader, 4), want + want[:1])
+
+
 def test_all_ranks_change_shard_at_the_same_step(tmp_path):
     # exactly two rounds of 2*8 tokens (+1): rank 1's second batch ends on the last token
     a, b = np.arange(33), np.arange(1000, 1033)
