@@ -8,6 +8,7 @@ The MPI tests skip themselves where no mpiexec is found, except where LLMPY_REQU
 (.ci/run sets it): there a missing launcher fails them."""
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -223,12 +224,18 @@ def float_losses(stdout):
 @needs_mpi
 @pytest.mark.parametrize("zero", [0, 1])
 def test_two_processes_print_the_losses_of_one_with_twice_the_batch(tiny_run, zero):
-    one = float_losses(mpirun(1, *tiny_run, "-b", 4, "-x", 4, "-v", 2, "-m", 1).stdout)
+    one_run = mpirun(1, *tiny_run, "-b", 4, "-x", 4, "-v", 2, "-m", 1)
+    one = float_losses(one_run.stdout)
     two = mpirun(2, *tiny_run, "-b", 2, "-x", 4, "-v", 2, "-m", 1, "-z", zero)
     assert "2 processes" in two.stdout
     assert two.stdout.count("step    1/4") == 1, "only rank 0 prints"
     for step, loss in float_losses(two.stdout).items():
         assert abs(loss - one[step]) < 2e-6, step
+    # the val loss too: each process's share of every val batch, averaged over both
+    vals_one, vals_two = (re.findall(r"^val loss (\S+)$", r.stdout, re.M) for r in (one_run, two))
+    assert len(vals_one) == len(vals_two) == 3
+    for a, b in zip(vals_one, vals_two):
+        assert abs(float(a) - float(b)) < 2e-6
 
 
 @needs_mpi

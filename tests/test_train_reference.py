@@ -57,10 +57,12 @@ def torch_val_loss(model, val_tokens):
     return sum(losses) / VAL_BATCHES
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """train_gpt2.main on the tiny model for 7 steps, and the torch reference on the same data."""
-    tmp = tmp_path_factory.mktemp("reference")
+@pytest.fixture
+def run(tmp_path):
+    """train_gpt2.main on the tiny model for 7 steps, and the torch reference on the same data.
+    Once per test (a few seconds), not once per module: mutmut credits the calls a fixture makes
+    to the test that set it up, so a shared run would map train_gpt2's functions to one test."""
+    tmp = tmp_path
     rng = np.random.default_rng(11)
     shards = [rng.integers(0, TINY.vocab_size, n) for n in TRAIN_SHARD_TOKENS]
     val_tokens = rng.integers(0, TINY.vocab_size, VAL_TOKENS)
