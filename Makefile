@@ -19,7 +19,7 @@ PY := $(VENV)/bin/python
 INSTALL := install
 endif
 
-.PHONY: install data train test test-gpu bench clean
+.PHONY: install data train test test-gpu bench mutate clean
 
 # On a CPU machine, the tests' torch from PyTorch's CPU wheels (~0.2 GB, where PyPI's Linux build
 # brings ~3 GB of CUDA libraries); where that index cannot be reached, requirements.txt's torch
@@ -63,5 +63,13 @@ test-gpu: $(INSTALL)
 bench: $(INSTALL)
 	$(PY) dev/bench.py
 
+# mutation testing (slow: not part of `make test` or CI), configured in setup.cfg; the score and
+# every surviving mutant are in tests/README.md. MUTANTS narrows it, e.g. MUTANTS='llmpy.cpu*'
+MUTATE_JOBS ?= 2
+mutate: $(INSTALL)
+	$(PY) -m pip install -q -r requirements-mutate.txt
+	$(PY) -m mutmut run --max-children $(MUTATE_JOBS) $(MUTANTS)
+	$(PY) -m mutmut results
+
 clean:
-	rm -rf $(VENV) log_d6 .pytest_cache
+	rm -rf $(VENV) log_d6 .pytest_cache mutants

@@ -70,6 +70,22 @@ def test_ranks_read_disjoint_interleaved_slices(tmp_path):
         assert_batches_equal([rank1.next_batch()], [expected(tokens, 16 * step + 8, 2, 4)])
 
 
+@pytest.mark.parametrize("world", [2, 3])
+def test_the_ranks_batches_stacked_are_one_process_batch_of_world_times_b_rows(tmp_path, world):
+    # data parallel's contract, independent of where each slice starts: the world ranks of B
+    # rows together read what one process of world*B rows reads, step by step, across shards
+    write_datafile(tmp_path / "d_000.bin", np.arange(5 * world * 8 + 3))
+    write_datafile(tmp_path / "d_001.bin", np.arange(10_000, 10_000 + 3 * world * 8 + 1))
+    pattern = str(tmp_path / "d_*.bin")
+    ranks = [DataLoader(pattern, B=2, T=4, rank=r, world=world, vocab_size=V) for r in range(world)]
+    one = DataLoader(pattern, B=2 * world, T=4, vocab_size=V)
+    for step in range(12):          # 5 + 3 steps per pass: past both shard ends and the wrap
+        parts = [loader.next_batch() for loader in ranks]
+        x, y = one.next_batch()
+        np.testing.assert_array_equal(np.concatenate([p[0] for p in parts]), x, err_msg=f"inputs, step {step}")
+        np.testing.assert_array_equal(np.concatenate([p[1] for p in parts]), y, err_msg=f"targets, step {step}")
+
+
 def test_wraps_to_the_start_when_the_next_batch_does_not_fit(tmp_path):
     tokens = np.arange(100)
     write_datafile(tmp_path / "d.bin", tokens)
@@ -87,6 +103,16 @@ def test_moves_through_shards_in_sorted_order_and_wraps(tmp_path):
     want = [expected(a, 0, 1, 8), expected(a, 8, 1, 8), expected(b, 0, 1, 8), expected(b, 8, 1, 8)]
     assert_batches_equal(batches(loader, 6), want + want[:2])
     assert loader.num_tokens == 40
+
+
+def test_moves_through_three_shards_in_sorted_order_and_wraps(tmp_path):
+    # three, so that going back one shard (mod 3) is not going forward one, as it is with two
+    shards = [np.arange(1000 * k, 1000 * k + 9) for k in range(3)]
+    for k, tokens in enumerate(shards):
+        write_datafile(tmp_path / f"d_{k:03d}.bin", tokens)
+    loader = DataLoader(str(tmp_path / "d_*.bin"), B=1, T=8, vocab_size=V)
+    want = [expected(tokens, 0, 1, 8) for tokens in shards]
+    assert_batches_equal(batches(loader, 4), want + want[:1])
 
 
 def test_all_ranks_change_shard_at_the_same_step(tmp_path):

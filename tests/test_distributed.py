@@ -1,25 +1,41 @@
 """Data parallel on the CPU: 2 MPI processes of B rows each train like 1 process of 2B rows,
-and ZeRO-1 (sharded AdamW) like plain data parallel. fp32 throughout; the ranks' halves are
-summed in another order than one big batch, so results agree to rounding (1e-5 of scale)."""
+and ZeRO-1 (sharded AdamW) like plain data parallel; ZeRO-1's sharded norm and update also run
+as two threads of this process (no MPI launcher needed) against torch's AdamW on the whole
+batch. fp32 throughout; the ranks' halves are summed in another order than one big batch, so
+results agree to rounding (1e-5 of scale).
+
+The MPI tests skip themselves where no mpiexec is found, except where LLMPY_REQUIRE_MPI=1
+(.ci/run sets it): there a missing launcher fails them."""
+import math
 import os
+import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from llmpy import cpu
-from llmpy.distributed import launcher
+from llmpy.distributed import Comm, launcher
 from llmpy.gpt2 import GPT2
 from tests.helpers import assert_close
 from tests.test_gpt2 import TINY, random_params
+from tests.torch_gpt2 import TorchGPT2
 
 ROOT = Path(__file__).resolve().parents[1]
 MPIEXEC = launcher()
 STEPS, B, T = 4, 2, 16
 
-needs_mpi = pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec (pip install mpich)")
+REQUIRE_MPI = os.environ.get("LLMPY_REQUIRE_MPI") == "1"
+needs_mpi = pytest.mark.skipif(MPIEXEC is None and not REQUIRE_MPI, reason="no mpiexec (pip install mpich)")
+
+
+def mpiexec():
+    assert MPIEXEC is not None, "no mpiexec on PATH or beside this Python: make install provides it (the mpich wheel)"
+    return MPIEXEC
 
 
 def batch(step, rows):
@@ -43,7 +59,7 @@ def single_process(rows):
 def two_ranks(tmp_path, zero):
     out = tmp_path / f"zero{zero}.npz"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    r = subprocess.run([MPIEXEC, "-n", "2", sys.executable, "-m", "tests.dp_worker", str(out), str(zero)],
+    r = subprocess.run([mpiexec(), "-n", "2", sys.executable, "-m", "tests.dp_worker", str(out), str(zero)],
                        capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
     assert r.returncode == 0, r.stderr
     result = np.load(out)
@@ -70,7 +86,6 @@ def test_zero1_trains_like_plain_data_parallel(tmp_path):
 
 
 def test_one_process_comm_is_a_no_op():
-    from llmpy.distributed import Comm
     comm = Comm(cpu)
     buf = np.arange(16, dtype=np.float32)
     comm.all_reduce_mean(buf)
@@ -79,12 +94,120 @@ def test_one_process_comm_is_a_no_op():
     assert comm.world == 1 and comm.sum(2.5) == 2.5 and np.array_equal(buf, np.arange(16))
 
 
+# --- ZeRO-1 without MPI: two ranks as two threads of this process
+
+class ThreadComm(Comm):
+    """Comm's collectives for `world` threads of one process, written out with a barrier and
+    shared buffers, as MPI defines them (sum, mean, gather): a stand-in that lets GPT2's
+    sharded code run here, checked against torch, where no MPI launcher is needed."""
+
+    def __init__(self, rank, hub):
+        super().__init__(cpu)
+        self.rank, self.world, self.hub = rank, len(hub["slots"]), hub
+
+    def barrier(self):
+        self.hub["barrier"].wait(timeout=120)
+
+    def _exchange(self, value):
+        self.hub["slots"][self.rank] = value
+        self.barrier()
+        values = list(self.hub["slots"])
+        self.barrier()           # nobody overwrites a slot before all have read them
+        return values
+
+    def sum(self, x):
+        return math.fsum(self._exchange(float(x)))
+
+    def all_reduce_mean(self, buf):
+        buf[...] = np.mean(self._exchange(buf.copy()), axis=0)
+
+    def reduce_scatter_mean(self, buf):
+        n = buf.size // self.world
+        mine = slice(self.rank * n, (self.rank + 1) * n)
+        buf[mine] = np.mean([b[mine] for b in self._exchange(buf.copy())], axis=0)
+
+    def all_gather(self, buf):
+        n = buf.size // self.world
+        for r, part in enumerate(self._exchange(buf[self.rank * n:(self.rank + 1) * n].copy())):
+            buf[r * n:(r + 1) * n] = part
+
+
+def run_ranks(world, fn):
+    """fn(rank, comm) in `world` threads; their results in rank order (a thread's exception is
+    raised here)."""
+    hub = {"slots": [None] * world, "barrier": threading.Barrier(world)}
+    results, errors = [None] * world, []
+
+    def body(rank):
+        try:
+            results[rank] = fn(rank, ThreadComm(rank, hub))
+        except BaseException as e:      # noqa: BLE001 -- handed to the main thread
+            errors.append(e)
+            hub["barrier"].abort()
+    threads = [threading.Thread(target=body, args=(r,)) for r in range(world)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return results
+
+
+def zero1_rank(rank, comm, steps, lr=1e-3, weight_decay=0.1, grad_clip=0.5):
+    """One rank of a ZeRO-1 run: B rows of each 2B-row batch; (gradient norms, losses, weights)."""
+    model = GPT2(TINY, cpu, B, T, params=random_params(TINY, seed=21), comm=comm, zero=1)
+    norms, losses = [], []
+    for step in range(steps):
+        inputs, targets = batch(step, comm.world * B)
+        rows = slice(rank * B, (rank + 1) * B)
+        model.zero_grad()
+        model.forward(inputs[rows], targets[rows])
+        model.backward()
+        model.reduce_gradients()
+        norms.append(model.update(lr, weight_decay=weight_decay, grad_clip=grad_clip))
+        losses.append(comm.sum(model.mean_loss()) / comm.world)
+    return norms, losses, model.params_fp32()
+
+
+def torch_steps(steps, rows, lr=1e-3, weight_decay=0.1, grad_clip=0.5):
+    """The same training in the PyTorch reference: torch's gradient norm, clipping and AdamW."""
+    ref = TorchGPT2(TINY, random_params(TINY, seed=21))
+    opt = ref.adamw(lr=lr, weight_decay=weight_decay)
+    norms, losses = [], []
+    for step in range(steps):
+        opt.zero_grad()
+        _, loss = ref(*batch(step, rows))
+        loss.backward()
+        norms.append(torch.nn.utils.clip_grad_norm_(ref.parameters(), grad_clip).item())
+        opt.step()
+        losses.append(loss.item())
+    return np.array(norms), np.array(losses), ref.flat()
+
+
+def test_zero1_gradient_norm_is_torchs_norm_of_the_whole_gradient_on_every_rank():
+    # each rank holds half of the reduced gradient: the norm needs the squares of both halves
+    results = run_ranks(2, lambda rank, comm: zero1_rank(rank, comm, steps=1))
+    norms_ref, _, _ = torch_steps(1, 2 * B)
+    for rank, (norms, _, _) in enumerate(results):
+        assert abs(norms[0] - norms_ref[0]) <= 1e-5 * norms_ref[0], f"rank {rank}: {norms[0]} vs {norms_ref[0]}"
+
+
+def test_zero1_over_two_ranks_trains_like_torch_adamw_on_the_whole_batch():
+    results = run_ranks(2, lambda rank, comm: zero1_rank(rank, comm, steps=STEPS))
+    norms_ref, losses_ref, params_ref = torch_steps(STEPS, 2 * B)
+    for rank, (norms, losses, params) in enumerate(results):
+        assert_close(norms, norms_ref, 1e-5, f"rank {rank} gradient norms")
+        assert_close(losses, losses_ref, 1e-5, f"rank {rank} losses")
+        assert_close(params, params_ref, 1e-5, f"rank {rank} weights")
+
+
 # --- the command line under mpiexec
 
 def mpirun(n, *args, check=True):
     from tests.test_train import ROOT as root
     env = dict(os.environ, PYTHONPATH=str(root))
-    r = subprocess.run([MPIEXEC, "-n", str(n), sys.executable, str(root / "train_gpt2.py"),
+    r = subprocess.run([mpiexec(), "-n", str(n), sys.executable, str(root / "train_gpt2.py"),
                         "--device", "cpu", *map(str, args)], capture_output=True, text=True,
                        cwd=root, env=env, timeout=300)
     if check:
@@ -101,12 +224,18 @@ def float_losses(stdout):
 @pytest.mark.parametrize("zero", [0, 1])
 def test_two_processes_print_the_losses_of_one_with_twice_the_batch(tiny_run, zero):
     # in file order: shuffled, each process draws its own order (seed 42 + rank), as in llm.c
-    one = float_losses(mpirun(1, *tiny_run, "-b", 4, "-x", 4, "-v", 2, "-m", 1, "--shuffle", 0).stdout)
+    one_run = mpirun(1, *tiny_run, "-b", 4, "-x", 4, "-v", 2, "-m", 1, "--shuffle", 0)
+    one = float_losses(one_run.stdout)
     two = mpirun(2, *tiny_run, "-b", 2, "-x", 4, "-v", 2, "-m", 1, "-z", zero, "--shuffle", 0)
     assert "2 processes" in two.stdout
     assert two.stdout.count("step    1/4") == 1, "only rank 0 prints"
     for step, loss in float_losses(two.stdout).items():
         assert abs(loss - one[step]) < 2e-6, step
+    # the val loss too: each process's share of every val batch, averaged over both
+    vals_one, vals_two = (re.findall(r"^val loss (\S+)$", r.stdout, re.M) for r in (one_run, two))
+    assert len(vals_one) == len(vals_two) == 3
+    for a, b in zip(vals_one, vals_two):
+        assert abs(float(a) - float(b)) < 2e-6
 
 
 @needs_mpi

@@ -123,6 +123,24 @@ def test_ten_adamw_steps_match_torch_losses_and_params():
     assert_close(model.params_flat, ref.flat(), 1e-5, "params after 10 steps")
 
 
+def test_update_defaults_are_llm_c_adamw_without_decay_clipped_at_1():
+    # llm.c's AdamW: betas (0.9, 0.95), eps 1e-8, gradient clipped to norm 1; no decay unless asked
+    params = random_params(TINY, seed=19)
+    model = GPT2(TINY, cpu, 2, 16, params=params)
+    ref = TorchGPT2(TINY, params)
+    opt = torch.optim.AdamW(ref.parameters(), lr=1e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0)
+    for step in range(3):
+        inputs, targets = random_batch(TINY, 2, 16, seed=200 + step)
+        model.zero_grad()
+        forward_backward(model, inputs, targets)
+        model.update(1e-3)
+        opt.zero_grad()
+        ref(inputs, targets)[1].backward()
+        assert torch.nn.utils.clip_grad_norm_(ref.parameters(), 1.0) > 1.0, "no clipping to check"
+        opt.step()
+    assert_close(model.params_flat, ref.flat(), 1e-5, "params after 3 steps")
+
+
 def test_gradient_accumulation_equals_one_big_batch():
     params = random_params(TINY, seed=9)
     inputs, targets = random_batch(TINY, 4, 8, seed=10)

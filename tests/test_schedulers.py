@@ -46,7 +46,7 @@ def test_gpt2_124M_recipe_peaks_at_step_700():
     assert 0 < rates[3] < 1e-10
 
 
-def test_unknown_schedule_is_refused():
+def test_unknown_schedule_is_refused_naming_the_known_ones():
     assert "wsd" in SCHEDULES
-    with pytest.raises(ValueError, match="step"):
+    with pytest.raises(ValueError, match="'step'.*expected one of cosine, linear, constant, wsd$"):
         learning_rate("step", 0, 1.0, 0, 10, 0.0)

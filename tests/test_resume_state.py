@@ -1,0 +1,69 @@
+"""What train_gpt2.py's checkpoint hands to a resumed run, checked directly (in-process) rather
+than through the printed output of a resumed run (tests/test_train.py does that): a run saved
+by save_checkpoint and taken up by resume_checkpoint in a fresh process's objects continues
+with the sampling RNG's next draws, the data loader's next batches and AdamW's step count and
+moments of the run that wrote it."""
+import numpy as np
+import pytest
+
+import train_gpt2
+from dev.data.data_common import write_datafile
+from llmpy import cpu
+from llmpy.checkpoint import checkpoint_paths, read_state
+from llmpy.dataloader import DataLoader
+from llmpy.gpt2 import GPT2
+from llmpy.outlier import OutlierDetector
+from tests.test_gpt2 import TINY, random_params
+
+B, T, STEP = 2, 16, 3
+
+
+def fresh_run(data):
+    """The objects a run builds before it resumes: model, loader, RNG seeded as at start."""
+    model = GPT2(TINY, cpu, B, T, params=random_params(TINY, seed=30))
+    return model, DataLoader(data, B, T, vocab_size=TINY.vocab_size), np.random.default_rng(42), {"loss": OutlierDetector(), "grad": OutlierDetector()}
+
+
+@pytest.fixture
+def saved(tmp_path):
+    """A run that trained 3 steps, drew from its RNG and read 3 batches, then checkpointed;
+    returns what it would do next and a fresh run resumed from the checkpoint."""
+    data = str(tmp_path / "train.bin")
+    write_datafile(data, np.random.default_rng(31).integers(0, TINY.vocab_size, 40 * B * T))
+    model, loader, rng, detectors = fresh_run(data)
+    for step in range(STEP):
+        model.zero_grad()
+        model.forward(*loader.next_batch())
+        model.backward()
+        model.update(1e-3)
+        rng.random(5 + step)         # sampling draws a varying number of values
+    extra = {"B": B, "T": T, "total_batch": B * T, "world": 1, "zero": 0,
+             "outlier": {name: d.state() for name, d in detectors.items()}}
+    train_gpt2.save_checkpoint(str(tmp_path), STEP, model, loader, rng, extra)
+    before = dict(rng_next=rng.random(16), batches=[loader.next_batch() for _ in range(3)],
+                  m=model.m_flat.copy(), v=model.v_flat.copy())
+
+    resumed = fresh_run(data)
+    state = read_state(checkpoint_paths(str(tmp_path), STEP, rank=0)[1])
+    train_gpt2.resume_checkpoint(state, *resumed)
+    return before, resumed
+
+
+def test_resumed_sampling_rng_continues_with_the_saved_runs_next_draws(saved):
+    before, (_, _, rng, _) = saved
+    np.testing.assert_array_equal(rng.random(16), before["rng_next"])
+
+
+def test_resumed_loader_reads_the_batches_the_saved_run_would_have_read(saved):
+    before, (_, loader, _, _) = saved
+    for x_y, (x, y) in zip(before["batches"], (loader.next_batch() for _ in range(3))):
+        np.testing.assert_array_equal(x, x_y[0])
+        np.testing.assert_array_equal(y, x_y[1])
+
+
+def test_resumed_adamw_has_the_saved_step_count_and_moments(saved):
+    before, (model, _, _, _) = saved
+    assert model.step == STEP
+    np.testing.assert_array_equal(model.m_flat, before["m"])
+    np.testing.assert_array_equal(model.v_flat, before["v"])
+
