@@ -512,3 +512,21 @@ def test_a_full_disk_during_a_checkpoint_is_one_line_naming_the_file_and_keeps_t
 
 def test_hf_dir_without_an_openai_name_is_an_error(tiny_run, tmp_path):
     assert_one_line_error(run(*tiny_run, "--hf_dir", tmp_path, check=False), "--hf_dir")
+
+
+def test_runs_from_another_folder_finding_its_default_data(tmp_path):
+    """-i and -j default to <data>/shakespeare/shakespeare_{train,val}.bin, where <data> is the
+    repository's dev/data or $LLMPY_DATA, whatever the working folder."""
+    data = tmp_path / "data" / "shakespeare"
+    rng = np.random.default_rng(1)
+    for split, n in (("train", 2000), ("val", 600)):
+        write_datafile(data / f"shakespeare_{split}.bin", rng.integers(0, TINY.vocab_size, n))
+    write_model(tmp_path / "tiny.bin", TINY, random_params(TINY, seed=0))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    r = subprocess.run([sys.executable, str(ROOT / "train_gpt2.py"), "--device", "cpu", "-e", str(tmp_path / "tiny.bin"),
+                        "-b", "2", "-t", "16", "-x", "2", "-v", "2", "-m", "1", "-s", "0"],
+                       capture_output=True, text=True, cwd=elsewhere, timeout=300,
+                       env={**os.environ, "LLMPY_DATA": str(tmp_path / "data")})
+    assert r.returncode == 0, r.stderr
+    assert sorted(losses(r.stdout)) == [1, 2] and "train 2,000 tokens" in r.stdout
