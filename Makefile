@@ -49,7 +49,10 @@ data: $(INSTALL)
 	$(PY) dev/data/shakespeare.py
 
 # a fresh d6 (30M parameters) on Shakespeare: ~3.5 minutes of training on 2 CPU cores; on the GPU if there is one
+# (log_d6 is this demo's own folder: each make train starts it afresh, as a run refuses a folder
+# that another run wrote)
 train: data
+	rm -rf log_d6
 	$(PY) train_gpt2.py -e d6 -b 8 -t 128 -x 120 -u 10 -l 1e-3 -v 40 -m 8 -s 120 -g 64 -o log_d6
 
 test: $(INSTALL)
