@@ -48,7 +48,7 @@ $(VENV)/.installed-%: pyproject.toml requirements.txt requirements-gpu-cu12.txt 
 data: $(INSTALL)
 	$(PY) dev/data/shakespeare.py
 
-# a fresh d6 (30M parameters) on Shakespeare: ~3.5 minutes of training on 2 CPU cores; on the GPU if there is one
+# a fresh d6 (30M parameters) on Shakespeare: 3-11 minutes of training on 2 CPU cores; on the GPU if there is one
 # (log_d6 is this demo's own folder: each make train starts it afresh, as a run refuses a folder
 # that another run wrote)
 train: data
