@@ -212,8 +212,7 @@ def test_attention_forward_with_logits_beyond_exp_range_matches_torch(rng):
     assert_close(out, torch_attention(leaf(qkv), NH).detach(), TOL, "attention out")
 
 
-def test_attention_backward_with_logits_beyond_exp_range_matches_autograd(rng):
-    qkv = large_logit_qkv(rng)
+def assert_attention_backward_matches_autograd(rng, qkv):
     out, att = np.empty((B, T, C), np.float32), np.empty(cpu.attention_saved(B, NH, T)[0], np.float32)
     cpu.attention_forward(out, att, qkv, NH)
     qkvt = leaf(qkv)
@@ -222,18 +221,14 @@ def test_attention_backward_with_logits_beyond_exp_range_matches_autograd(rng):
     dqkv = poisoned(B, T, 3 * C)
     cpu.attention_backward(dqkv, dout, qkv, out, att, NH)
     assert_close(dqkv, qkvt.grad, TOL, "dqkv")
+
+
+def test_attention_backward_with_logits_beyond_exp_range_matches_autograd(rng):
+    assert_attention_backward_matches_autograd(rng, large_logit_qkv(rng))
 
 
 def test_attention_backward_matches_autograd(rng):
-    qkv = randn(rng, B, T, 3 * C)
-    out, att = np.empty((B, T, C), np.float32), np.empty(cpu.attention_saved(B, NH, T)[0], np.float32)
-    cpu.attention_forward(out, att, qkv, NH)
-    qkvt = leaf(qkv)
-    dout = randn(rng, B, T, C)
-    torch_attention(qkvt, NH).backward(torch.from_numpy(dout).double())
-    dqkv = poisoned(B, T, 3 * C)
-    cpu.attention_backward(dqkv, dout, qkv, out, att, NH)
-    assert_close(dqkv, qkvt.grad, TOL, "dqkv")
+    assert_attention_backward_matches_autograd(rng, randn(rng, B, T, 3 * C))
 
 
 def test_attention_backward_sums_dqkv_columns_into_dbias(rng):
