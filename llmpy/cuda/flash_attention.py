@@ -32,10 +32,7 @@ def _sizes(qkv, NH):
     return B, T
 
 
-def hopper():
-    """Whether the wgmma kernels can run: the kernels are built for sm_90a (a Hopper GPU, and no
-    LLMPY_ARCH asking for another target)."""
-    return runtime.target().endswith("90a")
+hopper = runtime.wgmma_built      # the tests and dev/cuda ask whether the wgmma kernels can run
 
 
 def attention_forward(out, lse, qkv, NH, wgmma=None):

@@ -32,10 +32,16 @@ def target():
     return arch
 
 
+def wgmma_built():
+    """Whether the wgmma kernels can run: the kernels are built for sm_90a (a Hopper GPU, and no
+    LLMPY_ARCH asking for another target)."""
+    return target().endswith("90a")
+
+
 def wgmma():
-    """Whether attention runs on Hopper's wgmma kernels: the kernels are built for sm_90a, and
+    """Whether attention runs on Hopper's wgmma kernels: they can (wgmma_built), and
     LLMPY_WGMMA=0 does not ask for the mma.sync ones (the Ampere path, run on a Hopper)."""
-    return target().endswith("90a") and os.environ.get("LLMPY_WGMMA", "1") != "0"
+    return wgmma_built() and os.environ.get("LLMPY_WGMMA", "1") != "0"
 
 
 @functools.cache

@@ -20,9 +20,9 @@ try:
 except ImportError as e:
     REASON = f"the CUDA backend cannot be imported ({e})"
 
-if REASON and gpus_seen():
-    pytest.exit(f"nvidia-smi lists {gpus_seen()[0]} but the GPU tests cannot use it: {REASON}",
-                returncode=1)
+LISTED = gpus_seen() if REASON else []
+if LISTED:
+    pytest.exit(f"nvidia-smi lists {LISTED[0]} but the GPU tests cannot use it: {REASON}", returncode=1)
 
 
 def pytest_ignore_collect(collection_path, config):
