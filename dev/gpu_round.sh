@@ -21,14 +21,16 @@
 #              settings, and --overlap 0 against 1 over the slowest of them
 #   kernels    the dev/cuda scripts: each kernel family's versions checked and timed
 #   bench      dev/bench.py at B=64 (with PyTorch) and B=8
-#   sizes      d24 (350M) at B=32, and d48 (1.5B) at B=32 with -r 1: tokens/s and MFU
+#   sizes      d24 (350M) at B=32 and d36 (774M) at B=16 beside PyTorch compile, with the GPU's
+#              timeline; d48 (1.5B) at B=32 with -r 1: tokens/s and MFU
+#   fp8        dev/cuda/fp8.py: the FP8 products of d12's matmuls checked and timed against bf16
 # Needs the Shakespeare shards and the tokenizer cache in dev/data (carry them).
 set -u
 OUT=${OUT:-gpu_round_out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
 GPUS=$(nvidia-smi -L | wc -l)
-sections=${*:-tests emulate resume multigpu kernels bench emubench quality sample faults debug arch sizes}
+sections=${*:-tests emulate resume multigpu kernels bench emubench quality sample faults debug arch sizes fp8}
 A100="LLMPY_WGMMA=0 LLMPY_ARCH=compute_80 LLMPY_MAX_SHARED_KB=163"
 RTX="LLMPY_WGMMA=0 LLMPY_ARCH=compute_80 LLMPY_MAX_SHARED_KB=99"
 summary=()
@@ -135,7 +137,7 @@ for s in $sections; do
       summary+=("overlap d12 over sockets 1x1 (rc $?)")
     fi ;;
   kernels)
-    for family in "attention 4 7 10 12 13" matmul layernorm classifier adamw elementwise; do
+    for family in "attention 4 7 10 12 13" matmul layernorm classifier adamw elementwise fp8; do
       set -- $family
       echo "== python3 dev/cuda/$*" >> "$OUT/kernels.log"
       timeout 150 python3 dev/cuda/$1.py "${@:2}" > /tmp/dev_kernel.log 2>&1
@@ -144,10 +146,16 @@ for s in $sections; do
       summary+=("dev/cuda/$1.py (rc $rc): $(grep -c FAIL /tmp/dev_kernel.log) checks failed")
     done ;;
   sizes)
-    timeout 150 python3 dev/bench.py --model d24 --B 32 --steps 15 --no-torch > "$OUT/sizes.log" 2>&1
-    summary+=("bench d24 B=32 (rc $?)")
+    for size in "d24 32" "d36 16"; do
+      set -- $size
+      timeout 280 python3 dev/bench.py --model $1 --B $2 --steps 10 --profile >> "$OUT/sizes.log" 2>&1
+      summary+=("bench $1 B=$2 with PyTorch (rc $?)")
+    done
     timeout 240 python3 train_gpt2.py -e d48 -b 32 -t 1024 -r 1 -x 12 -v 0 -s 0 >> "$OUT/sizes.log" 2>&1
     summary+=("train d48 B=32 -r 1 (rc $?): $(grep -E '^step +12/' "$OUT/sizes.log")") ;;
+  fp8)
+    timeout 200 python3 dev/cuda/fp8.py > "$OUT/fp8.log" 2>&1
+    summary+=("dev/cuda/fp8.py (rc $?): $(grep -c FAIL "$OUT/fp8.log") checks failed") ;;
   bench)
     timeout 240 python3 dev/bench.py --steps 30 --profile > "$OUT/bench.log" 2>&1
     summary+=("bench B=64 (rc $?)")
@@ -163,3 +171,4 @@ for line in "${summary[@]}"; do echo "$line"; done
 [ -f "$OUT/bench.log" ] && tail -4 "$OUT/bench.log"
 [ -f "$OUT/bench_b8.log" ] && tail -3 "$OUT/bench_b8.log"
 [ -f "$OUT/sizes.log" ] && grep -A3 "^system" "$OUT/sizes.log"
+[ -f "$OUT/fp8.log" ] && tail -6 "$OUT/fp8.log"

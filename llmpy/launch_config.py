@@ -20,6 +20,8 @@ KNOBS = {
     # the wgmma attention: K/V stages of the forward, Q/dO stages of the dK/dV kernel, warpgroups
     # (query tiles) a block and stages of the dQ kernel
     "flash_attention_wgmma": {"FWD_STAGES": 3, "BWD_STAGES": 3, "DQ_WGS": 2, "DQ_STAGES": 4},
+    # the FP8 cast-transpose: a TILE x TILE tile a block of (TILE, TILE_ROWS) threads
+    "fp8": {"TILE": 32, "TILE_ROWS": 8},
 }
 
 

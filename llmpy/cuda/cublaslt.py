@@ -9,6 +9,11 @@ k the contracted dimension; A, B, D bf16 with fp32 accumulation (CUBLAS_COMPUTE_
 alpha/beta); the epilogue runs on the fp32 accumulator before D is rounded to bf16 once.
 With accumulate, D = D + op(A) op(B) (beta = 1, C is D): still one rounding.
 
+FP8 operands (Hopper and Ada): A and B of one byte each, E4M3 or E5M2 (not both E5M2), each with a
+device fp32 scale that multiplies the accumulator (the inverse of the scale it was cast with:
+llmpy/fp8.py), D bf16. cuBLASLt takes them in one layout only, both K-major: transa = T,
+transb = N, and m, n, k multiples of 16 (llmpy/cuda/fp8.py arranges the operands so).
+
 Each distinct call (shapes, epilogue, the alignment of every pointer) gets a plan the first time:
 the descriptors and the algorithm cublasLtMatmulAlgoGetHeuristic picks for them, kept for the
 life of the process. Later calls set the bias and aux pointers in the plan's descriptor (a host
@@ -40,6 +45,7 @@ from llmpy.cuda.runtime import workspace
 # Values from cublasLt.h and cublas_api.h of the PyPI wheel nvidia-cublas 13.10.0.20
 # (nvidia/cu13/include/), and library_types.h of the CUDA 13.0 toolkit.
 CUDA_R_32F, CUDA_R_16BF = 0, 14                # cudaDataType_t
+CUDA_R_8F_E4M3, CUDA_R_8F_E5M2 = 28, 29
 CUBLAS_COMPUTE_32F = 68                        # cublasComputeType_t
 OP_N, OP_T = 0, 1                              # cublasOperation_t
 # cublasLtMatmulDescAttributes_t (the attribute's C type in the comment: its size must match)
@@ -49,6 +55,10 @@ DESC_EPILOGUE = 7                              # uint32_t
 DESC_BIAS_POINTER = 8                          # const void*
 DESC_EPILOGUE_AUX_POINTER = 11                 # void*
 DESC_EPILOGUE_AUX_LD = 12                      # int64_t: divisible by 8, >= D's rows
+DESC_A_SCALE_POINTER = 17                      # const void*: fp32, multiplies op(A)
+DESC_B_SCALE_POINTER = 18                      # const void*: fp32, multiplies op(B)
+DESC_FAST_ACCUM = 25                           # int8_t: FP8 only; 0 promotes partial sums to
+                                               # fp32 registers every few k, 1 never does
 DESC_BIAS_DATA_TYPE = 26                       # int32_t
 # cublasLtMatmulPreferenceAttributes_t
 PREF_MAX_WORKSPACE_BYTES = 1                   # uint64_t
@@ -72,6 +82,7 @@ EPILOGUE_BGRADB = 512                          # bias = sums of op(B) over k (a 
                                                # columns), overwritten; D = acc
 NEEDS_BIAS = {EPILOGUE_BIAS, EPILOGUE_GELU_AUX_BIAS, EPILOGUE_BGRADB, EPILOGUE_DGELU_BGRAD}
 NEEDS_AUX = {EPILOGUE_GELU_AUX, EPILOGUE_GELU_AUX_BIAS, EPILOGUE_DGELU, EPILOGUE_DGELU_BGRAD}
+FP8_TYPES = {CUDA_R_8F_E4M3, CUDA_R_8F_E5M2}
 
 WORKSPACE_BYTES = 32 << 20      # what llm.c gives cuBLASLt on Hopper
 
@@ -178,7 +189,7 @@ _plans = {}
 def _plan(key, bias_ptr, aux_ptr):
     """Descriptors and algorithm for one kind of call: (desc, A, B, D layouts, algo)."""
     (transa, transb, m, n, k, lda, ldb, ldd, epilogue, bias_type, choice, schemes,
-     align_a, align_b, align_d) = key[:15]
+     align_a, align_b, align_d, _, _, a_type, b_type, fast_accum) = key
     lib, (handle, _) = _lib(), _context()
     desc = ctypes.c_void_p()
     _check(lib.cublasLtMatmulDescCreate(ctypes.byref(desc), CUBLAS_COMPUTE_32F, CUDA_R_32F),
@@ -187,6 +198,8 @@ def _plan(key, bias_ptr, aux_ptr):
     _set(set_desc, desc, DESC_TRANSA, ctypes.c_int32(transa))
     _set(set_desc, desc, DESC_TRANSB, ctypes.c_int32(transb))
     _set(set_desc, desc, DESC_EPILOGUE, ctypes.c_uint32(epilogue))
+    if a_type in FP8_TYPES:
+        _set(set_desc, desc, DESC_FAST_ACCUM, ctypes.c_int8(fast_accum))
     # the heuristic reads the bias and aux pointers' values for their alignment
     if epilogue in NEEDS_BIAS:
         _set(set_desc, desc, DESC_BIAS_DATA_TYPE, ctypes.c_int32(bias_type))
@@ -195,10 +208,11 @@ def _plan(key, bias_ptr, aux_ptr):
         _set(set_desc, desc, DESC_EPILOGUE_AUX_LD, ctypes.c_int64(ldd))
         _set(set_desc, desc, DESC_EPILOGUE_AUX_POINTER, ctypes.c_void_p(aux_ptr))
     layouts = []
-    for rows, cols, ld in [(k, m, lda) if transa == OP_T else (m, k, lda),
-                           (n, k, ldb) if transb == OP_T else (k, n, ldb), (m, n, ldd)]:
+    for dtype, rows, cols, ld in [(a_type, *((k, m) if transa == OP_T else (m, k)), lda),
+                                  (b_type, *((n, k) if transb == OP_T else (k, n)), ldb),
+                                  (CUDA_R_16BF, m, n, ldd)]:
         layout = ctypes.c_void_p()
-        _check(lib.cublasLtMatrixLayoutCreate(ctypes.byref(layout), CUDA_R_16BF, rows, cols, ld),
+        _check(lib.cublasLtMatrixLayoutCreate(ctypes.byref(layout), dtype, rows, cols, ld),
                "cublasLtMatrixLayoutCreate")
         layouts.append(layout)
     layout_a, layout_b, layout_d = layouts
@@ -230,21 +244,29 @@ def _plan(key, bias_ptr, aux_ptr):
 
 
 def matmul(transa, transb, m, n, k, A, lda, B, ldb, D, ldd, epilogue=EPILOGUE_DEFAULT,
-           bias=None, aux=None, accumulate=False, choice=0):
+           bias=None, aux=None, accumulate=False, choice=0, fp8=None, fast_accum=False):
     """D (m, n) = epilogue(op(A) op(B)), or with accumulate D += op(A) op(B), column-major; A, B,
     D and aux bf16. bias (bf16 or fp32): read by EPILOGUE_BIAS and GELU_AUX_BIAS (m), written
     by BGRADB (n) and DGELU_BGRAD (m). aux, laid out as D (leading dimension ldd): written by
     GELU_AUX(_BIAS) with the pre-GELU values, read by DGELU(_BGRAD). choice: which of the
-    heuristic's algorithms, best first (dev/cuda/matmul.py times the others). Runs on CuPy's
-    current stream."""
+    heuristic's algorithms, best first (dev/cuda/matmul.py times the others).
+    fp8 = (a_type, a_scale, b_type, b_scale): A and B are FP8 bytes (uint8 arrays) of those
+    cudaDataTypes, and the product is multiplied by the device fp32 scalars a_scale and b_scale;
+    fast_accum: see DESC_FAST_ACCUM. Runs on CuPy's current stream."""
     assert (bias is not None) == (epilogue in NEEDS_BIAS), "bias exactly when the epilogue has one"
     assert (aux is not None) == (epilogue in NEEDS_AUX), "aux exactly when the epilogue uses one"
+    a_type, a_scale, b_type, b_scale = fp8 or (CUDA_R_16BF, None, CUDA_R_16BF, None)
+    if fp8:
+        assert {a_type, b_type} <= FP8_TYPES and (a_type, b_type) != (CUDA_R_8F_E5M2,) * 2
+        assert (transa, transb) == (OP_T, OP_N) and m % 16 == n % 16 == k % 16 == 0, \
+            "cuBLASLt's FP8 takes K-major operands, sizes multiples of 16"
     a, b, d = A.data.ptr, B.data.ptr, D.data.ptr
     bias_ptr = bias.data.ptr if bias is not None else 0
     aux_ptr = aux.data.ptr if aux is not None else 0
     bias_type = _BIAS_TYPES[bias.dtype] if bias is not None else None
     key = (transa, transb, m, n, k, lda, ldb, ldd, epilogue, bias_type, choice, REDUCTION_SCHEMES,
-           _alignment(a), _alignment(b), _alignment(d), _alignment(bias_ptr), _alignment(aux_ptr))
+           _alignment(a), _alignment(b), _alignment(d), _alignment(bias_ptr), _alignment(aux_ptr),
+           a_type, b_type, bool(fast_accum))
     desc, layout_a, layout_b, layout_d, algo = _plans.get(key) or _plan(key, bias_ptr, aux_ptr)
     lib, (handle, ws) = _lib(), _context()
     # the pointers differ from layer to layer; cublasLtMatmul reads them from the descriptor
@@ -253,6 +275,11 @@ def matmul(transa, transb, m, n, k, A, lda, B, ldb, D, ldd, epilogue=EPILOGUE_DE
     if aux is not None:
         _set(lib.cublasLtMatmulDescSetAttribute, desc, DESC_EPILOGUE_AUX_POINTER,
              ctypes.c_void_p(aux_ptr))
+    if fp8:
+        _set(lib.cublasLtMatmulDescSetAttribute, desc, DESC_A_SCALE_POINTER,
+             ctypes.c_void_p(a_scale.data.ptr))
+        _set(lib.cublasLtMatmulDescSetAttribute, desc, DESC_B_SCALE_POINTER,
+             ctypes.c_void_p(b_scale.data.ptr))
     beta = _BETA_ACCUMULATE if accumulate else _BETA
     _check(lib.cublasLtMatmul(handle, desc, ctypes.byref(_ALPHA), a, layout_a, b, layout_b,
                               ctypes.byref(beta), d, layout_d, d, layout_d, ctypes.byref(algo),

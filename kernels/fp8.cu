@@ -1,0 +1,125 @@
+// FP8 operands for cuBLASLt's FP8 matmuls: bf16 -> E4M3 (activations, weights) or E5M2
+// (gradients), multiplied by the tensor's fp32 scale, rounded to nearest even and saturated at the
+// format's largest value (__NV_SATFINITE: never inf or NaN from a finite input). Every cast also
+// records the tensor's largest |x| (before scaling) for the next step's scale, and
+// fp8_update_scales turns those into scales: llmpy/fp8.py is the reference for all of it.
+//
+// Layouts: inp (rows, cols) row-major bf16; out the same shape in bytes; out_t (cols, rows), the
+// transpose, for the products that contract over rows (cuBLASLt's FP8 takes K-major operands
+// only: llmpy/cuda/fp8.py).
+#include "common.cuh"
+#include <cuda_fp8.h>
+
+#if !defined(TILE) || !defined(TILE_ROWS)
+#error "compile with -DTILE and -DTILE_ROWS (llmpy/launch_config.py's KNOBS['fp8'])"
+#endif
+static_assert(TILE == 32, "a tile's column is one warp");
+static_assert(TILE % TILE_ROWS == 0, "the block's rows step through the tile evenly");
+
+typedef unsigned char fp8;
+
+template <__nv_fp8_interpretation_t FORMAT>
+__device__ __forceinline__ fp8 to_fp8(float x) {
+    return __nv_cvt_float_to_fp8(x, __NV_SATFINITE, FORMAT);
+}
+
+// Non-negative floats order as their bit patterns do as unsigned ints, NaN (0x7fc00000) above
+// inf: the largest |x| is an integer max, and a NaN anywhere makes the recorded value NaN (the
+// scale update then keeps the old scale). One atomicMax per block into *amax.
+__device__ __forceinline__ void record_amax(float* amax, unsigned int bits) {
+    __shared__ unsigned int partial[32];
+    int thread = threadIdx.y * blockDim.x + threadIdx.x;
+    int lane = thread % 32, warp = thread / 32, warps = blockDim.x * blockDim.y / 32;
+    bits = __reduce_max_sync(0xffffffff, bits);
+    if (lane == 0) partial[warp] = bits;
+    __syncthreads();
+    if (warp == 0) {
+        bits = __reduce_max_sync(0xffffffff, lane < warps ? partial[lane] : 0u);
+        if (lane == 0) atomicMax(reinterpret_cast<unsigned int*>(amax), bits);
+    }
+}
+
+__device__ __forceinline__ unsigned int abs_bits(float x) { return __float_as_uint(x) & 0x7fffffffu; }
+
+// out[i] = fp8(inp[i] * scale), 8 elements a thread (one 128-bit load, one 64-bit store)
+template <__nv_fp8_interpretation_t FORMAT>
+__device__ void cast(fp8* out, float* amax, const bf16* inp, const float* scale, int N) {
+    int i = (blockIdx.x * blockDim.x + threadIdx.x) * x128::size;
+    unsigned int largest = 0;
+    if (i < N) {
+        x128 x = load128cs(inp + i);
+        float s = *scale;
+        union { fp8 b[x128::size]; uint2 packed; } q;
+        for (int k = 0; k < x128::size; k++) {
+            float v = to_float(x[k]);
+            largest = max(largest, abs_bits(v));
+            q.b[k] = to_fp8<FORMAT>(v * s);
+        }
+        *reinterpret_cast<uint2*>(out + i) = q.packed;
+    }
+    record_amax(amax, largest);
+}
+extern "C" __global__ void cast_e4m3(fp8* out, float* amax, const bf16* inp, const float* scale, int N) {
+    cast<__NV_E4M3>(out, amax, inp, scale, N);
+}
+extern "C" __global__ void cast_e5m2(fp8* out, float* amax, const bf16* inp, const float* scale, int N) {
+    cast<__NV_E5M2>(out, amax, inp, scale, N);
+}
+
+// out = fp8(inp * scale) and out_t = its transpose, one TILE x TILE tile a block of
+// (TILE, TILE_ROWS) threads: rows and cols multiples of TILE. Each byte is converted once; the
+// tile goes through shared memory so that both stores run along rows.
+template <__nv_fp8_interpretation_t FORMAT>
+__device__ void cast_transpose(fp8* out, fp8* out_t, float* amax, const bf16* inp,
+                               const float* scale, int rows, int cols) {
+    __shared__ fp8 tile[TILE][TILE + 4];        // +4: a column's bytes fall in different banks
+    int c0 = blockIdx.x * TILE, r0 = blockIdx.y * TILE;
+    float s = *scale;
+    unsigned int largest = 0;
+    for (int r = threadIdx.y; r < TILE; r += TILE_ROWS) {
+        size_t at = (size_t)(r0 + r) * cols + c0 + threadIdx.x;
+        float v = to_float(inp[at]);
+        largest = max(largest, abs_bits(v));
+        fp8 q = to_fp8<FORMAT>(v * s);
+        out[at] = q;
+        tile[r][threadIdx.x] = q;
+    }
+    __syncthreads();
+    for (int c = threadIdx.y; c < TILE; c += TILE_ROWS)
+        out_t[(size_t)(c0 + c) * rows + r0 + threadIdx.x] = tile[threadIdx.x][c];
+    record_amax(amax, largest);
+}
+extern "C" __global__ void cast_transpose_e4m3(fp8* out, fp8* out_t, float* amax, const bf16* inp,
+                                               const float* scale, int rows, int cols) {
+    cast_transpose<__NV_E4M3>(out, out_t, amax, inp, scale, rows, cols);
+}
+extern "C" __global__ void cast_transpose_e5m2(fp8* out, fp8* out_t, float* amax, const bf16* inp,
+                                               const float* scale, int rows, int cols) {
+    cast_transpose<__NV_E5M2>(out, out_t, amax, inp, scale, rows, cols);
+}
+
+// After a step, for each of `tensors` tensors (one thread each): push this step's largest |x|
+// into the front of its history (length values, newest first), reset it for the next step, and
+// set scale = fmt_max / max(history) * margin_factor (margin_factor = 2^-margin) with
+// scale_inv = 1 / scale for cuBLASLt; a history with no positive finite maximum keeps the scale.
+extern "C" __global__ void fp8_update_scales(float* scale, float* scale_inv, float* history,
+                                             float* amax, int tensors, int length, float fmt_max,
+                                             float margin_factor) {
+    int t = blockIdx.x * blockDim.x + threadIdx.x;
+    if (t >= tensors) return;
+    float* h = history + (size_t)t * length;
+    for (int j = length - 1; j > 0; j--) h[j] = h[j - 1];
+    h[0] = amax[t];
+    amax[t] = 0.0f;
+    float largest = 0.0f;
+    bool finite = true;
+    for (int j = 0; j < length; j++) {
+        finite = finite && isfinite(h[j]);
+        largest = fmaxf(largest, h[j]);
+    }
+    if (finite && largest > 0.0f) {
+        float s = fmt_max / largest * margin_factor;
+        scale[t] = s;
+        scale_inv[t] = 1.0f / s;
+    }
+}
