@@ -465,6 +465,7 @@ def main(argv=None):
     try:
         ops = backends.load(args.device)
         comm = distributed.init(ops)
+        watchdog.guard(comm)
         train(args, ops, comm, watchdog)
     finally:
         watchdog.stop()

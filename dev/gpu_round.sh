@@ -19,6 +19,8 @@
 #   overlap    (not in the default list; needs 2+ GPUs) --overlap 0 against 1 on every GPU over
 #              NVLink, then the all-reduce's bus bandwidth over NCCL's sockets on loopback at three
 #              settings, and --overlap 0 against 1 over the slowest of them
+#   rankfault  (needs 2+ GPUs) one rank of a d12 job on every GPU killed (SIGKILL) in step 4, and one
+#              stalled under --watchdog 30: seconds until the launcher returns, and the lines
 #   kernels    the dev/cuda scripts: each kernel family's versions checked and timed
 #   bench      dev/bench.py at B=64 (with PyTorch) and B=8
 #   sizes      d24 (350M) at B=32 and d36 (774M) at B=16 beside PyTorch compile, with the GPU's
@@ -30,7 +32,7 @@ OUT=${OUT:-gpu_round_out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
 GPUS=$(nvidia-smi -L | wc -l)
-sections=${*:-tests emulate resume multigpu kernels bench emubench quality sample faults debug arch sizes fp8}
+sections=${*:-tests emulate resume multigpu rankfault kernels bench emubench quality sample faults debug arch sizes fp8}
 A100="LLMPY_WGMMA=0 LLMPY_ARCH=compute_80 LLMPY_MAX_SHARED_KB=163"
 RTX="LLMPY_WGMMA=0 LLMPY_ARCH=compute_80 LLMPY_MAX_SHARED_KB=99"
 summary=()
@@ -135,6 +137,24 @@ for s in $sections; do
       timeout 500 python3 dev/multigpu.py --gpus "$GPUS" --overlap --steps 12 --transport socket \
         --socket_threads 1 --sockets 1 >> "$OUT/overlap.log" 2>&1
       summary+=("overlap d12 over sockets 1x1 (rc $?)")
+    fi ;;
+  rankfault)
+    if [ "$GPUS" -gt 1 ]; then
+      MPIEXEC=$(python3 -c "import sys; from pathlib import Path; p = Path(sys.executable).parent / 'mpiexec'; print(p if p.exists() else 'mpiexec')")
+      export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+      flags="-e d12 -b 16 -t 1024 -x 30 -v 0 -s 0"
+      start=$(date +%s.%N)
+      timeout 300 $MPIEXEC -n "$GPUS" python3 train_gpt2.py $flags > "$OUT/rankfault.log" 2>&1 &
+      job=$!
+      until grep -qE '^step +4/' "$OUT/rankfault.log" 2>/dev/null || ! kill -0 $job 2>/dev/null; do sleep 0.2; done
+      killed=$(date +%s.%N)
+      pkill -9 -n -f "^python3 train_gpt2.py"       # the newest rank: not rank 0, which prints
+      wait $job
+      summary+=("rank killed in step 4 (rc $?): the job ended $(python3 -c "print(f'{$(date +%s.%N) - $killed:.1f}')") s later; $(grep -ciE 'error|abort' "$OUT/rankfault.log") error lines")
+      start=$(date +%s.%N)
+      LLMPY_FAULT=stall:step=4:rank=1:seconds=600 timeout 300 $MPIEXEC -n "$GPUS" python3 train_gpt2.py $flags \
+        --watchdog 30 >> "$OUT/rankfault.log" 2>&1
+      summary+=("rank 1 stalled in step 4, --watchdog 30 (rc $?, $(python3 -c "print(f'{$(date +%s.%N) - $start:.1f}')") s): $(grep -i watchdog "$OUT/rankfault.log" | tail -1 | cut -c1-200)")
     fi ;;
   kernels)
     for family in "attention 4 7 10 12 13" matmul layernorm classifier adamw elementwise fp8; do

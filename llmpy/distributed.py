@@ -75,6 +75,29 @@ class Comm:
         self._ready = cp.cuda.Event(disable_timing=True)
         self._done = cp.cuda.Event(disable_timing=True)
 
+    # -- faults ---------------------------------------------------------------------------------
+
+    def collective_fault(self):
+        """NCCL's own report of an asynchronous error on this process's communicator (a peer's
+        connection lost, a remote process gone: ncclCommGetAsyncError) as text, or None. Safe to
+        call from another thread while a collective runs: the watchdog polls it."""
+        if self.nccl is None:
+            return None
+        try:
+            self.nccl.check_async_error()
+        except Exception as e:      # noqa: BLE001 -- CuPy's NcclError, whatever NCCL reports
+            return str(e)
+        return None
+
+    def abort_collectives(self):
+        """Release this process from NCCL calls that will never complete (ncclCommAbort), so that
+        it can exit: the watchdog's thread calls it before ending the job."""
+        if self.nccl is not None:
+            try:
+                self.nccl.abort()
+            except Exception:       # noqa: BLE001 -- the job ends the same either way
+                pass
+
     # -- host values (losses, norms) -----------------------------------------------------------
 
     def say(self, *args, **kwargs):

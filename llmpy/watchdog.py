@@ -7,6 +7,11 @@ all-reduce, the update, an evaluation batch, a checkpoint write); when one phase
 than its limit, the watchdog prints one line naming the step and what it was waiting for and
 aborts every process of the job.
 
+With NCCL (several GPUs), the watchdog also polls the communicator for the errors NCCL itself
+detects (a peer's connection lost, a remote process gone), which end the job at once instead of
+after the limit; either way it aborts the communicator first, so that no process stays inside a
+collective that can never complete.
+
 Limits: `timeout` seconds where given (--watchdog), else 20 times the median step time and at
 least 5 minutes. Start-up (until a step has been timed), evaluation, sampling and checkpoint
 writes are slow phases: they get at least 15 minutes, for compiling kernels, reading shards
@@ -30,6 +35,7 @@ class Watchdog:
         self.durations = collections.deque(maxlen=100)
         self._phase = (0, "start-up", True, time.monotonic())
         self._stopped = threading.Event()
+        self.comm = None
         if timeout != 0:
             threading.Thread(target=self._watch, name="watchdog", daemon=True).start()
 
@@ -54,15 +60,26 @@ class Watchdog:
             limit = SLOW_S
         return max(limit, SLOW_S) if slow or not self.durations else limit
 
+    def guard(self, comm):
+        """Also watch comm's collectives (Comm.collective_fault) from now on."""
+        self.comm = comm
+
     def stop(self):
         self._stopped.set()
 
     def _watch(self):
         while not self._stopped.wait(min(1.0, self.limit(False) / 10)):
             step, what, slow, since = self._phase
+            fault = self.comm.collective_fault() if self.comm else None
             idle, limit = time.monotonic() - since, self.limit(slow)
-            if idle > limit:
-                print(f"error: {distributed.rank_prefix()}watchdog: step {step} made no progress for "
-                      f"{idle:.0f} s while waiting for {what} (limit {limit:.0f} s, --watchdog); ending the job",
-                      file=sys.stderr)
-                distributed.abort()
+            if fault:
+                self._end(f"step {step}: NCCL reports \"{fault}\" while waiting for {what}")
+            elif idle > limit:
+                self._end(f"step {step} made no progress for {idle:.0f} s while waiting for {what} "
+                          f"(limit {limit:.0f} s, --watchdog)")
+
+    def _end(self, why):
+        print(f"error: {distributed.rank_prefix()}watchdog: {why}; ending the job", file=sys.stderr)
+        if self.comm:
+            self.comm.abort_collectives()
+        distributed.abort()

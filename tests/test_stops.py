@@ -56,6 +56,36 @@ def test_a_stalled_step_ends_the_run_with_one_line_naming_it(tiny_run, tmp_path)
                           "(limit 2 s, --watchdog)")
 
 
+# a communicator whose NCCL reports an asynchronous error a second into step 7's all-reduce (what
+# ncclCommGetAsyncError returns when a peer's connection is lost), under a 10-minute --watchdog
+NCCL_FAULT = """
+import time
+from llmpy.watchdog import Watchdog
+
+class Communicator:
+    def collective_fault(self):
+        return "remote process exited or there was a network error" if time.monotonic() > at else None
+
+    def abort_collectives(self):
+        print("communicator aborted", flush=True)
+
+at = time.monotonic() + 1
+dog = Watchdog(timeout=600)
+dog.guard(Communicator())
+dog.beat(7, "the gradient all-reduce")
+time.sleep(120)
+"""
+
+
+def test_an_error_nccl_reports_ends_the_job_at_once_after_aborting_the_communicator():
+    process = subprocess.Popen([sys.executable, "-c", NCCL_FAULT], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, cwd=ROOT)
+    r = wait(process, 60, "an NCCL error in step 7 under --watchdog 600")
+    assert r.returncode == 1 and r.stdout == "communicator aborted\n"
+    assert_one_line_error(r, 'watchdog: step 7: NCCL reports "remote process exited or there was a network error" '
+                             "while waiting for the gradient all-reduce; ending the job")
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_stops_the_run_with_one_line_saying_where_to_resume(tiny_run, tmp_path, signum):
     process = start(tiny_run, tmp_path, "-x", 4, "--watchdog", 0, fault="stall:step=3:rank=0")
