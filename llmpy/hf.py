@@ -25,6 +25,7 @@ import numpy as np
 from llmpy import LlmpyError
 from llmpy.checkpoint import bf16_to_fp32
 from llmpy.config import GPT2Config, num_parameters, param_shapes
+from llmpy.progress import counter
 
 # OpenAI's GPT-2 sizes, under the Hub's current repo ids (the unprefixed ids are the old names
 # of the same repos; a cache filled before the move to openai-community has those)
@@ -360,21 +361,39 @@ def export_hf(cfg, params, out_dir, tokenizer=True):
     """Write cfg and flat params as a transformers GPT2LMHeadModel folder: config.json and
     model.safetensors (fp32), and for GPT-2's vocabulary (V = 50257) with `tokenizer` also GPT-2's
     tokenizer files. Files go through a temporary name, as model files do."""
-    from safetensors.numpy import save_file
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tensors = hf_tensors(cfg, params)
-    tmp = out / f"{SAFETENSORS}.tmp{os.getpid()}"
-    try:
-        save_file(tensors, str(tmp), metadata={"format": "pt"})  # transformers wants format "pt"
-        os.replace(tmp, out / SAFETENSORS)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    write_safetensors(out / SAFETENSORS, hf_tensors(cfg, params), metadata={"format": "pt"})  # transformers wants "pt"
     _write_text(out / "config.json", json.dumps(hf_config(cfg), indent=2) + "\n")
     if tokenizer and cfg.vocab_size == HF_VOCAB:
         write_hf_tokenizer(out)
     return out
+
+
+def write_safetensors(path, tensors, metadata):
+    """{name: fp32 array} as a safetensors file: u64 length of the JSON header (padded with spaces
+    to a multiple of 8 bytes), the header ({name: dtype, shape, data_offsets}, "__metadata__"),
+    then each tensor's bytes in the header's order, back to back. Written tensor by tensor behind
+    a progress bar (a 1.5B model is 6 GB), through a temporary name."""
+    header, offset = {"__metadata__": metadata}, 0
+    for name, a in tensors.items():
+        header[name] = {"dtype": "F32", "shape": list(a.shape), "data_offsets": [offset, offset + a.nbytes]}
+        offset += a.nbytes
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    bar = counter(total=offset, desc=f"writing {path.name}", unit="B")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(struct.pack("<Q", len(text)) + text)
+            for a in tensors.values():
+                f.write(np.ascontiguousarray(a, dtype="<f4").data)
+                bar.update(a.nbytes)
+        os.replace(tmp, path)
+    finally:
+        bar.close()
+        if tmp.exists():
+            tmp.unlink()
 
 
 def _write_text(path, text):

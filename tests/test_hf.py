@@ -173,6 +173,15 @@ def test_export_then_import_gives_back_the_same_params(tmp_path):
     assert cfg == TINY and np.array_equal(back, params)
 
 
+def test_exported_file_holds_every_tensor_as_the_safetensors_library_reads_it(tmp_path):
+    params = random_params(TINY, seed=7)
+    export_hf(TINY, params, tmp_path)
+    from safetensors.numpy import load_file
+    got, expected = load_file(str(tmp_path / "model.safetensors")), hf.hf_tensors(TINY, params)
+    assert got.keys() == expected.keys()
+    assert all(got[k].dtype == np.float32 and np.array_equal(got[k], expected[k]) for k in expected)
+
+
 def test_export_writes_a_tied_fp32_gpt2_without_dropout(tmp_path):
     export_hf(TINY, random_params(TINY, seed=5), tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
