@@ -113,8 +113,8 @@ def test_layernorm_backward_sums_the_columns_of_the_updated_dinp(rng):
     cpu.layernorm_forward(out, mean, rstd, x, w, b)
     dx, sums0 = randn(rng, B, T, C), randn(rng, C)
     sums = sums0.copy()
-    cpu.layernorm_backward(dx, np.zeros(C, np.float32), np.zeros(C, np.float32), randn(rng, B, T, C),
-                           x, w, mean, rstd, dinp_sums=sums)
+    cpu.layernorm_backward_sums(dx, np.zeros(C, np.float32), np.zeros(C, np.float32),
+                                randn(rng, B, T, C), x, w, mean, rstd, sums)
     assert_close(sums - sums0, dx.sum(axis=(0, 1)), TOL, "dinp_sums")
 
 
@@ -147,17 +147,17 @@ def test_matmul_backward_overwrites_dinp_and_accumulates_dweight_dbias(rng, with
         assert np.array_equal(db, db0)
 
 
-def test_matmul_forward_with_pre_gelu_writes_linear_output_and_its_gelu(rng):
+def test_matmul_gelu_forward_writes_linear_output_and_its_gelu(rng):
     OC = 4 * C
     x, w, b = randn(rng, B, T, C), randn(rng, OC, C), randn(rng, OC)
     out, pre = poisoned(B, T, OC), poisoned(B, T, OC)
-    cpu.matmul_forward(out, x, w, b, pre_gelu=pre)
+    cpu.matmul_gelu_forward(out, pre, x, w, b)
     ref_pre = F.linear(leaf(x), leaf(w), leaf(b))
     assert_close(pre, ref_pre.detach(), TOL, "pre_gelu")
     assert_close(out, F.gelu(ref_pre, approximate="tanh").detach(), TOL, "gelu out")
 
 
-def test_matmul_backward_with_pre_gelu_gives_gradient_of_pre_gelu(rng):
+def test_gelu_matmul_backward_gives_gradient_of_pre_gelu(rng):
     # fcproj after the GELU: out = gelu(pre) @ W^T + b; dinp is d/dpre, dW and db as without it
     C4 = 4 * C
     pt, wt, bt = leaf(randn(rng, B, T, C4, scale=2.0)), leaf(randn(rng, C, C4)), leaf(randn(rng, C))
@@ -169,7 +169,7 @@ def test_matmul_backward_with_pre_gelu_gives_gradient_of_pre_gelu(rng):
     dx = poisoned(B, T, C4)
     dw0, db0 = randn(rng, C, C4), randn(rng, C)
     dw, db = dw0.copy(), db0.copy()
-    cpu.matmul_backward(dx, dw, db, dout, inp, w, pre_gelu=pre)
+    cpu.gelu_matmul_backward(dx, dw, db, dout, inp, w, pre)
     assert_close(dx, pt.grad, TOL, "dpre_gelu")
     assert_close(dw - dw0, wt.grad, TOL, "dweight")
     assert_close(db - db0, bt.grad, TOL, "dbias")
@@ -237,7 +237,7 @@ def test_attention_backward_sums_dqkv_columns_into_dbias(rng):
     cpu.attention_forward(out, att, qkv, NH)
     dqkv, dbias0 = np.empty_like(qkv), randn(rng, 3 * C)
     dbias = dbias0.copy()
-    cpu.attention_backward(dqkv, dout, qkv, out, att, NH, dbias=dbias)
+    cpu.attention_backward_sums(dqkv, dout, qkv, out, att, NH, dbias)
     assert_close(dbias - dbias0, dqkv.sum(axis=(0, 1)), TOL, "dbias")
 
 
