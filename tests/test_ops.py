@@ -175,6 +175,13 @@ def test_gelu_matmul_backward_gives_gradient_of_pre_gelu(rng):
     assert_close(db - db0, bt.grad, TOL, "dbias")
 
 
+def test_bias_backward_accumulates_the_column_sums_over_every_leading_axis(rng):
+    dout, dbias0 = randn(rng, B, T, C), randn(rng, C)
+    dbias = dbias0.copy()
+    cpu.bias_backward(dbias, dout)
+    assert_close(dbias - dbias0, dout.astype(np.float64).reshape(-1, C).sum(axis=0), TOL, "dbias")
+
+
 def torch_attention(qkv, NH):
     B, T, C3 = qkv.shape
     q, k, v = qkv.split(C3 // 3, dim=2)
@@ -305,6 +312,48 @@ def test_residual_layernorm_forward_adds_then_normalizes_the_sum(rng):
     x64 = x.detach().numpy()
     assert_close(mean, x64.mean(-1), TOL, "mean")
     assert_close(rstd, 1 / np.sqrt(x64.var(-1) + 1e-5), TOL, "rstd")
+
+
+def cross_entropy_case(rng, shift=0.0):
+    """(logits with NaN padding, targets, the real columns as a torch leaf, losses by torch)."""
+    V, Vp = 37, 48
+    logits = randn(rng, B, T, Vp, scale=4.0) + shift
+    logits[..., V:] = np.nan          # padded columns must be neither read nor left unwritten
+    targets = rng.integers(0, V, size=(B, T)).astype(np.int32)
+    lt = leaf(logits[..., :V])
+    losses = F.cross_entropy(lt.reshape(-1, V), torch.from_numpy(targets).long().reshape(-1),
+                             reduction="none").reshape(B, T)
+    return logits, targets, lt, losses
+
+
+@pytest.mark.parametrize("shift", [0.0, 100.0])     # 100: exp overflows fp32 above 88.7
+def test_softmax_crossentropy_forward_is_cross_entropy_and_leaves_the_logits(rng, shift):
+    logits, targets, _, losses_ref = cross_entropy_case(rng, shift)
+    before = logits.copy()
+    losses = poisoned(B, T)
+    cpu.softmax_crossentropy_forward(losses, logits, targets, 37)
+    assert_close(losses, losses_ref.detach(), TOL, "losses")
+    assert np.array_equal(logits, before, equal_nan=True)
+
+
+@pytest.mark.parametrize("shift", [0.0, 100.0])
+def test_softmax_crossentropy_backward_is_dloss_times_p_minus_onehot(rng, shift):
+    logits, targets, lt, losses_ref = cross_entropy_case(rng, shift)
+    dloss = 1.0 / (B * T * 3)
+    (losses_ref.sum() * dloss).backward()
+    dlogits = poisoned(*logits.shape)
+    cpu.softmax_crossentropy_backward(dlogits, logits, targets, 37, dloss)
+    assert_close(dlogits[..., :37], lt.grad, TOL, "dlogits")
+    assert np.all(dlogits[..., 37:] == 0)
+
+
+def test_softmax_crossentropy_backward_in_place_of_the_logits(rng):
+    logits, targets, lt, losses_ref = cross_entropy_case(rng)
+    dloss = 1.0 / (B * T)
+    (losses_ref.sum() * dloss).backward()
+    cpu.softmax_crossentropy_backward(logits, logits, targets, 37, dloss)
+    assert_close(logits[..., :37], lt.grad, TOL, "dlogits")
+    assert np.all(logits[..., 37:] == 0)
 
 
 def test_classifier_gives_cross_entropy_and_writes_dlogits_in_place(rng):
