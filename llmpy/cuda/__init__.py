@@ -20,8 +20,10 @@ from llmpy.cuda.flash_attention import (attention_backward, attention_backward_s
 from llmpy.cuda.encoder import encoder_backward, encoder_forward  # noqa: F401
 from llmpy.cuda.layernorm import (layernorm_backward, layernorm_backward_sums,  # noqa: F401
                                    layernorm_forward, residual_layernorm_forward)
-from llmpy.cuda.matmul import (bias_backward, gelu_matmul_backward, matmul_backward,  # noqa: F401
-                               matmul_forward, matmul_gelu_forward)
+from llmpy.cuda.matmul import bias_backward, matmul_backward, matmul_forward  # noqa: F401
+# cuBLASLt's epilogues compute the tanh GELU of kernels/gelu.cu: with another activation there,
+# drop this line (the fused ops then run the matmul and that kernel) or pick its epilogue
+from llmpy.cuda.matmul import gelu_matmul_backward, matmul_gelu_forward  # noqa: F401
 from llmpy.cuda.runtime import SYNC, Graph
 
 # the fused ops of llmpy/fused.py: each one imported above is our kernel or epilogue for it; any
