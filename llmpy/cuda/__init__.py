@@ -1,6 +1,6 @@
 """Every GPT-2 op on the GPU: our CUDA kernels (kernels/*.cu, compiled by NVRTC) launched from
 CuPy, cuBLAS for the matrix products. The same API as llmpy.cpu, so llmpy/gpt2.py runs on either;
-each fused op of llmpy/fused.py is one kernel or cuBLASLt epilogue here.
+the fused ops of llmpy/fused.py are kernels or cuBLASLt epilogues of their own here.
 
 Precision as llm.c: bf16 params, activations and gradients; fp32 master weights, AdamW state,
 LayerNorm statistics and losses; fp32 arithmetic inside every kernel.
