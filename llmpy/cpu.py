@@ -1,4 +1,6 @@
-"""Every GPT-2 op in NumPy, fp32: the readable reference (llm.c's train_gpt2.c).
+"""Every GPT-2 op in NumPy, fp32: the readable reference (llm.c's train_gpt2.c). Each op is a
+plain primitive, its forward next to its backward; the fused ops that the model calls are their
+compositions, written once in llmpy/fused.py.
 
 Conventions shared with the CUDA backend (llmpy/cuda):
 - every op writes into preallocated outputs; `d*` gradient outputs of *parameters* accumulate
@@ -8,8 +10,11 @@ Conventions shared with the CUDA backend (llmpy/cuda):
   V real vocab, Vp padded vocab. Matrices are stored (out, in) row-major as in llm.c.
 """
 import math
+import sys
 
 import numpy as np
+
+from llmpy import fused
 
 xp = np
 param_dtype = np.float32    # model weights and their gradients
@@ -82,51 +87,46 @@ def layernorm_forward(out, mean, rstd, inp, weight, bias):
     out += bias
 
 
-def layernorm_backward(dinp, dweight, dbias, dout, inp, weight, mean, rstd, dinp_sums=None):
+def layernorm_backward(dinp, dweight, dbias, dout, inp, weight, mean, rstd):
     """dinp accumulates (+=): the residual stream's gradient flows through it.
     With n = (x - mean) * rstd and g = dout * w:
-    dx = rstd * (g - mean(g) - n * mean(g * n)).
-    dinp_sums (C), where given, += the column sums of dinp after the +=: the bias gradient of
-    the projection that dinp is the output gradient of (the GPU's kernel takes it on the way)."""
+    dx = rstd * (g - mean(g) - n * mean(g * n))."""
     norm = (inp - mean[..., None]) * rstd[..., None]
-    dbias += dout.sum(axis=tuple(range(dout.ndim - 1)))
+    bias_backward(dbias, dout)
     dweight += (dout * norm).sum(axis=tuple(range(dout.ndim - 1)))
     g = dout * weight
     dx = g - g.mean(axis=-1, keepdims=True) - norm * (g * norm).mean(axis=-1, keepdims=True)
     dx *= rstd[..., None]
     dinp += dx
-    if dinp_sums is not None:
-        dinp_sums += dinp.sum(axis=tuple(range(dinp.ndim - 1)))
 
 
 # ----------------------------------------------------------------------------------------------
 # matmul: out (B,T,OC) = inp (B,T,C) @ weight(OC,C)^T + bias (OC)
 
-def matmul_forward(out, inp, weight, bias, pre_gelu=None):
-    """With pre_gelu (shaped as out), the MLP's fc layer: pre_gelu = inp @ W^T + bias, kept for the
-    backward, and out = gelu(pre_gelu) (the GPU does both in one matmul's epilogue)."""
+def matmul_forward(out, inp, weight, bias):
+    """bias may be None (the tied LM head has none)."""
     OC, C = weight.shape
-    linear = (out if pre_gelu is None else pre_gelu).reshape(-1, OC)
-    np.matmul(inp.reshape(-1, C), weight.T, out=linear)
+    out2d = out.reshape(-1, OC)
+    np.matmul(inp.reshape(-1, C), weight.T, out=out2d)
     if bias is not None:
-        linear += bias
-    if pre_gelu is not None:
-        gelu_forward(out, pre_gelu)
+        out2d += bias
 
 
-def matmul_backward(dinp, dweight, dbias, dout, inp, weight, pre_gelu=None):
-    """dinp = dout @ W (overwritten); dW += dout^T @ inp; dbias += sum over rows of dout.
-    With pre_gelu (where inp = gelu(pre_gelu)), dinp is the gradient of pre_gelu:
-    (dout @ W) * gelu'(pre_gelu) (the GPU applies gelu' in the matmul's epilogue)."""
+def matmul_backward(dinp, dweight, dbias, dout, inp, weight):
+    """dinp = dout @ W (overwritten); dW += dout^T @ inp; dbias += bias_backward's sums of dout
+    (dbias None: no bias, or its gradient taken elsewhere)."""
     OC, C = weight.shape
     dout2d = dout.reshape(-1, OC)
-    inp2d = inp.reshape(-1, C)
     np.matmul(dout2d, weight, out=dinp.reshape(-1, C))
-    if pre_gelu is not None:
-        gelu_backward(dinp, pre_gelu, dinp)
-    dweight += dout2d.T @ inp2d
+    dweight += dout2d.T @ inp.reshape(-1, C)
     if dbias is not None:
-        dbias += dout2d.sum(axis=0)
+        bias_backward(dbias, dout)
+
+
+def bias_backward(dbias, dout):
+    """A bias's gradient: dbias (OC) += the column sums of dout (..., OC), summed over every
+    row, since the bias is added to every row."""
+    dbias += dout.sum(axis=tuple(range(dout.ndim - 1)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -158,23 +158,23 @@ def attention_forward(out, att, qkv, NH):
     out[...] = (att @ v).transpose(0, 2, 1, 3).reshape(B, T, NH * hs)
 
 
-def attention_backward(dqkv, dout, qkv, out, att, NH, dbias=None):
-    """dqkv overwritten. Softmax backward: dpre = att * (datt - sum_j(datt * att)).
-    (out, the forward's output, is unused here: the GPU's flash attention needs it.)
-    dbias (3C), where given, += the column sums of dqkv: the bias gradient of the qkv matmul,
-    taken where dqkv is written (the GPU's kernels do, saving a pass over dqkv)."""
+def attention_backward(dqkv, dout, qkv, out, att, NH):
+    """dqkv overwritten. With y = att @ v (out, per head) and datt = dy @ v^T, the softmax
+    backward is dpre = att * (datt - delta), delta_i = sum_j datt_ij att_ij = dy_i . y_i:
+    the row sums taken over the head's hs channels of the forward's output instead of over
+    the T keys (the same products, summed in another order)."""
     q, k, v, hs = _split_heads(qkv, NH)
     B, _, T, _ = q.shape
     dq, dk, dv = dqkv.reshape(B, T, 3, NH, hs).transpose(2, 0, 3, 1, 4)
     dy = dout.reshape(B, T, NH, hs).transpose(0, 2, 1, 3)              # (B,NH,T,hs)
+    y = out.reshape(B, T, NH, hs).transpose(0, 2, 1, 3)
     dv[...] = att.transpose(0, 1, 3, 2) @ dy
     datt = dy @ v.transpose(0, 1, 3, 2)
-    dpre = att * (datt - (datt * att).sum(axis=-1, keepdims=True))    # masked entries: att = 0
+    delta = (dy * y).sum(axis=-1, keepdims=True)
+    dpre = att * (datt - delta)                                        # masked entries: att = 0
     dpre *= 1.0 / np.sqrt(hs)
     dq[...] = dpre @ k
     dk[...] = dpre.transpose(0, 1, 3, 2) @ q
-    if dbias is not None:
-        dbias += dqkv.sum(axis=tuple(range(dqkv.ndim - 1)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -195,36 +195,43 @@ def gelu_backward(dinp, inp, dout):
 
 
 # ----------------------------------------------------------------------------------------------
-# residual: out = a + b; and the same add fused with the layernorm that reads its output
+# residual: out = a + b. Its backward is the identity: the gradient of out is that of a and of b,
+# so the model passes one residual-stream gradient on, and no op runs.
 
 def residual_forward(out, a, b):
     np.add(a, b, out=out)
 
 
-def residual_layernorm_forward(residual, out, mean, rstd, a, b, weight, bias):
-    """residual = a + b, then out = layernorm(residual): the residual add fused with the layernorm
-    that follows it (on the GPU one kernel reads a and b once)."""
-    residual_forward(residual, a, b)
-    layernorm_forward(out, mean, rstd, residual, weight, bias)
+# ----------------------------------------------------------------------------------------------
+# softmax cross-entropy over the V real columns of logits (B,T,Vp), p = softmax(logits[..., :V]):
+#   losses[b,t] = -log p[b,t,target]                                         (fp32)
+#   dlogits[b,t,:] = dloss * (p - onehot(target)), padded columns V..Vp = 0
+# Both subtract the row's max before exp (logits beyond exp's range stay finite).
+
+def softmax_crossentropy_forward(losses, logits, targets, V):
+    lv = logits[..., :V]
+    shifted = lv - lv.max(axis=-1, keepdims=True)
+    target_logit = np.take_along_axis(shifted, targets[..., None], axis=-1)[..., 0]
+    np.exp(shifted, out=shifted)
+    np.subtract(np.log(shifted.sum(axis=-1)), target_logit, out=losses)
+
+
+def softmax_crossentropy_backward(dlogits, logits, targets, V, dloss):
+    """dlogits overwritten (may alias logits: the model writes it into the logits buffer)."""
+    dv = dlogits[..., :V]
+    np.subtract(logits[..., :V], logits[..., :V].max(axis=-1, keepdims=True), out=dv)
+    np.exp(dv, out=dv)
+    dv *= dloss / dv.sum(axis=-1, keepdims=True)
+    np.put_along_axis(dv, targets[..., None],
+                      np.take_along_axis(dv, targets[..., None], axis=-1) - dloss, axis=-1)
+    dlogits[..., V:] = 0.0
 
 
 # ----------------------------------------------------------------------------------------------
-# fused classifier: softmax over the V real columns of logits (B,T,Vp), then
-#   losses[b,t] = -log p[b,t,target]       (fp32)
-#   logits[b,t,:] <- dloss * (p - onehot(target)), padded columns V..Vp <- 0
-# The gradient is written in place into the logits buffer: no (B,T,Vp) probabilities tensor.
+# the fused ops that the model calls (matmul_gelu_forward, ...): llmpy/fused.py's compositions of
+# the primitives above
 
-def classifier_forward_backward(logits, losses, targets, V, dloss):
-    lv = logits[..., :V]
-    lv -= lv.max(axis=-1, keepdims=True)
-    target_logit = np.take_along_axis(lv, targets[..., None], axis=-1)[..., 0]
-    np.exp(lv, out=lv)
-    sumexp = lv.sum(axis=-1, keepdims=True)
-    np.subtract(np.log(sumexp[..., 0]), target_logit, out=losses)
-    lv *= dloss / sumexp
-    np.put_along_axis(lv, targets[..., None],
-                      np.take_along_axis(lv, targets[..., None], axis=-1) - dloss, axis=-1)
-    logits[..., V:] = 0.0
+fused.install(sys.modules[__name__])
 
 
 # ----------------------------------------------------------------------------------------------

@@ -222,7 +222,7 @@ class GPT2:
             ops.residual_layernorm_forward(a["residual2"][l], ln2, a["ln2_mean"][l],
                                            a["ln2_rstd"][l], residual, a["btc"], p["ln2w"][l],
                                            p["ln2b"][l])
-            ops.matmul_forward(fch_gelu, ln2, p["fcw"][l], p["fcb"][l], pre_gelu=a["fch"][l])
+            ops.matmul_gelu_forward(fch_gelu, a["fch"][l], ln2, p["fcw"][l], p["fcb"][l])
             ops.matmul_forward(a["btc"], fch_gelu, p["fcprojw"][l], p["fcprojb"][l])
             # residual3, fused with the next layernorm: layer l + 1's ln1, or lnf after the last
             out, mean, rstd, weight, bias = self._input_layernorm(a, l + 1)
@@ -283,12 +283,13 @@ class GPT2:
         L = cfg.num_layers
         ops.matmul_backward(dbtc, g["wte"], None, a["logits"], a["lnf"], p["wte"])
         dresidual.fill(0)
-        # The projections' bias gradients are the column sums of dresidual, their dout: each
-        # layernorm backward that updates dresidual sums its columns on the way (dinp_sums)
-        # for the projection below it, which then makes no pass of its own
-        ops.layernorm_backward(dresidual, g["lnfw"], g["lnfb"], dbtc, a["residual3"][L - 1],
-                               p["lnfw"], a["lnf_mean"], a["lnf_rstd"],
-                               dinp_sums=g["fcprojb"][L - 1])
+        # A projection that ends a branch (attproj, fcproj) has dresidual, the residual gradient,
+        # as its output gradient, so its bias gradient is the column sums of dresidual: taken by
+        # the layernorm backward above it (layernorm_backward_sums, llmpy/fused.py), and the
+        # projection's own backward takes no bias. The same for qkv's bias and dqkv, taken by
+        # the attention backward (attention_backward_sums).
+        ops.layernorm_backward_sums(dresidual, g["lnfw"], g["lnfb"], dbtc, a["residual3"][L - 1],
+                                    p["lnfw"], a["lnf_mean"], a["lnf_rstd"], g["fcprojb"][L - 1])
         for l in reversed(range(cfg.num_layers)):
             residual = a["encoded"] if l == 0 else a["residual3"][l - 1]
             ln1, ln2, fch_gelu = (self._layer(a, n, l) for n in ("ln1", "ln2", "fch_gelu"))
@@ -298,27 +299,28 @@ class GPT2:
             if "fch_gelu" in self.recomputed:
                 ops.gelu_forward(fch_gelu, a["fch"][l])
             # MLP branch: residual3 = residual2 + fcproj(gelu(fc(ln2(residual2))))
-            # dbt4c gets the gradient of fch, the GELU's input (GELU's backward is fused in)
-            ops.matmul_backward(dbt4c, g["fcprojw"][l], None, dresidual, fch_gelu,
-                                p["fcprojw"][l], pre_gelu=a["fch"][l])
+            # dbt4c gets the gradient of fch, the GELU's input
+            ops.gelu_matmul_backward(dbt4c, g["fcprojw"][l], None, dresidual, fch_gelu,
+                                     p["fcprojw"][l], a["fch"][l])
             ops.matmul_backward(dbtc, g["fcw"][l], g["fcb"][l], dbt4c, ln2, p["fcw"][l])
-            ops.layernorm_backward(dresidual, g["ln2w"][l], g["ln2b"][l], dbtc,
-                                   a["residual2"][l], p["ln2w"][l], a["ln2_mean"][l],
-                                   a["ln2_rstd"][l], dinp_sums=g["attprojb"][l])
+            ops.layernorm_backward_sums(dresidual, g["ln2w"][l], g["ln2b"][l], dbtc,
+                                        a["residual2"][l], p["ln2w"][l], a["ln2_mean"][l],
+                                        a["ln2_rstd"][l], g["attprojb"][l])
             # attention branch: residual2 = residual + attproj(attention(qkv(ln1(residual))))
             ops.matmul_backward(dbtc, g["attprojw"][l], None, dresidual, a["atty"][l],
                                 p["attprojw"][l])
-            # qkvb's gradient, the column sums of dqkv, is taken by the attention backward as
-            # it writes dqkv, not by a pass over dqkv in the qkv matmul's backward
-            ops.attention_backward(dqkv, dbtc, a["qkv"][l], a["atty"][l], a["att"][l], NH,
-                                   dbias=g["qkvb"][l])
+            ops.attention_backward_sums(dqkv, dbtc, a["qkv"][l], a["atty"][l], a["att"][l], NH,
+                                        g["qkvb"][l])
             if "ln1" in self.recomputed:
                 ops.layernorm_forward(ln1, a["ln1_mean"][l], a["ln1_rstd"][l], residual,
                                       p["ln1w"][l], p["ln1b"][l])
             ops.matmul_backward(dbtc, g["qkvw"][l], None, dqkv, ln1, p["qkvw"][l])
-            ops.layernorm_backward(dresidual, g["ln1w"][l], g["ln1b"][l], dbtc, residual,
-                                   p["ln1w"][l], a["ln1_mean"][l], a["ln1_rstd"][l],
-                                   dinp_sums=g["fcprojb"][l - 1] if l > 0 else None)
+            ln1_backward = (dresidual, g["ln1w"][l], g["ln1b"][l], dbtc, residual, p["ln1w"][l],
+                         a["ln1_mean"][l], a["ln1_rstd"][l])
+            if l > 0:       # the layer below ends with fcproj; layer 0's input is the encoder's
+                ops.layernorm_backward_sums(*ln1_backward, g["fcprojb"][l - 1])
+            else:
+                ops.layernorm_backward(*ln1_backward)
             if reduce:
                 self._start_reduction(l)
 

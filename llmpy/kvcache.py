@@ -75,7 +75,7 @@ class KVCacheGPT2:
             attention(atty, qkv[:, :C], k[:end], v[:end], start, cfg.num_heads, ops.xp)
             ops.matmul_forward(btc, atty, p["attprojw"][l], p["attprojb"][l])
             ops.residual_layernorm_forward(residual2, ln, mean, rstd, x, btc, p["ln2w"][l], p["ln2b"][l])
-            ops.matmul_forward(fch_gelu, ln, p["fcw"][l], p["fcb"][l], pre_gelu=fch)
+            ops.matmul_gelu_forward(fch_gelu, fch, ln, p["fcw"][l], p["fcb"][l])
             ops.matmul_forward(btc, fch_gelu, p["fcprojw"][l], p["fcprojb"][l])
             # x = residual2 + MLP branch, fused with the next layernorm: layer l + 1's ln1, or lnf
             weight, bias = (p["ln1w"][l + 1], p["ln1b"][l + 1]) if l + 1 < L else (p["lnfw"], p["lnfb"])

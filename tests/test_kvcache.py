@@ -53,7 +53,8 @@ def test_a_shorter_context_after_a_longer_one_matches_the_full_forward():
 
 
 class RowCountingOps:
-    """llmpy.cpu, recording how many rows each matmul_forward multiplies."""
+    """llmpy.cpu, recording how many rows each matmul multiplies (matmul_forward, and
+    matmul_gelu_forward's)."""
 
     def __init__(self):
         self.rows = []
@@ -61,9 +62,13 @@ class RowCountingOps:
     def __getattr__(self, name):
         return getattr(cpu, name)
 
-    def matmul_forward(self, out, inp, weight, bias, pre_gelu=None):
+    def matmul_forward(self, out, inp, weight, bias):
         self.rows.append(inp.size // weight.shape[1])
-        cpu.matmul_forward(out, inp, weight, bias, pre_gelu)
+        cpu.matmul_forward(out, inp, weight, bias)
+
+    def matmul_gelu_forward(self, out, pre_gelu, inp, weight, bias):
+        self.rows.append(inp.size // weight.shape[1])
+        cpu.matmul_gelu_forward(out, pre_gelu, inp, weight, bias)
 
 
 def test_each_new_token_costs_one_positions_forward():

@@ -113,8 +113,8 @@ def test_layernorm_backward_sums_the_columns_of_the_updated_dinp(rng):
     cpu.layernorm_forward(out, mean, rstd, x, w, b)
     dx, sums0 = randn(rng, B, T, C), randn(rng, C)
     sums = sums0.copy()
-    cpu.layernorm_backward(dx, np.zeros(C, np.float32), np.zeros(C, np.float32), randn(rng, B, T, C),
-                           x, w, mean, rstd, dinp_sums=sums)
+    cpu.layernorm_backward_sums(dx, np.zeros(C, np.float32), np.zeros(C, np.float32),
+                                randn(rng, B, T, C), x, w, mean, rstd, sums)
     assert_close(sums - sums0, dx.sum(axis=(0, 1)), TOL, "dinp_sums")
 
 
@@ -147,17 +147,17 @@ def test_matmul_backward_overwrites_dinp_and_accumulates_dweight_dbias(rng, with
         assert np.array_equal(db, db0)
 
 
-def test_matmul_forward_with_pre_gelu_writes_linear_output_and_its_gelu(rng):
+def test_matmul_gelu_forward_writes_linear_output_and_its_gelu(rng):
     OC = 4 * C
     x, w, b = randn(rng, B, T, C), randn(rng, OC, C), randn(rng, OC)
     out, pre = poisoned(B, T, OC), poisoned(B, T, OC)
-    cpu.matmul_forward(out, x, w, b, pre_gelu=pre)
+    cpu.matmul_gelu_forward(out, pre, x, w, b)
     ref_pre = F.linear(leaf(x), leaf(w), leaf(b))
     assert_close(pre, ref_pre.detach(), TOL, "pre_gelu")
     assert_close(out, F.gelu(ref_pre, approximate="tanh").detach(), TOL, "gelu out")
 
 
-def test_matmul_backward_with_pre_gelu_gives_gradient_of_pre_gelu(rng):
+def test_gelu_matmul_backward_gives_gradient_of_pre_gelu(rng):
     # fcproj after the GELU: out = gelu(pre) @ W^T + b; dinp is d/dpre, dW and db as without it
     C4 = 4 * C
     pt, wt, bt = leaf(randn(rng, B, T, C4, scale=2.0)), leaf(randn(rng, C, C4)), leaf(randn(rng, C))
@@ -169,10 +169,17 @@ def test_matmul_backward_with_pre_gelu_gives_gradient_of_pre_gelu(rng):
     dx = poisoned(B, T, C4)
     dw0, db0 = randn(rng, C, C4), randn(rng, C)
     dw, db = dw0.copy(), db0.copy()
-    cpu.matmul_backward(dx, dw, db, dout, inp, w, pre_gelu=pre)
+    cpu.gelu_matmul_backward(dx, dw, db, dout, inp, w, pre)
     assert_close(dx, pt.grad, TOL, "dpre_gelu")
     assert_close(dw - dw0, wt.grad, TOL, "dweight")
     assert_close(db - db0, bt.grad, TOL, "dbias")
+
+
+def test_bias_backward_accumulates_the_column_sums_over_every_leading_axis(rng):
+    dout, dbias0 = randn(rng, B, T, C), randn(rng, C)
+    dbias = dbias0.copy()
+    cpu.bias_backward(dbias, dout)
+    assert_close(dbias - dbias0, dout.astype(np.float64).reshape(-1, C).sum(axis=0), TOL, "dbias")
 
 
 def torch_attention(qkv, NH):
@@ -237,7 +244,7 @@ def test_attention_backward_sums_dqkv_columns_into_dbias(rng):
     cpu.attention_forward(out, att, qkv, NH)
     dqkv, dbias0 = np.empty_like(qkv), randn(rng, 3 * C)
     dbias = dbias0.copy()
-    cpu.attention_backward(dqkv, dout, qkv, out, att, NH, dbias=dbias)
+    cpu.attention_backward_sums(dqkv, dout, qkv, out, att, NH, dbias)
     assert_close(dbias - dbias0, dqkv.sum(axis=(0, 1)), TOL, "dbias")
 
 
@@ -305,6 +312,48 @@ def test_residual_layernorm_forward_adds_then_normalizes_the_sum(rng):
     x64 = x.detach().numpy()
     assert_close(mean, x64.mean(-1), TOL, "mean")
     assert_close(rstd, 1 / np.sqrt(x64.var(-1) + 1e-5), TOL, "rstd")
+
+
+def cross_entropy_case(rng, shift=0.0):
+    """(logits with NaN padding, targets, the real columns as a torch leaf, losses by torch)."""
+    V, Vp = 37, 48
+    logits = randn(rng, B, T, Vp, scale=4.0) + shift
+    logits[..., V:] = np.nan          # padded columns must be neither read nor left unwritten
+    targets = rng.integers(0, V, size=(B, T)).astype(np.int32)
+    lt = leaf(logits[..., :V])
+    losses = F.cross_entropy(lt.reshape(-1, V), torch.from_numpy(targets).long().reshape(-1),
+                             reduction="none").reshape(B, T)
+    return logits, targets, lt, losses
+
+
+@pytest.mark.parametrize("shift", [0.0, 100.0])     # 100: exp overflows fp32 above 88.7
+def test_softmax_crossentropy_forward_is_cross_entropy_and_leaves_the_logits(rng, shift):
+    logits, targets, _, losses_ref = cross_entropy_case(rng, shift)
+    before = logits.copy()
+    losses = poisoned(B, T)
+    cpu.softmax_crossentropy_forward(losses, logits, targets, 37)
+    assert_close(losses, losses_ref.detach(), TOL, "losses")
+    assert np.array_equal(logits, before, equal_nan=True)
+
+
+@pytest.mark.parametrize("shift", [0.0, 100.0])
+def test_softmax_crossentropy_backward_is_dloss_times_p_minus_onehot(rng, shift):
+    logits, targets, lt, losses_ref = cross_entropy_case(rng, shift)
+    dloss = 1.0 / (B * T * 3)
+    (losses_ref.sum() * dloss).backward()
+    dlogits = poisoned(*logits.shape)
+    cpu.softmax_crossentropy_backward(dlogits, logits, targets, 37, dloss)
+    assert_close(dlogits[..., :37], lt.grad, TOL, "dlogits")
+    assert np.all(dlogits[..., 37:] == 0)
+
+
+def test_softmax_crossentropy_backward_in_place_of_the_logits(rng):
+    logits, targets, lt, losses_ref = cross_entropy_case(rng)
+    dloss = 1.0 / (B * T)
+    (losses_ref.sum() * dloss).backward()
+    cpu.softmax_crossentropy_backward(logits, logits, targets, 37, dloss)
+    assert_close(logits[..., :37], lt.grad, TOL, "dlogits")
+    assert np.all(logits[..., 37:] == 0)
 
 
 def test_classifier_gives_cross_entropy_and_writes_dlogits_in_place(rng):

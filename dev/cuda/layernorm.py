@@ -119,8 +119,8 @@ def backward_v6(dinp, dweight, dbias, dout, inp, weight, mean, rstd, block_size=
     """Version 6: version 4 also summing the columns of dinp (here into a scratch vector; in the
     model, the next projection's bias gradient)."""
     sums = workspace("dev_layernorm_dinp_sums", weight.size, bf16)
-    layernorm.layernorm_backward(dinp, dweight, dbias, dout, inp, weight, mean, rstd,
-                                 dinp_sums=sums, block_size=block_size)
+    layernorm.layernorm_backward_sums(dinp, dweight, dbias, dout, inp, weight, mean, rstd, sums,
+                                      block_size=block_size)
 
 
 # version: (op, function, check)

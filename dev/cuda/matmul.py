@@ -14,13 +14,14 @@ Forward, out = inp @ W^T + bias, at every shape (they differ in how the bias get
 The fc matmul and its GELU, fch = inp @ W^T + bias, fch_gelu = gelu(fch), at the fc shape:
   4  version 3, then the gelu_forward kernel: a second pass reads fch back (400 MB at
      B*T = 65536) and writes fch_gelu
-  5  llmpy/cuda/matmul.py with pre_gelu: cuBLASLt's GELU_AUX_BIAS epilogue writes fch and
-     fch_gelu straight from the accumulator: one read of fch and one kernel less
+  5  llmpy/cuda/matmul.py's matmul_gelu_forward: cuBLASLt's GELU_AUX_BIAS epilogue writes fch
+     and fch_gelu straight from the accumulator: one read of fch and one kernel less
 The fcproj backward through the GELU, dfch = (dout @ W) * gelu'(fch), with dW and dbias:
   6  the backward, then the gelu_backward kernel in place: dinp is written, read back with fch
      and written again
-  7  llmpy/cuda/matmul.py with pre_gelu: cuBLASLt's DGELU epilogue reads fch and multiplies by
-     gelu'(fch) before dinp is stored: dinp written once (800 MB less traffic), one kernel less
+  7  llmpy/cuda/matmul.py's gelu_matmul_backward: cuBLASLt's DGELU epilogue reads fch and
+     multiplies by gelu'(fch) before dinp is stored: dinp written once (800 MB less traffic),
+     one kernel less
 Backward at every shape, dinp = dout @ W, dW += dout^T inp, dbias += column sums of dout:
   8  llmpy/cuda/matmul.py: cuBLASLt for dinp and dW (split-K allowed, parts summed in fp32),
      dbias by two kernels of ours (a deterministic two-pass column sum, timed alone per
@@ -88,7 +89,7 @@ def forward_v2(out, inp, weight, bias):
     gemm(OP_T, OP_N, OC, rows, C_, weight, C_, inp, C_, out, OC, accumulate=bias is not None)
 
 
-def fc_gelu_v4(out, inp, weight, bias, pre_gelu):
+def fc_gelu_v4(out, pre_gelu, inp, weight, bias):
     matmul.matmul_forward(pre_gelu, inp, weight, bias)
     elementwise.gelu_forward(out, pre_gelu)
 
@@ -125,13 +126,13 @@ def fcproj_backward_v10(dinp, dweight, dbias, dout, inp, weight, pre_gelu, fc_db
 
 def fcproj_backward_v7_fc_dbias(dinp, dweight, dbias, dout, inp, weight, pre_gelu, fc_dbias):
     """Version 7, then fc's bias gradient by our kernels over dinp (what the model runs)."""
-    matmul.matmul_backward(dinp, dweight, dbias, dout, inp, weight, pre_gelu=pre_gelu)
+    matmul.gelu_matmul_backward(dinp, dweight, dbias, dout, inp, weight, pre_gelu)
     matmul.bias_backward(fc_dbias, dinp)
 
 
 FORWARD = {1: forward_v1, 2: forward_v2, 3: matmul.matmul_forward}
-GELU_FORWARD = {4: fc_gelu_v4, 5: matmul.matmul_forward}
-GELU_BACKWARD = {6: fcproj_backward_v6, 7: matmul.matmul_backward}
+GELU_FORWARD = {4: fc_gelu_v4, 5: matmul.matmul_gelu_forward}
+GELU_BACKWARD = {6: fcproj_backward_v6, 7: matmul.gelu_matmul_backward}
 BACKWARD = {8: matmul.matmul_backward, 9: backward_v9}
 GELU_BGRAD = {10: fcproj_backward_v10}
 VERSIONS = {**FORWARD, **GELU_FORWARD, **GELU_BACKWARD, **BACKWARD, **GELU_BGRAD}
@@ -154,9 +155,9 @@ def check_gelu_forward(rng, forward):
     inp, bias = randn(rng, CHECK_N, C), randn(rng, 4 * C)
     weight = randn(rng, 4 * C, C, scale=C ** -0.5)
     ref, ref_pre = np.empty((CHECK_N, 4 * C), np.float32), np.empty((CHECK_N, 4 * C), np.float32)
-    cpu.matmul_forward(ref, inp, weight, bias, pre_gelu=ref_pre)
+    cpu.matmul_gelu_forward(ref, ref_pre, inp, weight, bias)
     out, pre = poisoned(CHECK_N, 4 * C), poisoned(CHECK_N, 4 * C)
-    forward(out, gpu(inp), gpu(weight), gpu(bias), pre)
+    forward(out, pre, gpu(inp), gpu(weight), gpu(bias))
     return {"fc out": rel_error(host(out), ref), "fc pre_gelu": rel_error(host(pre), ref_pre)}
 
 
@@ -169,7 +170,7 @@ def check_gelu_backward(rng, backward):
     d_dinp, d_dweight, d_dbias = poisoned(CHECK_N, 4 * C), gpu(dweight), gpu(dbias)
     backward(d_dinp, d_dweight, d_dbias, gpu(dout), gpu(inp), gpu(weight), gpu(pre))
     dinp = np.empty((CHECK_N, 4 * C), dtype=np.float32)
-    cpu.matmul_backward(dinp, dweight, dbias, dout, inp, weight, pre_gelu=pre)
+    cpu.gelu_matmul_backward(dinp, dweight, dbias, dout, inp, weight, pre)
     return {"fcproj dinp": rel_error(host(d_dinp), dinp),
             "fcproj dweight": rel_error(host(d_dweight), dweight),
             "fcproj dbias": rel_error(host(d_dbias), dbias)}
@@ -203,7 +204,7 @@ def check_gelu_bgrad(rng, backward):
                                               gpu(fc_dbias))
     backward(d_dinp, d_dweight, d_dbias, gpu(dout), gpu(inp), gpu(weight), gpu(pre), d_fc_dbias)
     dinp = np.empty((CHECK_N, 4 * C), dtype=np.float32)
-    cpu.matmul_backward(dinp, dweight, dbias, dout, inp, weight, pre_gelu=pre)
+    cpu.gelu_matmul_backward(dinp, dweight, dbias, dout, inp, weight, pre)
     return {"fcproj dinp": rel_error(host(d_dinp), dinp),
             "fcproj dweight": rel_error(host(d_dweight), dweight),
             "fcproj dbias": rel_error(host(d_dbias), dbias),
@@ -271,7 +272,7 @@ def gelu_rows(rng, versions):
     projw, dweight, dbias = gpu(randn(rng, C, 4 * C)), gpu(randn(rng, C, 4 * C)), gpu(randn(rng, C))
     out, pre, dinp = (cp.empty((N, 4 * C), dtype=bf16) for _ in range(3))
     for version in (v for v in versions if v in GELU_FORWARD):
-        ms = time_ms(lambda: VERSIONS[version](out, inp, fcw, fcb, pre))
+        ms = time_ms(lambda: VERSIONS[version](out, pre, inp, fcw, fcb))
         rows.append(("fc+gelu", f"{N}x{C} @ {C}x{4 * C}", "forward", version, f"{ms:.3f}",
                      tflops(flops, ms)))
     for version in (v for v in versions if v in GELU_BACKWARD):

@@ -1,23 +1,34 @@
 """Every GPT-2 op on the GPU: our CUDA kernels (kernels/*.cu, compiled by NVRTC) launched from
-CuPy, cuBLAS for the matrix products. The same API as llmpy.cpu, so llmpy/gpt2.py runs on either.
+CuPy, cuBLAS for the matrix products. The same API as llmpy.cpu, so llmpy/gpt2.py runs on either;
+the fused ops of llmpy/fused.py are kernels or cuBLASLt epilogues of their own here.
 
 Precision as llm.c: bf16 params, activations and gradients; fp32 master weights, AdamW state,
 LayerNorm statistics and losses; fp32 arithmetic inside every kernel.
 """
+import sys
+
 import cupy as cp
 import ml_dtypes
 import numpy as np
 
-from llmpy import backends
+from llmpy import backends, fused
 from llmpy.cuda.adamw import adamw_update, clip_factor, clip_scale, global_norm_squared  # noqa: F401
 from llmpy.cuda.classifier import classifier_forward_backward  # noqa: F401
 from llmpy.cuda.elementwise import gelu_backward, gelu_forward, residual_forward  # noqa: F401
-from llmpy.cuda.flash_attention import attention_backward, attention_forward, attention_saved  # noqa: F401
+from llmpy.cuda.flash_attention import (attention_backward, attention_backward_sums,  # noqa: F401
+                                        attention_forward, attention_saved)
 from llmpy.cuda.encoder import encoder_backward, encoder_forward  # noqa: F401
-from llmpy.cuda.layernorm import (layernorm_backward, layernorm_forward,  # noqa: F401
-                                   residual_layernorm_forward)
-from llmpy.cuda.matmul import matmul_backward, matmul_forward  # noqa: F401
+from llmpy.cuda.layernorm import (layernorm_backward, layernorm_backward_sums,  # noqa: F401
+                                   layernorm_forward, residual_layernorm_forward)
+from llmpy.cuda.matmul import bias_backward, matmul_backward, matmul_forward  # noqa: F401
+# cuBLASLt's epilogues compute the tanh GELU of kernels/gelu.cu: with another activation there,
+# drop this line (the fused ops then run the matmul and that kernel) or pick its epilogue
+from llmpy.cuda.matmul import gelu_matmul_backward, matmul_gelu_forward  # noqa: F401
 from llmpy.cuda.runtime import SYNC, Graph
+
+# the fused ops of llmpy/fused.py: each one imported above is our kernel or epilogue for it; any
+# other runs as the composition of the primitives
+fused.install(sys.modules[__name__])
 
 capture = None if SYNC else Graph   # LLMPY_SYNC=1 runs eager: a synchronisation cannot be captured
 

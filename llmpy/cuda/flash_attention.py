@@ -59,12 +59,21 @@ def backward_delta(dout, out, B, T, NH):
     return delta
 
 
-def attention_backward(dqkv, dout, qkv, out, lse, NH, dbias=None, wgmma=None):
+def attention_backward(dqkv, dout, qkv, out, lse, NH, wgmma=None):
     """dqkv overwritten: dK and dV by one kernel per key tile, which also stores each tile pair's
     dS (a scratch buffer of B*NH*pairs 64x64 bf16 tiles), then dQ = dS K by one per query tile.
-    dbias (3C), where given, += the column sums of dqkv (the qkv matmul's bias gradient): each
-    block sums the rows it writes, bias_backward_finish adds the blocks up in order. wgmma: the
-    Hopper dK/dV and dQ kernels, as in attention_forward."""
+    wgmma: the Hopper dK/dV and dQ kernels, as in attention_forward."""
+    _backward(dqkv, dout, qkv, out, lse, NH, None, wgmma)
+
+
+def attention_backward_sums(dqkv, dout, qkv, out, lse, NH, dqkv_sums, wgmma=None):
+    """llmpy/fused.py's: attention_backward, and dqkv_sums (3C) += the column sums of dqkv (the
+    qkv matmul's bias gradient): each block sums the rows it writes, bias_backward_finish adds
+    the blocks up in order."""
+    _backward(dqkv, dout, qkv, out, lse, NH, dqkv_sums, wgmma)
+
+
+def _backward(dqkv, dout, qkv, out, lse, NH, dbias, wgmma):
     B, T = _sizes(qkv, NH)
     tiles = ceil_div(T, TILE)
     scale = 1.0 / math.sqrt(HEAD_SIZE)

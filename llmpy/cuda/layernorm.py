@@ -44,12 +44,22 @@ def residual_layernorm_forward(residual, out, mean, rstd, a, b, weight, bias,
            shared_mem=residual_layernorm_bytes(C, block_size))
 
 
-def layernorm_backward(dinp, dweight, dbias, dout, inp, weight, mean, rstd, dinp_sums=None,
-                       block_size=None):
-    """dinp, dweight, dbias accumulate (+=); dinp_sums (C), where given, += the column sums of
-    dinp as stored after the += (in the model: the next projection's bias gradient, taken here
-    instead of by a pass of its own over dinp). The sums are deterministic: per-block partials
-    added in a fixed order, which depends on N, C, the block size and the GPU's number of SMs."""
+def layernorm_backward(dinp, dweight, dbias, dout, inp, weight, mean, rstd, block_size=None):
+    """dinp, dweight, dbias accumulate (+=)."""
+    _backward(dinp, dweight, dbias, dout, inp, weight, mean, rstd, None, block_size)
+
+
+def layernorm_backward_sums(dinp, dweight, dbias, dout, inp, weight, mean, rstd, dinp_sums,
+                            block_size=None):
+    """llmpy/fused.py's: layernorm_backward, and dinp_sums (C) += the column sums of dinp as
+    stored after the += (in the model: the next projection's bias gradient, taken here instead
+    of by a pass of its own over dinp)."""
+    _backward(dinp, dweight, dbias, dout, inp, weight, mean, rstd, dinp_sums, block_size)
+
+
+def _backward(dinp, dweight, dbias, dout, inp, weight, mean, rstd, dinp_sums, block_size):
+    """The sums are deterministic: per-block partials added in a fixed order, which depends on
+    N, C, the block size and the GPU's number of SMs."""
     N, C = _rows(inp, weight)
     if C > ROWS_IN_REGISTERS_C:
         layernorm_backward_shared(dinp, dweight, dbias, dout, inp, weight, mean, rstd)

@@ -42,25 +42,42 @@ def _check(OC, C, *arrays):
         "cuBLAS reads them as dense matrices"
 
 
-def matmul_forward(out, inp, weight, bias, pre_gelu=None):
-    """out (..., OC) = inp (..., C) @ weight (OC, C)^T + bias (OC); with pre_gelu (shaped as out):
-    pre_gelu = inp @ weight^T + bias and out = gelu(pre_gelu), in one cuBLASLt matmul."""
+def matmul_forward(out, inp, weight, bias):
+    """out (..., OC) = inp (..., C) @ weight (OC, C)^T + bias (OC), the bias in the epilogue."""
+    _forward(out, inp, weight, bias, None)
+
+
+def matmul_gelu_forward(out, pre_gelu, inp, weight, bias):
+    """llmpy/fused.py's: pre_gelu = inp @ weight^T + bias and out = gelu(pre_gelu) (shaped as
+    out), in one cuBLASLt matmul."""
+    assert pre_gelu.shape == out.shape, "pre_gelu is laid out as out"
+    _forward(out, inp, weight, bias, pre_gelu)
+
+
+def _forward(out, inp, weight, bias, pre_gelu):
     OC, C = weight.shape
     N = inp.size // C
     _check(OC, C, out, inp, weight, pre_gelu)
-    assert pre_gelu is None or pre_gelu.shape == out.shape, "pre_gelu is laid out as out"
     epilogue = FORWARD_EPILOGUES[bias is not None, pre_gelu is not None]
     cublaslt.matmul(OP_T, OP_N, OC, N, C, weight, C, inp, C, out, OC, epilogue, bias, pre_gelu)
 
 
-def matmul_backward(dinp, dweight, dbias, dout, inp, weight, pre_gelu=None):
-    """dinp = dout @ weight (overwritten); dweight += dout^T @ inp; dbias += column sums of dout.
-    With pre_gelu (inp = gelu(pre_gelu)), dinp is the gradient of pre_gelu instead:
-    (dout @ weight) * gelu'(pre_gelu), GELU's backward fused into the gemm's epilogue."""
+def matmul_backward(dinp, dweight, dbias, dout, inp, weight):
+    """dinp = dout @ weight (overwritten); dweight += dout^T @ inp; dbias += column sums of dout."""
+    _backward(dinp, dweight, dbias, dout, inp, weight, None)
+
+
+def gelu_matmul_backward(dinp, dweight, dbias, dout, inp, weight, pre_gelu):
+    """llmpy/fused.py's: matmul_backward with inp = gelu(pre_gelu), and dinp the gradient of
+    pre_gelu: (dout @ weight) * gelu'(pre_gelu), GELU's backward in the gemm's epilogue."""
+    assert pre_gelu.shape == dinp.shape, "pre_gelu is laid out as dinp"
+    _backward(dinp, dweight, dbias, dout, inp, weight, pre_gelu)
+
+
+def _backward(dinp, dweight, dbias, dout, inp, weight, pre_gelu):
     OC, C = weight.shape
     N = inp.size // C
     _check(OC, C, dinp, dweight, dout, inp, weight, pre_gelu)
-    assert pre_gelu is None or pre_gelu.shape == dinp.shape, "pre_gelu is laid out as dinp"
     if dbias is not None:
         bias_backward(dbias, dout)
     epilogue = cublaslt.EPILOGUE_DEFAULT if pre_gelu is None else cublaslt.EPILOGUE_DGELU

@@ -94,7 +94,7 @@ def test_backward_sums_the_columns_of_dqkv_into_dbias(rng, B, T, wgmma):
     out, lse = run_forward(qkv)
     dbias0 = randn(rng, 3 * C)
     dqkv, dbias = poisoned(B, T, 3 * C), gpu(dbias0)
-    fa.attention_backward(dqkv, gpu(dout), gpu(qkv), out, lse, NH, dbias=dbias, wgmma=wgmma)
+    fa.attention_backward_sums(dqkv, gpu(dout), gpu(qkv), out, lse, NH, dbias, wgmma=wgmma)
     # the sums of what was stored, in fp32 (only their order differs), rounded into bf16 dbias
     assert_close(host(dbias), dbias0 + host(dqkv).sum(axis=(0, 1)), 1e-2, "dbias")
 
@@ -108,7 +108,7 @@ def test_backward_is_deterministic(rng, wgmma):
     results = []
     for _ in range(2):
         dqkv, dbias = poisoned(B, T, 3 * C), gpu(np.zeros(3 * C, np.float32))
-        fa.attention_backward(dqkv, dout, qkv, out, lse, NH, dbias=dbias, wgmma=wgmma)
+        fa.attention_backward_sums(dqkv, dout, qkv, out, lse, NH, dbias, wgmma=wgmma)
         results.append((bits(dqkv), bits(dbias)))
     assert all(np.array_equal(a, b) for a, b in zip(*results))
 

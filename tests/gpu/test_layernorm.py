@@ -39,8 +39,9 @@ def statistics(x):
     return mean.astype(np.float32), rstd.astype(np.float32)
 
 
-def backward_case(rng, shape, **options):
-    """(reference outputs, GPU outputs) of one backward from random prefills."""
+def backward_case(rng, shape, dinp_sums=None, **options):
+    """(reference outputs, GPU outputs) of one backward from random prefills; with dinp_sums
+    (on the GPU), the GPU's backward is layernorm_backward_sums, adding into it."""
     x, w, _ = inputs(rng, shape)
     mean, rstd = statistics(x)
     norm = (x - mean[..., None]) * rstd[..., None]
@@ -53,8 +54,11 @@ def backward_case(rng, shape, **options):
     ref = [dinp.copy(), dw.copy(), db.copy()]
     cpu.layernorm_backward(*ref, dout, x, w, mean, rstd)
     ours = [gpu(dinp), gpu(dw), gpu(db)]
-    layernorm.layernorm_backward(*ours, gpu(dout), gpu(x), gpu(w), cp.asarray(mean),
-                                 cp.asarray(rstd), **options)
+    args = (*ours, gpu(dout), gpu(x), gpu(w), cp.asarray(mean), cp.asarray(rstd))
+    if dinp_sums is None:
+        layernorm.layernorm_backward(*args, **options)
+    else:
+        layernorm.layernorm_backward_sums(*args, dinp_sums, **options)
     return ref, ours
 
 

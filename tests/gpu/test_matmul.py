@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from llmpy import cpu
-from llmpy.cuda.matmul import bias_backward, matmul_backward, matmul_forward
+from llmpy.cuda.matmul import (bias_backward, gelu_matmul_backward, matmul_backward, matmul_forward,
+                               matmul_gelu_forward)
 from tests.gpu.bf16 import bf16, bits, gpu, host, poisoned, randn
 from tests.helpers import assert_close
 
@@ -37,9 +38,9 @@ def forward_gelu(rng, B, T, C, OC, with_bias):
     inp, weight = randn(rng, B, T, C), randn(rng, OC, C, scale=C ** -0.5)
     bias = randn(rng, OC) if with_bias else None
     ref_out, ref_pre = np.empty((B, T, OC), np.float32), np.empty((B, T, OC), np.float32)
-    cpu.matmul_forward(ref_out, inp, weight, bias, pre_gelu=ref_pre)
+    cpu.matmul_gelu_forward(ref_out, ref_pre, inp, weight, bias)
     out, pre = poisoned(B, T, OC), poisoned(B, T, OC)
-    matmul_forward(out, gpu(inp), gpu(weight), gpu(bias) if with_bias else None, pre_gelu=pre)
+    matmul_gelu_forward(out, pre, gpu(inp), gpu(weight), gpu(bias) if with_bias else None)
     return {"out": (host(out), ref_out), "pre_gelu": (host(pre), ref_pre)}
 
 
@@ -58,11 +59,16 @@ def backward(rng, B, T, C, OC, with_bias, with_gelu=False):
     inp = gelu_of(pre) if with_gelu else randn(rng, B, T, C)
     dweight, dbias = randn(rng, OC, C), randn(rng, OC)
     d_dinp, d_dweight, d_dbias = poisoned(B, T, C), gpu(dweight), gpu(dbias)
-    matmul_backward(d_dinp, d_dweight, d_dbias if with_bias else None,
-                    gpu(dout), gpu(inp), gpu(weight), pre_gelu=gpu(pre) if with_gelu else None)
     dinp = np.empty((B, T, C), dtype=np.float32)
-    cpu.matmul_backward(dinp, dweight, dbias if with_bias else None, dout, inp, weight,
-                        pre_gelu=pre)
+    if with_gelu:
+        gelu_matmul_backward(d_dinp, d_dweight, d_dbias if with_bias else None,
+                             gpu(dout), gpu(inp), gpu(weight), gpu(pre))
+        cpu.gelu_matmul_backward(dinp, dweight, dbias if with_bias else None, dout, inp, weight,
+                                 pre)
+    else:
+        matmul_backward(d_dinp, d_dweight, d_dbias if with_bias else None,
+                        gpu(dout), gpu(inp), gpu(weight))
+        cpu.matmul_backward(dinp, dweight, dbias if with_bias else None, dout, inp, weight)
     # without a bias, dbias's prefill is the reference: it must be left alone
     return {"dinp": (host(d_dinp), dinp), "dweight": (host(d_dweight), dweight),
             "dbias": (host(d_dbias), dbias)}
@@ -122,9 +128,9 @@ def test_epilogues_on_pointers_aligned_to_16_bytes_only(rng):
     B, T, C, OC = 2, 40, 64, 256
     inp, weight, bias = randn(rng, B, T, C), randn(rng, OC, C, scale=C ** -0.5), randn(rng, OC)
     ref_out, ref_pre = np.empty((B, T, OC), np.float32), np.empty((B, T, OC), np.float32)
-    cpu.matmul_forward(ref_out, inp, weight, bias, pre_gelu=ref_pre)
+    cpu.matmul_gelu_forward(ref_out, ref_pre, inp, weight, bias)
     out, pre = shifted(np.full((B, T, OC), np.nan)), shifted(np.full((B, T, OC), np.nan))
-    matmul_forward(out, shifted(inp), shifted(weight), shifted(bias), pre_gelu=pre)
+    matmul_gelu_forward(out, pre, shifted(inp), shifted(weight), shifted(bias))
     assert_close(host(out), ref_out, TOL, "out")
     assert_close(host(pre), ref_pre, TOL, "pre_gelu")
     # and back through fcproj (OC -> C) with gelu' in the epilogue, reading that pre_gelu
@@ -132,11 +138,10 @@ def test_epilogues_on_pointers_aligned_to_16_bytes_only(rng):
     inp2 = gelu_of(host(pre))
     dinp = shifted(np.full((B, T, OC), np.nan))
     dweight, dbias = shifted(np.zeros((C, OC))), shifted(np.zeros(C))
-    matmul_backward(dinp, dweight, dbias, shifted(dout), shifted(inp2), shifted(projw),
-                    pre_gelu=pre)
+    gelu_matmul_backward(dinp, dweight, dbias, shifted(dout), shifted(inp2), shifted(projw), pre)
     ref_dinp = np.empty((B, T, OC), np.float32)
-    cpu.matmul_backward(ref_dinp, np.zeros((C, OC), np.float32), np.zeros(C, np.float32), dout,
-                        inp2, projw, pre_gelu=host(pre))
+    cpu.gelu_matmul_backward(ref_dinp, np.zeros((C, OC), np.float32), np.zeros(C, np.float32),
+                             dout, inp2, projw, host(pre))
     assert_close(host(dinp), ref_dinp, TOL, "dinp")
 
 
@@ -174,8 +179,8 @@ def test_gelu_epilogues_are_deterministic(rng):
     for _ in range(2):
         out, pre, dinp = poisoned(B, T, 4 * C), poisoned(B, T, 4 * C), poisoned(B, T, 4 * C)
         dweight, dbias = gpu(np.zeros((C, 4 * C))), gpu(np.zeros(C))
-        matmul_forward(out, ln, fcw, fcb, pre_gelu=pre)
-        matmul_backward(dinp, dweight, dbias, dout, out, projw, pre_gelu=pre)
+        matmul_gelu_forward(out, pre, ln, fcw, fcb)
+        gelu_matmul_backward(dinp, dweight, dbias, dout, out, projw, pre)
         results.append([bits(x) for x in (out, pre, dinp)])
     for name, first, second in zip(["out", "pre_gelu", "dinp"], *results):
         assert np.array_equal(first, second), f"{name} differs between two identical runs"
