@@ -74,7 +74,7 @@ def used_of_ops(source):
 
 def test_the_contract_lists_everything_the_model_and_program_use():
     used = set()
-    for path in ("llmpy/gpt2.py", "llmpy/distributed.py", "train_gpt2.py"):
+    for path in ("llmpy/gpt2.py", "llmpy/optim.py", "llmpy/distributed.py", "train_gpt2.py"):
         used |= set(used_of_ops((ROOT / path).read_text()))
     assert {"matmul_forward", "adamw_update", "capture", "xp"} <= used     # the scan sees them
     assert used <= set(CONTRACT_OPS) | CONTRACT_ATTRIBUTES, sorted(used - set(CONTRACT_OPS) - CONTRACT_ATTRIBUTES)
