@@ -374,7 +374,7 @@ def resume_checkpoint(state, model, optimizer, loader, rng, detectors):
 
 
 # --------------------------------------------------------------------------------------------
-# evaluation
+# what a run prints, and its evaluations
 
 def memory_report(model, optimizer):
     """Bytes of each buffer, as llm.c prints its allocations at start."""
@@ -597,8 +597,10 @@ def setup(args, ops, comm, watchdog):
           + (f" | HellaSwag {len(examples):,} examples" if examples else ""))
     if args.out_dir:
         say(where_it_writes(args, model, optimizer, comm.world))
-    return Training(args, ops, comm, watchdog, fault, lock, model, optimizer, total_batch, grad_accum, num_steps,
-                    train_loader, val_loader, val_batches, examples, tokenizer, prompt, rng, detectors, start,
+    return Training(args=args, ops=ops, comm=comm, watchdog=watchdog, fault=fault, lock=lock, model=model,
+                    optimizer=optimizer, total_batch=total_batch, grad_accum=grad_accum, num_steps=num_steps,
+                    train_loader=train_loader, val_loader=val_loader, val_batches=val_batches, examples=examples,
+                    tokenizer=tokenizer, prompt=prompt, rng=rng, detectors=detectors, start=start,
                     resumed=state is not None, logger=logger, summary=RunSummary(start, total_batch))
 
 

@@ -175,3 +175,12 @@ def test_update_clipping_on_the_device_takes_the_step_of_a_host_norm():
     (norm, params_device), (norm_host, params_host) = runs
     assert norm == norm_host and norm > 0.1, "the step must clip"
     assert np.array_equal(params_device, params_host)
+
+
+def test_master_weights_start_from_the_fp32_weights_not_their_bf16_copy():
+    # the model holds bf16 params; AdamW's fp32 master weights must be the weights it was given
+    params = random_params(TINY, seed=22)
+    model = GPT2(TINY, cuda, 4, 16, params=params)
+    master = cuda.to_host(AdamW(model, params).master)
+    assert not np.array_equal(cuda.to_host(model.params_flat).astype(np.float32), params), "nothing rounded"
+    assert np.array_equal(master, params)
