@@ -1,9 +1,9 @@
-"""The contract between the model and a backend: what llmpy/gpt2.py, llmpy/distributed.py and
-train_gpt2.py may use of an ops module (llmpy.cpu, llmpy.cuda). Every op writes into outputs it is
-given (parameter gradients accumulate, activation gradients are overwritten); the docstrings of
-llmpy/cpu.py, the reference, say what each computes. A backend may add keyword arguments with
-defaults (a block size, a chunk); the arguments without defaults are these, in this order.
-tests/test_ops_contract.py checks that both backends meet it."""
+"""The contract between the model and a backend: what llmpy/gpt2.py, llmpy/optim.py,
+llmpy/distributed.py and train_gpt2.py may use of an ops module (llmpy.cpu, llmpy.cuda). Every
+op writes into outputs it is given (parameter gradients accumulate, activation gradients are
+overwritten); the docstrings of llmpy/cpu.py, the reference, say what each computes. A backend
+may add keyword arguments with defaults (a block size, a chunk); the arguments without defaults
+are these, in this order. tests/test_ops_contract.py checks that both backends meet it."""
 from types import ModuleType
 from typing import Callable, Optional, Protocol, runtime_checkable
 

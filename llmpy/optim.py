@@ -40,10 +40,10 @@ def pieces(shapes, lo, hi):
 
 
 class AdamW:
-    """AdamW (decoupled weight decay, on the matrices only), the gradient clipped to a global
-    norm, for `model` (a GPT2). `weights`: the fp32 flat weights the model was built from, where
-    the master weights start (the model's own copy may be rounded to bf16). `seed` varies the
-    bf16 stochastic rounding between runs."""
+    """AdamW (decoupled weight decay, on the matrices only) for `model` (a GPT2), the gradient
+    clipped to the global norm grad_clip (0: no clipping). `weights`: the fp32 flat weights the
+    model was built from, where the master weights start (the model's own copy may be rounded
+    to bf16). `seed` varies the bf16 stochastic rounding between runs."""
 
     def __init__(self, model, weights, beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.0,
                  grad_clip=1.0, seed=0):
