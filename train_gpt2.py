@@ -12,6 +12,8 @@ import os
 import signal
 import sys
 import time
+from dataclasses import dataclass
+from types import ModuleType
 
 import numpy as np
 
@@ -26,6 +28,7 @@ from llmpy.config import DESCRIPTORS, from_descriptor, num_parameters
 from llmpy.dataloader import DataLoader
 from llmpy.fetch import data_dir
 from llmpy.gpt2 import GPT2, init_params
+from llmpy.optim import AdamW
 from llmpy.logger import Logger, format_eta
 from llmpy.mfu import mfu
 from llmpy.models import HF_DIR_HELP, MODEL_HELP, load_model_params
@@ -187,30 +190,32 @@ def batch_sizes(args, cfg, world=1, resume_B=None):
 
 
 def build_model(args, cfg, ops, params, B, comm):
-    """The model at micro-batch B; with -b auto, the largest that fits (see llmpy/autofit.py).
-    Returns (model, B, recompute)."""
+    """The model at micro-batch B and its optimizer; with -b auto, the largest B that fits
+    both (see llmpy/autofit.py). Returns (model, optimizer, B, recompute)."""
     def build(b, recompute):
         model = GPT2(cfg, ops, b, args.T, params=params, recompute=recompute, comm=comm,
                      zero=args.zero, bucket_bytes=args.bucket_mb * 2**20 if args.overlap else None)
+        optimizer = AdamW(model, params, beta1=args.beta1, beta2=args.beta2, eps=args.eps,
+                          weight_decay=args.weight_decay, grad_clip=args.grad_clip)
         if args.B == "auto":      # one forward/backward at full size finds what the first step needs
             zeros = np.zeros((b, args.T), dtype=np.int32)
             model.forward(zeros, zeros)
             model.backward()
-            model.grad_norm()
+            optimizer.grad_norm()
             model.zero_grad()
             ops.synchronize()
-        return model
+        return model, optimizer
     if args.B != "auto":
-        return build(B, args.recompute), B, args.recompute
-    model, B, recompute = fit(build, B, args.recompute, release=lambda: release_memory(ops))
+        return *build(B, args.recompute), B, args.recompute
+    (model, optimizer), B, recompute = fit(build, B, args.recompute, release=lambda: release_memory(ops))
     comm.say(f"-b auto: chose B={B} -r {recompute}")
-    return model, B, recompute
+    return model, optimizer, B, recompute
 
 
 # --------------------------------------------------------------------------------------------
 # checkpoints
 
-def save_checkpoint(out_dir, step, model, loader, rng, extra, fault=None):
+def save_checkpoint(out_dir, step, model, optimizer, loader, rng, extra, fault=None):
     """llm.c's checkpoint: the model file (the weights as the model holds them: bf16 on a GPU,
     fp32 master weights, AdamW m, v and the rest in the state file, one per process: its shard
     with ZeRO-1), then, once every process has written, DONE_<step>."""
@@ -226,11 +231,11 @@ def save_checkpoint(out_dir, step, model, loader, rng, extra, fault=None):
                 # (the fp32 master weights go into the state); with ZeRO-1 the buffer is padded
                 weights = model.ops.to_host(model.params_flat[:num_parameters(model.cfg)]).astype(np.float32)
                 check_finite(f"step {step}", named_params(model.cfg, weights))
-                write_model(model_path, model.cfg, weights, dtype="fp32" if model.master is None else "bf16")
+                write_model(model_path, model.cfg, weights, dtype="fp32" if optimizer.master is None else "bf16")
             if fault:
                 fault.reached("checkpoint", step, comm.rank)
-            m, v = model.ops.to_host(model.m_flat), model.ops.to_host(model.v_flat)
-            master = None if model.master is None else model.ops.to_host(model.master)
+            m, v = model.ops.to_host(optimizer.m), model.ops.to_host(optimizer.v)
+            master = None if optimizer.master is None else model.ops.to_host(optimizer.master)
             check_finite(f"step {step}", [("AdamW m", m), ("AdamW v", v)]
                          + ([("master weights", master)] if master is not None else []))
             write_state(state_path, step=step, m=m, v=v, master=master,
@@ -333,7 +338,7 @@ def say_schedule_changes(comm, extra, now, step):
                  "decay follow this run's flags")
 
 
-def resume_checkpoint(state, model, loader, rng, detectors):
+def resume_checkpoint(state, model, optimizer, loader, rng, detectors):
     """Load a state file's optimizer, data, RNG and outlier-detector state into this run."""
     extra = state["extra"]
     # checkpoints from before --shuffle existed read in file order
@@ -348,19 +353,19 @@ def resume_checkpoint(state, model, loader, rng, detectors):
     if extra.get("B") != model.B:
         model.comm.say(f"resuming with B={model.B} where the checkpoint had B={extra.get('B')}: "
               "the same data, losses equal within float rounding")
-    if state["m"].size != model.m_flat.size:
+    if state["m"].size != optimizer.m.size:
         raise LlmpyError(f"-y 1: the checkpoint's AdamW state has {state['m'].size:,} values, this run's "
-                         f"{model.m_flat.size:,} (another model, or another number of processes with ZeRO-1)")
+                         f"{optimizer.m.size:,} (another model, or another number of processes with ZeRO-1)")
     ops = model.ops
-    model.m_flat[...] = ops.to_device(state["m"])
-    model.v_flat[...] = ops.to_device(state["v"])
-    if model.master is not None and state["master"] is not None:
-        model.master[...] = ops.to_device(state["master"])
-    elif model.master is None and state["master"] is not None:   # a GPU run resumed on the CPU
+    optimizer.m[...] = ops.to_device(state["m"])
+    optimizer.v[...] = ops.to_device(state["v"])
+    if optimizer.master is not None and state["master"] is not None:
+        optimizer.master[...] = ops.to_device(state["master"])
+    elif optimizer.master is None and state["master"] is not None:   # a GPU run resumed on the CPU
         if state["master"].size != model.params_flat.size:
             raise LlmpyError("-y 1: the checkpoint's master weights are sharded (ZeRO-1); resume it with as many processes")
         model.params_flat[...] = ops.to_device(state["master"])
-    model.step = state["step"]
+    optimizer.step = state["step"]
     loader.load_state(state["loader_state"])
     rng.bit_generator.state = state["rng_state"]
     for name, detector in detectors.items():
@@ -369,12 +374,21 @@ def resume_checkpoint(state, model, loader, rng, detectors):
 
 
 # --------------------------------------------------------------------------------------------
-# evaluation
+# what a run prints, and its evaluations
 
-def where_it_writes(args, model, world):
+def memory_report(model, optimizer):
+    """Bytes of each buffer, as llm.c prints its allocations at start."""
+    sizes = {"parameters": model.params_flat.nbytes, "gradients": model.grads_flat.nbytes,
+             "AdamW m, v": optimizer.m.nbytes + optimizer.v.nbytes, "activations": model.acts_bytes.nbytes}
+    if optimizer.master is not None:
+        sizes["master weights"] = optimizer.master.nbytes
+    return sizes
+
+
+def where_it_writes(args, model, optimizer, world):
     """The run's outputs, and what each checkpoint costs on disk (the model file, and every
     process's state file: AdamW's m and v, and master weights where there are any)."""
-    sizes = model.memory_report()
+    sizes = memory_report(model, optimizer)
     state = world * (sizes["AdamW m, v"] + sizes.get("master weights", 0))
     line = f"writing {os.path.join(args.out_dir, 'main.log')}"
     if args.checkpoint_every > 0:
@@ -473,7 +487,7 @@ def main(argv=None):
 
 def train(args, ops, comm, watchdog):
     try:
-        run(args, ops, comm, watchdog)
+        train_loop(setup(args, ops, comm, watchdog))
     except Exception as e:      # noqa: BLE001 -- out-of-memory and CUDA faults become one line
         if isinstance(e, LlmpyError):
             raise
@@ -486,9 +500,45 @@ def train(args, ops, comm, watchdog):
         raise
 
 
-def run(args, ops, comm, watchdog):
+# --------------------------------------------------------------------------------------------
+# setup: the flags to a run ready for its first step
+
+@dataclass
+class Training:
+    """What a run holds from its setup to its last step (llm.c's main's locals)."""
+    args: argparse.Namespace
+    ops: ModuleType
+    comm: distributed.Comm
+    watchdog: Watchdog
+    fault: faults.Fault | None          # a fault planted by LLMPY_FAULT, for the fault tests
+    lock: object                        # -o's lock file: the lock lasts while it is open
+    model: GPT2
+    optimizer: AdamW
+    total_batch: int                    # tokens of one step, over every process
+    grad_accum: int                     # micro-steps of one step
+    num_steps: int
+    train_loader: DataLoader
+    val_loader: DataLoader | None
+    val_batches: int
+    examples: list | None               # HellaSwag's (-h 1)
+    tokenizer: object                   # for samples (-s), or None
+    prompt: list | None                 # the samples' first tokens
+    rng: np.random.Generator            # the samples' draws
+    detectors: dict                     # outlier detectors of the loss and the grad norm (-sl, -sg)
+    start: int                          # the first step: 0, or the checkpoint's
+    resumed: bool
+    logger: Logger
+    summary: RunSummary
+    skipped_in_a_row: int = 0           # updates skipped since the last one taken
+    t_first: float | None = None        # when this process's first step ended: the ETA's clock starts there
+
+
+def setup(args, ops, comm, watchdog):
+    """The model and its optimizer (from -e, or from the newest checkpoint with -y 1), the data,
+    the evaluations and samples, and a resumed run's optimizer, data, RNG and detector state;
+    then the lines that describe the run."""
     say = comm.say
-    # a non-finite loss, norm or weight gets its own line below (a skipped update, a refused
+    # a non-finite loss, norm or weight gets its own line (a skipped update, a refused
     # checkpoint); NumPy's warnings about the same overflow would only repeat it, unreadably
     np.seterr(over="ignore", invalid="ignore")
     fault = faults.from_environment()
@@ -497,7 +547,7 @@ def run(args, ops, comm, watchdog):
     with comm.together():
         if args.B == "auto" and comm.world > 1:
             raise LlmpyError(f"-b auto runs in a single process; with {comm.world}, give -b")
-        lock = claim_out_dir(args, comm)        # noqa: F841 -- the lock lasts while the file is open
+        lock = claim_out_dir(args, comm)
     resume_step, cfg, params, state = load_checkpoint(args, comm)
     with comm.together():
         if state is None:
@@ -509,29 +559,16 @@ def run(args, ops, comm, watchdog):
             check_resumed_batch(state["extra"], args, total_batch, comm.world)
         if params is None:
             params = init_params(cfg, args.seed)
-        model, B, recompute = build_model(args, cfg, ops, params, B, comm)
+        model, optimizer, B, recompute = build_model(args, cfg, ops, params, B, comm)
         T = args.T
         grad_accum = total_batch // (B * T * comm.world)
-
-        train_loader = DataLoader(args.train_data, B, T, comm.rank, comm.world,
-                                  shuffle=bool(args.shuffle) and not args.overfit, vocab_size=cfg.vocab_size)
-        val_loader = (DataLoader(args.val_data, B, T, comm.rank, comm.world, vocab_size=cfg.vocab_size)
-                      if args.val_every > 0 else None)
-        val_batches = 0
-        if val_loader:
-            available = val_loader.num_tokens // (B * T * comm.world)
-            val_batches = available if args.val_batches < 0 else min(args.val_batches, available)
+        train_loader, val_loader, val_batches = data_loaders(args, cfg, B, comm)
         examples = load_hellaswag(args.hellaswag_file, T, cfg.vocab_size) if args.hellaswag else None
         num_steps = args.max_steps if args.max_steps > 0 else train_loader.num_tokens // total_batch
         if num_steps < 1:
             raise LlmpyError(f"-i {args.train_data}: {train_loader.num_tokens:,} tokens, less than one step "
                              f"of {total_batch:,}; use -x or a smaller -d")
-        tokenizer = get_tokenizer() if args.sample_every > 0 else None
-        prompt = prompt_tokens(tokenizer, args.prompt) if tokenizer else None
-        if prompt and max(prompt) >= cfg.vocab_size:
-            raise LlmpyError(f"-s {args.sample_every}: a sample starts from <|endoftext|> (token 50256)"
-                             f"{' and the --prompt' if args.prompt else ''}, beyond the model's vocabulary of "
-                             f"{cfg.vocab_size} tokens; use -s 0")
+        tokenizer, prompt = sampling(args, cfg)
         rng = np.random.default_rng(args.seed)
         detectors = {"loss": OutlierDetector(args.skip_lossz), "grad": OutlierDetector(args.skip_gradz)}
         start = 0
@@ -540,7 +577,7 @@ def run(args, ops, comm, watchdog):
                 raise LlmpyError(f"-x {args.max_steps}{f' (one epoch: {num_steps} steps)' if args.max_steps < 0 else ''}: "
                                  f"the checkpoint in {args.out_dir} is at step {resume_step} already; "
                                  "give a larger -x to train on")
-            resume_checkpoint(state, model, train_loader, rng, detectors)
+            resume_checkpoint(state, model, optimizer, train_loader, rng, detectors)
             say_schedule_changes(comm, state["extra"], schedule(args, num_steps), resume_step)
             start = resume_step
             say(f"resumed from step {start} of {args.out_dir}")
@@ -550,7 +587,7 @@ def run(args, ops, comm, watchdog):
           f"V={cfg.vocab_size} Vp={cfg.padded_vocab_size} | {params.size:,} parameters | "
           f"device {ops.device_name()} | recompute {recompute}"
         + (f" | {comm.world} processes, ZeRO-{args.zero}" if comm.world > 1 else ""))
-    say("memory: " + " | ".join(f"{k} {v / 2**20:,.0f} MiB" for k, v in model.memory_report().items()))
+    say("memory: " + " | ".join(f"{k} {v / 2**20:,.0f} MiB" for k, v in memory_report(model, optimizer).items()))
     if comm.world > 1:
         n = len(model.buckets or ())
         say(f"gradient reduction: {n} bucket{'s' * (n > 1)} of up to {args.bucket_mb:g} MiB, started during the "
@@ -559,104 +596,176 @@ def run(args, ops, comm, watchdog):
           f"train {train_loader.num_tokens:,} tokens, {'shuffled' if train_loader.shuffle else 'in file order'} | "
           f"{num_steps} steps | val {val_batches} batches"
           + (f" | HellaSwag {len(examples):,} examples" if examples else ""))
-
     if args.out_dir:
-        say(where_it_writes(args, model, comm.world))
-    t_first = None      # when the first step of this process ended: the ETA's clock starts there
-    summary = RunSummary(start, total_batch)
-    skipped_in_a_row = 0
-    for step in range(start, num_steps + 1):
-        last = step == num_steps
+        say(where_it_writes(args, model, optimizer, comm.world))
+    return Training(args=args, ops=ops, comm=comm, watchdog=watchdog, fault=fault, lock=lock, model=model,
+                    optimizer=optimizer, total_batch=total_batch, grad_accum=grad_accum, num_steps=num_steps,
+                    train_loader=train_loader, val_loader=val_loader, val_batches=val_batches, examples=examples,
+                    tokenizer=tokenizer, prompt=prompt, rng=rng, detectors=detectors, start=start,
+                    resumed=state is not None, logger=logger, summary=RunSummary(start, total_batch))
+
+
+def data_loaders(args, cfg, B, comm):
+    """(train loader, val loader or None, val batches per evaluation)."""
+    train_loader = DataLoader(args.train_data, B, args.T, comm.rank, comm.world,
+                              shuffle=bool(args.shuffle) and not args.overfit, vocab_size=cfg.vocab_size)
+    if args.val_every == 0:
+        return train_loader, None, 0
+    val_loader = DataLoader(args.val_data, B, args.T, comm.rank, comm.world, vocab_size=cfg.vocab_size)
+    available = val_loader.num_tokens // (B * args.T * comm.world)
+    return train_loader, val_loader, available if args.val_batches < 0 else min(args.val_batches, available)
+
+
+def sampling(args, cfg):
+    """(tokenizer, the samples' first tokens) with -s, else (None, None)."""
+    tokenizer = get_tokenizer() if args.sample_every > 0 else None
+    prompt = prompt_tokens(tokenizer, args.prompt) if tokenizer else None
+    if prompt and max(prompt) >= cfg.vocab_size:
+        raise LlmpyError(f"-s {args.sample_every}: a sample starts from <|endoftext|> (token 50256)"
+                         f"{' and the --prompt' if args.prompt else ''}, beyond the model's vocabulary of "
+                         f"{cfg.vocab_size} tokens; use -s 0")
+    return tokenizer, prompt
+
+
+# --------------------------------------------------------------------------------------------
+# the main loop, llm.c's: at each step the evaluations due, a checkpoint, then the training step
+
+def train_loop(t):
+    args = t.args
+    for step in range(t.start, t.num_steps + 1):
+        last = step == t.num_steps
         # a resumed run did its evaluations at `start` before writing that checkpoint
-        evaluate_now = not (state is not None and step == start)
-        if evaluate_now and val_loader and (step % args.val_every == 0 or last):
-            val_loss = evaluate(model, val_loader, val_batches, lambda: watchdog.beat(step, "the val loss", slow=True))
-            say(f"val loss {val_loss:.6f}")
-            summary.val(val_loss)
-            logger.val(step, val_loss)
-        if evaluate_now and examples and ((step > 0 and args.val_every and step % args.val_every == 0) or last):
-            right, count = hellaswag.evaluate(model, examples, comm.rank, comm.world,
-                                              lambda: watchdog.beat(step, "HellaSwag", slow=True))
-            watchdog.beat(step, "the HellaSwag counts' all-reduce", slow=True)
-            right, count = int(comm.sum(right)), int(comm.sum(count))
-            say(f"HellaSwag: {right}/{count} = {right / count:.6f}")
-            summary.hellaswag = right / count
-            logger.eval(step, right / count)
-        if evaluate_now and tokenizer and comm.rank == 0 and ((step > 0 and step % args.sample_every == 0) or last):
-            watchdog.beat(step, "sampling", slow=True)
-            tokens = generate(model, prompt, args.gen_tokens, rng, args.temperature, args.top_k)
-            print(f"generating:\n---\n{tokenizer.decode(tokens[1:])}\n---")
-        if args.checkpoint_every > 0 and step > start and (step % args.checkpoint_every == 0 or last):
-            watchdog.beat(step, "the checkpoint write", slow=True)
-            extra = {"B": B, "T": T, "total_batch": total_batch, "world": comm.world, "zero": args.zero,
-                     "shuffle": int(train_loader.shuffle),
-                     "outlier": {name: d.state() for name, d in detectors.items()},
-                     "schedule": schedule(args, num_steps)}
-            save_checkpoint(args.out_dir, step, model, train_loader, rng, extra, fault)
-            if comm.rank == 0:
-                prune_checkpoints(args.out_dir, args.checkpoints_keep, args.major_every)
+        if not (t.resumed and step == t.start):
+            if t.val_loader and (step % args.val_every == 0 or last):
+                val_loss(t, step)
+            if t.examples and ((step > 0 and args.val_every and step % args.val_every == 0) or last):
+                hellaswag_accuracy(t, step)
+            if t.tokenizer and t.comm.rank == 0 and ((step > 0 and step % args.sample_every == 0) or last):
+                sample(t, step)
+        if args.checkpoint_every > 0 and step > t.start and (step % args.checkpoint_every == 0 or last):
+            checkpoint(t, step)
         if last:
-            say(summary.line(step))
-            break
+            t.comm.say(t.summary.line(step))
+            return
+        train_step(t, step)
 
-        t0 = time.perf_counter()
-        if args.overfit:
-            train_loader.reset()
-        model.zero_grad()
-        train_loss = 0.0
-        for micro in range(grad_accum):
-            watchdog.beat(step + 1, f"micro-step {micro + 1}/{grad_accum}'s forward and backward")
-            if fault:
-                fault.reached("step", step + 1, comm.rank)
-            inputs, targets = train_loader.next_batch()
-            # only the last micro-step reduces (its backward starts the buckets, if any)
-            model.forward_backward(inputs, targets, loss_scale=1.0 / grad_accum,
-                                   reduce=micro == grad_accum - 1)
-            train_loss += model.mean_loss() / grad_accum
-        watchdog.beat(step + 1, "the loss all-reduce (every process)")
-        train_loss = comm.sum(train_loss) / comm.world
-        watchdog.beat(step + 1, "the gradient all-reduce (every process)")
-        model.reduce_gradients()          # the mean over the processes (none in a single one)
-        lr = learning_rate(args.schedule, step, args.lr, args.warmup, num_steps, args.final_lr_frac)
-        watchdog.beat(step + 1, "the gradient norm and the update")
-        norm = model.grad_norm()
-        zloss, zgrad = detectors["loss"].update(train_loss), detectors["grad"].update(norm)
-        skipped_in_a_row += 1
-        if not (math.isfinite(train_loss) and math.isfinite(norm)):
-            say(f"skipping update: loss {train_loss} grad norm {norm}")
-            logger.skipped(step + 1, "loss" if not math.isfinite(train_loss) else "grad", math.nan)
-        elif args.skip_lossz and math.isfinite(zloss) and zloss > args.skip_lossz:
-            say(f"skipping update due to loss z-score of {zloss:f}")
-            logger.skipped(step + 1, "loss", zloss)
-        elif args.skip_gradz and math.isfinite(zgrad) and zgrad > args.skip_gradz:
-            say(f"skipping update due to grad z-score of {zgrad:f}")
-            logger.skipped(step + 1, "grad", zgrad)
-        else:
-            skipped_in_a_row = 0
-            model.step = step             # AdamW's t is step + 1, as llm.c's, skipped updates or not
-            model.update(lr, beta1=args.beta1, beta2=args.beta2, eps=args.eps, weight_decay=args.weight_decay,
-                         grad_clip=args.grad_clip, norm=norm)
-        if args.max_skips and skipped_in_a_row >= args.max_skips:
-            # the loss and the norm are all-reduced: every process stops here at once
-            raise JobError(f"step {step + 1}: {skipped_in_a_row} updates in a row were skipped (loss {train_loss}, "
-                           f"grad norm {norm}); stopping (--max_skips {args.max_skips}); {resume_hint(args.out_dir)}",
-                           speaker=comm.rank == 0)
-        ops.synchronize()
-        now = time.perf_counter()
-        dt = now - t0
-        watchdog.step_time(dt)
-        if t_first is None:
-            t_first, per_step = now, dt
-        else:
-            per_step = (now - t_first) / (step - start)
-        eta = format_eta(per_step * (num_steps - step - 1))
-        say(f"step {step + 1:4d}/{num_steps} | loss {train_loss:.6f} | norm {norm:.4f} | lr {lr:.2e} "
-              f"| {dt * 1000:.2f} ms{mfu_column(cfg, T, total_batch // comm.world, dt, ops)} | "
-              f"{total_batch / dt:.0f} tok/s | eta {eta}", flush=True)
-        logger.train(step + 1, train_loss, lr, norm, dt * 1000, total_batch / dt)
-        if step == start and ops.memory_in_use() is not None:
-            say(f"GPU memory in use after the first step: {ops.memory_in_use() / 2**20:,.0f} MiB")
 
+def val_loss(t, step):
+    loss = evaluate(t.model, t.val_loader, t.val_batches, lambda: t.watchdog.beat(step, "the val loss", slow=True))
+    t.comm.say(f"val loss {loss:.6f}")
+    t.summary.val(loss)
+    t.logger.val(step, loss)
+
+
+def hellaswag_accuracy(t, step):
+    comm = t.comm
+    right, count = hellaswag.evaluate(t.model, t.examples, comm.rank, comm.world,
+                                      lambda: t.watchdog.beat(step, "HellaSwag", slow=True))
+    t.watchdog.beat(step, "the HellaSwag counts' all-reduce", slow=True)
+    right, count = int(comm.sum(right)), int(comm.sum(count))
+    comm.say(f"HellaSwag: {right}/{count} = {right / count:.6f}")
+    t.summary.hellaswag = right / count
+    t.logger.eval(step, right / count)
+
+
+def sample(t, step):
+    t.watchdog.beat(step, "sampling", slow=True)
+    args = t.args
+    tokens = generate(t.model, t.prompt, args.gen_tokens, t.rng, args.temperature, args.top_k)
+    print(f"generating:\n---\n{t.tokenizer.decode(tokens[1:])}\n---")
+
+
+def checkpoint(t, step):
+    t.watchdog.beat(step, "the checkpoint write", slow=True)
+    args, model = t.args, t.model
+    extra = {"B": model.B, "T": model.T, "total_batch": t.total_batch, "world": t.comm.world, "zero": args.zero,
+             "shuffle": int(t.train_loader.shuffle),
+             "outlier": {name: d.state() for name, d in t.detectors.items()},
+             "schedule": schedule(args, t.num_steps)}
+    save_checkpoint(args.out_dir, step, model, t.optimizer, t.train_loader, t.rng, extra, t.fault)
+    if t.comm.rank == 0:
+        prune_checkpoints(args.out_dir, args.checkpoints_keep, args.major_every)
+
+
+def train_step(t, step):
+    """Step step + 1: the gradient of the total batch, the update (or a skip), the step line."""
+    t0 = time.perf_counter()
+    loss = accumulate_gradients(t, step)
+    args = t.args
+    lr = learning_rate(args.schedule, step, args.lr, args.warmup, t.num_steps, args.final_lr_frac)
+    t.watchdog.beat(step + 1, "the gradient norm and the update")
+    norm = t.optimizer.grad_norm()
+    update_or_skip(t, step, loss, norm, lr)
+    t.ops.synchronize()
+    report_step(t, step, loss, norm, lr, t0)
+
+
+def accumulate_gradients(t, step):
+    """The gradient of the step's total batch, over its micro-steps and every process, mean
+    reduced; returns the mean loss."""
+    model, watchdog = t.model, t.watchdog
+    if t.args.overfit:
+        t.train_loader.reset()
+    model.zero_grad()
+    loss = 0.0
+    for micro in range(t.grad_accum):
+        watchdog.beat(step + 1, f"micro-step {micro + 1}/{t.grad_accum}'s forward and backward")
+        if t.fault:
+            t.fault.reached("step", step + 1, t.comm.rank)
+        inputs, targets = t.train_loader.next_batch()
+        # only the last micro-step reduces (its backward starts the buckets, if any)
+        model.forward_backward(inputs, targets, loss_scale=1.0 / t.grad_accum, reduce=micro == t.grad_accum - 1)
+        loss += model.mean_loss() / t.grad_accum
+    watchdog.beat(step + 1, "the loss all-reduce (every process)")
+    loss = t.comm.sum(loss) / t.comm.world
+    watchdog.beat(step + 1, "the gradient all-reduce (every process)")
+    model.reduce_gradients()          # the mean over the processes (none in a single one)
+    return loss
+
+
+def update_or_skip(t, step, loss, norm, lr):
+    """The update, skipped where the loss or the norm is not finite or (-sl, -sg) an outlier;
+    --max_skips updates skipped in a row end the run."""
+    args, say = t.args, t.comm.say
+    zloss, zgrad = t.detectors["loss"].update(loss), t.detectors["grad"].update(norm)
+    t.skipped_in_a_row += 1
+    if not (math.isfinite(loss) and math.isfinite(norm)):
+        say(f"skipping update: loss {loss} grad norm {norm}")
+        t.logger.skipped(step + 1, "loss" if not math.isfinite(loss) else "grad", math.nan)
+    elif args.skip_lossz and math.isfinite(zloss) and zloss > args.skip_lossz:
+        say(f"skipping update due to loss z-score of {zloss:f}")
+        t.logger.skipped(step + 1, "loss", zloss)
+    elif args.skip_gradz and math.isfinite(zgrad) and zgrad > args.skip_gradz:
+        say(f"skipping update due to grad z-score of {zgrad:f}")
+        t.logger.skipped(step + 1, "grad", zgrad)
+    else:
+        t.skipped_in_a_row = 0
+        t.optimizer.step = step          # AdamW's t is step + 1, as llm.c's, skipped updates or not
+        t.optimizer.update(lr, norm=norm)
+    if args.max_skips and t.skipped_in_a_row >= args.max_skips:
+        # the loss and the norm are all-reduced: every process stops here at once
+        raise JobError(f"step {step + 1}: {t.skipped_in_a_row} updates in a row were skipped (loss {loss}, "
+                       f"grad norm {norm}); stopping (--max_skips {args.max_skips}); {resume_hint(args.out_dir)}",
+                       speaker=t.comm.rank == 0)
+
+
+def report_step(t, step, loss, norm, lr, t0):
+    """llm.c's step line (and main.log's), timed from t0 to now, after the step's work is done."""
+    now = time.perf_counter()
+    dt = now - t0
+    t.watchdog.step_time(dt)
+    if t.t_first is None:
+        t.t_first, per_step = now, dt
+    else:
+        per_step = (now - t.t_first) / (step - t.start)
+    eta = format_eta(per_step * (t.num_steps - step - 1))
+    model, total_batch, ops = t.model, t.total_batch, t.ops
+    t.comm.say(f"step {step + 1:4d}/{t.num_steps} | loss {loss:.6f} | norm {norm:.4f} | lr {lr:.2e} "
+               f"| {dt * 1000:.2f} ms{mfu_column(model.cfg, model.T, total_batch // t.comm.world, dt, ops)} | "
+               f"{total_batch / dt:.0f} tok/s | eta {eta}", flush=True)
+    t.logger.train(step + 1, loss, lr, norm, dt * 1000, total_batch / dt)
+    if step == t.start and ops.memory_in_use() is not None:
+        t.comm.say(f"GPU memory in use after the first step: {ops.memory_in_use() / 2**20:,.0f} MiB")
 
 if __name__ == "__main__":
     run_main(main)

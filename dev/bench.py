@@ -25,6 +25,7 @@ from llmpy.config import from_descriptor       # noqa: E402
 from llmpy.dataloader import DataLoader        # noqa: E402
 from llmpy.gpt2 import GPT2, init_params       # noqa: E402
 from llmpy.mfu import mfu                      # noqa: E402
+from llmpy.optim import AdamW                  # noqa: E402
 
 LR = 3e-4
 # measured on the same H200 machines, not in this run (docs/performance.md)
@@ -53,13 +54,14 @@ def cupy_timed(fn):
 
 def bench_llmpy(cfg, params, loader, args):
     model = GPT2(cfg, cuda, args.B, args.T, params=params)
+    optimizer = AdamW(model, params)
     losses = []
 
     def step():
         inputs, targets = loader.next_batch()
         model.zero_grad()
         model.forward_backward(inputs, targets)
-        model.update(LR)
+        optimizer.update(LR)
         losses.append(model.mean_loss())
     ms = median_step_ms(step, args.steps, args.warmup, cupy_timed)
     memory = cp.get_default_memory_pool().total_bytes()

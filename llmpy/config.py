@@ -43,6 +43,10 @@ def from_descriptor(name):
 PARAM_NAMES = ("wte", "wpe", "ln1w", "ln1b", "qkvw", "qkvb", "attprojw", "attprojb",
                "ln2w", "ln2b", "fcw", "fcb", "fcprojw", "fcprojb", "lnfw", "lnfb")
 
+# the weight matrices (2-D, or 2-D per layer): initialised N(0, 0.02) and, in AdamW, the only
+# tensors with weight decay (llm.c's train_gpt2.cu and nanoGPT)
+DECAYED = {"wte", "wpe", "qkvw", "attprojw", "fcw", "fcprojw"}
+
 
 def param_shapes(cfg):
     """{name: shape} in llm.c's order. Per-layer tensors carry a leading L axis; every matrix

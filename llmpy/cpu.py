@@ -15,6 +15,7 @@ import sys
 import numpy as np
 
 from llmpy import fused
+from llmpy.optim import clip_factor  # noqa: F401 -- the optimizer's formula, this backend's op
 
 xp = np
 param_dtype = np.float32    # model weights and their gradients
@@ -247,12 +248,6 @@ def global_norm_squared(grads, chunk=1 << 20):
         part[...] = grads[start:start + chunk]
         total += float(np.dot(part, part))
     return total
-
-
-def clip_factor(norm, grad_clip):
-    """Gradient clipping's factor for adamw_update's grad_scale: grad_clip / norm where
-    0 < grad_clip < norm, else 1 (grad_clip <= 0: no clipping)."""
-    return grad_clip / norm if 0 < grad_clip < norm else 1.0
 
 
 def clip_scale(grads, grad_clip):

@@ -1,20 +1,16 @@
-"""GPT-2: parameter and activation layout, forward, backward and AdamW update.
+"""GPT-2: parameter and activation layout, forward and backward (AdamW: llmpy/optim.py).
 
-Written once for both backends: `ops` is llmpy.cpu (NumPy, fp32) or llmpy.cuda (CuPy, bf16
-with fp32 master weights); `ops.xp` is the array module. As in llm.c, every tensor is a view
-into one flat buffer (params, grads, AdamW m and v, master weights, activations), and nothing
-is allocated inside a training step.
+Written once for both backends: `ops` is llmpy.cpu (NumPy, fp32) or llmpy.cuda (CuPy, bf16);
+`ops.xp` is the array module. As in llm.c, every tensor is a view into one flat buffer (params,
+grads, activations), and nothing is allocated inside a training step.
 """
 import math
 
 import numpy as np
 
 from llmpy import buckets
-from llmpy.config import PARAM_NAMES, num_parameters, param_shapes
+from llmpy.config import DECAYED, num_parameters, param_shapes
 from llmpy.distributed import Comm
-
-# parameters that get weight decay: the 2-D matrices (llm.c's train_gpt2.cu and nanoGPT)
-DECAYED = {"wte", "wpe", "qkvw", "attprojw", "fcw", "fcprojw"}
 
 
 def init_params(cfg, seed=42):
@@ -70,8 +66,8 @@ class GPT2:
         # llm.c's -r: activations recomputed in the backward instead of kept for every layer,
         # trading a little compute for memory (1: GELU output, 2: also the layernorm outputs)
         self.recomputed = {0: set(), 1: {"fch_gelu"}, 2: {"fch_gelu", "ln1", "ln2"}}[recompute]
-        # data parallel over comm's ranks; ZeRO-1 (zero=1) shards AdamW's m, v and the master
-        # weights: each rank updates one slice of the flat buffer, then all gather the params
+        # data parallel over comm's ranks; with ZeRO-1 (zero=1) the gradients are reduce-scattered,
+        # each rank's optimizer updating its shard of the flat buffer (llmpy/optim.py)
         self.comm, self.zero = comm or Comm(ops), zero
         xp = ops.xp
         shapes = param_shapes(cfg)
@@ -86,17 +82,6 @@ class GPT2:
         self.grads_flat = xp.zeros(padded, dtype=ops.param_dtype)
         self.params = split_flat(self.params_flat, shapes)
         self.grads = split_flat(self.grads_flat, shapes)
-        # the optimizer's slice of the flat buffer: all of it, or this rank's shard
-        size = padded // self.comm.world if zero else n
-        self.shard_start = self.comm.rank * size if zero else 0
-        self.m_flat = xp.zeros(size, dtype=np.float32)
-        self.v_flat = xp.zeros(size, dtype=np.float32)
-        # fp32 master weights exist only where params are stored in lower precision
-        self.master = None
-        if ops.master_weights:
-            self.master = ops.to_device(flat[self.shard_start:self.shard_start + size])
-        self._update_slices = self._slices(shapes, self.shard_start, self.shard_start + size)
-        self.step = 0           # AdamW steps taken (its bias correction needs it)
         # with several processes and bucket_bytes, the gradients are reduced in buckets of at
         # most that size, each started as soon as the backward has finished it (overlap);
         # otherwise in one call after the backward
@@ -109,18 +94,6 @@ class GPT2:
         self.inputs = xp.zeros((B, T), dtype=np.int32)
         self.targets = xp.zeros((B, T), dtype=np.int32)
         self._graphs = {}       # forward_backward's captured graphs
-
-    @staticmethod
-    def _slices(shapes, lo, hi):
-        """(tensor index, name, start, end) of each tensor's part within [lo, hi) of the flat
-        buffer: the pieces AdamW updates, each with its tensor's weight decay."""
-        slices, offset = [], 0
-        for i, (name, shape) in enumerate(shapes.items()):
-            start, end = max(lo, offset), min(hi, offset + math.prod(shape))
-            if start < end:
-                slices.append((i, name, start, end))
-            offset += math.prod(shape)
-        return slices
 
     # ------------------------------------------------------------------------------------------
     # activations
@@ -368,7 +341,7 @@ class GPT2:
             self.comm.wait()
 
     # ------------------------------------------------------------------------------------------
-    # update
+    # gradient reduction over the processes (the update: llmpy/optim.py)
 
     def reduce_gradients(self):
         """Average the gradients over the ranks (all of them, or with ZeRO-1 each rank's
@@ -381,60 +354,3 @@ class GPT2:
             self.comm.reduce_scatter_mean(self.grads_flat)
         else:
             self.comm.all_reduce_mean(self.grads_flat)
-
-    def grad_norm(self):
-        """Global gradient norm, after reduce_gradients(); with ZeRO-1 each rank holds one
-        shard of the gradient, so the squares are summed over the ranks."""
-        if self.zero:
-            return math.sqrt(self.comm.sum(self.ops.global_norm_squared(self.comm.shard(self.grads_flat))))
-        return math.sqrt(self.ops.global_norm_squared(self.grads_flat))
-
-    def update(self, lr, beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.0, grad_clip=1.0,
-               seed=0, norm=None):
-        """One AdamW step, gradients clipped to global norm grad_clip (grad_clip <= 0: no
-        clipping); `seed` varies the stochastic rounding of bf16 params between runs; `norm`,
-        the gradient norm where the caller has it already. With ZeRO-1 each rank updates its
-        shard, then the params are gathered on every rank. Returns the gradient norm."""
-        if norm is None and not self.zero:
-            # the norm and the clip factor stay on the device: the update's kernels queue up
-            # behind the backward's, and the host reads the norm only once they are all queued
-            norm_squared, grad_scale = self.ops.clip_scale(self.grads_flat, grad_clip)
-        else:
-            norm = self.grad_norm() if norm is None else norm
-            grad_scale = self.ops.clip_factor(norm, grad_clip)
-        self.step += 1
-        for i, name, start, end in self._update_slices:
-            wd = weight_decay if name in DECAYED else 0.0
-            lo, hi = start - self.shard_start, end - self.shard_start
-            master = self.master[lo:hi] if self.master is not None else None
-            # stochastic rounding draws fresh random bits for every step, tensor and slice
-            piece_seed = np.uint32((seed * 7919 + self.step * len(PARAM_NAMES) + i
-                                    + start * 2654435761) % 2**32)
-            self.ops.adamw_update(self.params_flat[start:end], self.grads_flat[start:end],
-                                  self.m_flat[lo:hi], self.v_flat[lo:hi], master, lr, beta1,
-                                  beta2, eps, wd, self.step, grad_scale, piece_seed)
-        if self.zero:
-            self.comm.all_gather(self.params_flat)
-        return norm if norm is not None else math.sqrt(float(norm_squared))
-
-    def memory_report(self):
-        """Bytes of each buffer, as llm.c prints its allocations at start."""
-        sizes = {"parameters": self.params_flat.nbytes, "gradients": self.grads_flat.nbytes,
-                 "AdamW m, v": self.m_flat.nbytes + self.v_flat.nbytes,
-                 "activations": self.acts_bytes.nbytes}
-        if self.master is not None:
-            sizes["master weights"] = self.master.nbytes
-        return sizes
-
-    def params_fp32(self):
-        """The weights as a host fp32 flat array: the master copy where there is one (with
-        ZeRO-1 gathered from every rank's shard: then every rank must call this)."""
-        n = num_parameters(self.cfg)
-        if self.master is None:
-            return self.ops.to_host(self.params_flat[:n]).astype(np.float32)
-        if not self.zero:
-            return self.ops.to_host(self.master).astype(np.float32)
-        full = self.ops.xp.zeros(self.params_flat.size, dtype=np.float32)
-        self.comm.shard(full)[...] = self.master
-        self.comm.all_gather(full)
-        return self.ops.to_host(full[:n])

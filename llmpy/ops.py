@@ -1,11 +1,12 @@
-"""The contract between the model and a backend: what llmpy/gpt2.py, llmpy/distributed.py and
-train_gpt2.py may use of an ops module (llmpy.cpu, llmpy.cuda). Every op writes into outputs it is
-given (parameter gradients accumulate, activation gradients are overwritten); the docstrings of
-llmpy/cpu.py, the reference, say what each primitive computes, and llmpy/fused.py what each fused
-op does. A backend may add keyword arguments with defaults (a block size, a chunk); the arguments
-without defaults are these, in this order. A backend that defines a fused op itself need not have
-the primitives that only that op's composition uses (llmpy.cuda has no softmax_crossentropy_*: its
-classifier is one kernel). tests/test_ops_contract.py checks that both backends meet it."""
+"""The contract between the model and a backend: what llmpy/gpt2.py, llmpy/optim.py,
+llmpy/distributed.py and train_gpt2.py may use of an ops module (llmpy.cpu, llmpy.cuda). Every op
+writes into outputs it is given (parameter gradients accumulate, activation gradients are
+overwritten); the docstrings of llmpy/cpu.py, the reference, say what each primitive computes, and
+llmpy/fused.py what each fused op does. A backend may add keyword arguments with defaults (a block
+size, a chunk); the arguments without defaults are these, in this order. A backend that defines a
+fused op itself need not have the primitives that only that op's composition uses (llmpy.cuda has
+no softmax_crossentropy_*: its classifier is one kernel). tests/test_ops_contract.py checks that
+both backends meet it."""
 from types import ModuleType
 from typing import Callable, Optional, Protocol, runtime_checkable
 

@@ -6,13 +6,16 @@ import numpy as np
 
 from llmpy import cpu, distributed
 from llmpy.gpt2 import GPT2
+from llmpy.optim import AdamW
 from tests.test_distributed import STEPS, B, T, batch
 from tests.test_gpt2 import TINY, random_params
 
 
 def main(out_path, zero):
     comm = distributed.init(cpu)
-    model = GPT2(TINY, cpu, B, T, params=random_params(TINY, seed=21), comm=comm, zero=zero)
+    params = random_params(TINY, seed=21)
+    model = GPT2(TINY, cpu, B, T, params=params, comm=comm, zero=zero)
+    optimizer = AdamW(model, params, weight_decay=0.1, grad_clip=0.5)
     losses, norms = [], []
     for step in range(STEPS):
         inputs, targets = batch(step, comm.world * B)
@@ -21,9 +24,9 @@ def main(out_path, zero):
         model.forward(inputs[rows], targets[rows])
         model.backward()
         model.reduce_gradients()
-        norms.append(model.update(1e-3, weight_decay=0.1, grad_clip=0.5))
+        norms.append(optimizer.update(1e-3))
         losses.append(comm.sum(model.mean_loss()) / comm.world)
-    params = model.params_fp32()
+    params = optimizer.params_fp32()
     if comm.rank == 0:
         np.savez(out_path, losses=np.array(losses), norms=np.array(norms), params=params)
 

@@ -21,6 +21,7 @@ import torch
 from llmpy import cpu
 from llmpy.distributed import Comm, launcher
 from llmpy.gpt2 import GPT2
+from llmpy.optim import AdamW
 from tests.helpers import assert_close
 from tests.test_gpt2 import TINY, random_params
 from tests.torch_gpt2 import TorchGPT2
@@ -45,15 +46,17 @@ def batch(step, rows):
 
 
 def single_process(rows):
-    model = GPT2(TINY, cpu, rows, T, params=random_params(TINY, seed=21))
+    params = random_params(TINY, seed=21)
+    model = GPT2(TINY, cpu, rows, T, params=params)
+    optimizer = AdamW(model, params, weight_decay=0.1, grad_clip=0.5)
     losses, norms = [], []
     for step in range(STEPS):
         model.zero_grad()
         model.forward(*batch(step, rows))
         model.backward()
-        norms.append(model.update(1e-3, weight_decay=0.1, grad_clip=0.5))
+        norms.append(optimizer.update(1e-3))
         losses.append(model.mean_loss())
-    return np.array(losses), np.array(norms), model.params_fp32()
+    return np.array(losses), np.array(norms), optimizer.params_fp32()
 
 
 def two_ranks(tmp_path, zero):
@@ -156,7 +159,9 @@ def run_ranks(world, fn):
 
 def zero1_rank(rank, comm, steps, lr=1e-3, weight_decay=0.1, grad_clip=0.5):
     """One rank of a ZeRO-1 run: B rows of each 2B-row batch; (gradient norms, losses, weights)."""
-    model = GPT2(TINY, cpu, B, T, params=random_params(TINY, seed=21), comm=comm, zero=1)
+    params = random_params(TINY, seed=21)
+    model = GPT2(TINY, cpu, B, T, params=params, comm=comm, zero=1)
+    optimizer = AdamW(model, params, weight_decay=weight_decay, grad_clip=grad_clip)
     norms, losses = [], []
     for step in range(steps):
         inputs, targets = batch(step, comm.world * B)
@@ -165,9 +170,9 @@ def zero1_rank(rank, comm, steps, lr=1e-3, weight_decay=0.1, grad_clip=0.5):
         model.forward(inputs[rows], targets[rows])
         model.backward()
         model.reduce_gradients()
-        norms.append(model.update(lr, weight_decay=weight_decay, grad_clip=grad_clip))
+        norms.append(optimizer.update(lr))
         losses.append(comm.sum(model.mean_loss()) / comm.world)
-    return norms, losses, model.params_fp32()
+    return norms, losses, optimizer.params_fp32()
 
 
 def torch_steps(steps, rows, lr=1e-3, weight_decay=0.1, grad_clip=0.5):

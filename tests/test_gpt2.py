@@ -13,6 +13,7 @@ import torch
 from llmpy import cpu
 from llmpy.config import GPT2Config, PARAM_NAMES, from_descriptor, param_shapes
 from llmpy.gpt2 import GPT2, init_params, split_flat
+from llmpy.optim import AdamW
 from tests.helpers import assert_close
 from tests.torch_gpt2 import TorchGPT2
 
@@ -107,11 +108,12 @@ def test_ten_adamw_steps_match_torch_losses_and_params():
     opt = ref.adamw(lr=lr, weight_decay=wd)
     # a low clip threshold, so that clipping is exercised on every step
     clip = 0.5
+    optimizer = AdamW(model, params, weight_decay=wd, grad_clip=clip)
     for step in range(10):
         inputs, targets = random_batch(cfg, B, T, seed=100 + step)
         model.zero_grad()
         forward_backward(model, inputs, targets)
-        norm = model.update(lr, weight_decay=wd, grad_clip=clip)
+        norm = optimizer.update(lr)
 
         opt.zero_grad()
         _, loss_ref = ref(inputs, targets)
@@ -127,13 +129,14 @@ def test_update_defaults_are_llm_c_adamw_without_decay_clipped_at_1():
     # llm.c's AdamW: betas (0.9, 0.95), eps 1e-8, gradient clipped to norm 1; no decay unless asked
     params = random_params(TINY, seed=19)
     model = GPT2(TINY, cpu, 2, 16, params=params)
+    optimizer = AdamW(model, params)
     ref = TorchGPT2(TINY, params)
     opt = torch.optim.AdamW(ref.parameters(), lr=1e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0)
     for step in range(3):
         inputs, targets = random_batch(TINY, 2, 16, seed=200 + step)
         model.zero_grad()
         forward_backward(model, inputs, targets)
-        model.update(1e-3)
+        optimizer.update(1e-3)
         opt.zero_grad()
         ref(inputs, targets)[1].backward()
         assert torch.nn.utils.clip_grad_norm_(ref.parameters(), 1.0) > 1.0, "no clipping to check"

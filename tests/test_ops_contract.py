@@ -102,7 +102,7 @@ def used_of_ops(source):
 def used_by_the_program():
     """What the model, the sampler's cache, data parallelism and the program use of a backend."""
     used = set()
-    for path in ("llmpy/gpt2.py", "llmpy/kvcache.py", "llmpy/distributed.py", "train_gpt2.py"):
+    for path in ("llmpy/gpt2.py", "llmpy/kvcache.py", "llmpy/optim.py", "llmpy/distributed.py", "train_gpt2.py"):
         used |= set(used_of_ops((ROOT / path).read_text()))
     return used
 

@@ -12,6 +12,7 @@ from llmpy import cpu
 from llmpy.checkpoint import checkpoint_paths, read_state
 from llmpy.dataloader import DataLoader
 from llmpy.gpt2 import GPT2
+from llmpy.optim import AdamW
 from llmpy.outlier import OutlierDetector
 from tests.test_gpt2 import TINY, random_params
 
@@ -19,9 +20,12 @@ B, T, STEP = 2, 16, 3
 
 
 def fresh_run(data):
-    """The objects a run builds before it resumes: model, loader, RNG seeded as at start."""
-    model = GPT2(TINY, cpu, B, T, params=random_params(TINY, seed=30))
-    return model, DataLoader(data, B, T, vocab_size=TINY.vocab_size), np.random.default_rng(42), {"loss": OutlierDetector(), "grad": OutlierDetector()}
+    """The objects a run builds before it resumes: model, optimizer, loader, RNG seeded as at
+    start, outlier detectors."""
+    params = random_params(TINY, seed=30)
+    model = GPT2(TINY, cpu, B, T, params=params)
+    return (model, AdamW(model, params), DataLoader(data, B, T, vocab_size=TINY.vocab_size),
+            np.random.default_rng(42), {"loss": OutlierDetector(), "grad": OutlierDetector()})
 
 
 @pytest.fixture
@@ -30,18 +34,18 @@ def saved(tmp_path):
     returns what it would do next and a fresh run resumed from the checkpoint."""
     data = str(tmp_path / "train.bin")
     write_datafile(data, np.random.default_rng(31).integers(0, TINY.vocab_size, 40 * B * T))
-    model, loader, rng, detectors = fresh_run(data)
+    model, optimizer, loader, rng, detectors = fresh_run(data)
     for step in range(STEP):
         model.zero_grad()
         model.forward(*loader.next_batch())
         model.backward()
-        model.update(1e-3)
+        optimizer.update(1e-3)
         rng.random(5 + step)         # sampling draws a varying number of values
     extra = {"B": B, "T": T, "total_batch": B * T, "world": 1, "zero": 0,
              "outlier": {name: d.state() for name, d in detectors.items()}}
-    train_gpt2.save_checkpoint(str(tmp_path), STEP, model, loader, rng, extra)
+    train_gpt2.save_checkpoint(str(tmp_path), STEP, model, optimizer, loader, rng, extra)
     before = dict(rng_next=rng.random(16), batches=[loader.next_batch() for _ in range(3)],
-                  m=model.m_flat.copy(), v=model.v_flat.copy())
+                  m=optimizer.m.copy(), v=optimizer.v.copy())
 
     resumed = fresh_run(data)
     state = read_state(checkpoint_paths(str(tmp_path), STEP, rank=0)[1])
@@ -50,20 +54,20 @@ def saved(tmp_path):
 
 
 def test_resumed_sampling_rng_continues_with_the_saved_runs_next_draws(saved):
-    before, (_, _, rng, _) = saved
+    before, (_, _, _, rng, _) = saved
     np.testing.assert_array_equal(rng.random(16), before["rng_next"])
 
 
 def test_resumed_loader_reads_the_batches_the_saved_run_would_have_read(saved):
-    before, (_, loader, _, _) = saved
+    before, (_, _, loader, _, _) = saved
     for x_y, (x, y) in zip(before["batches"], (loader.next_batch() for _ in range(3))):
         np.testing.assert_array_equal(x, x_y[0])
         np.testing.assert_array_equal(y, x_y[1])
 
 
 def test_resumed_adamw_has_the_saved_step_count_and_moments(saved):
-    before, (model, _, _, _) = saved
-    assert model.step == STEP
-    np.testing.assert_array_equal(model.m_flat, before["m"])
-    np.testing.assert_array_equal(model.v_flat, before["v"])
+    before, (_, optimizer, _, _, _) = saved
+    assert optimizer.step == STEP
+    np.testing.assert_array_equal(optimizer.m, before["m"])
+    np.testing.assert_array_equal(optimizer.v, before["v"])
 

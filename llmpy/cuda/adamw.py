@@ -5,7 +5,7 @@ import cupy as cp
 import ml_dtypes
 import numpy as np
 
-from llmpy import cpu
+from llmpy import optim
 from llmpy.cuda.runtime import ceil_div, launch, workspace
 
 # a fixed grid, not one sized to the device, so the norm's bits are the same on every GPU; on an
@@ -47,8 +47,8 @@ def scalar(x):
 
 
 def clip_factor(norm, grad_clip):
-    """llmpy.cpu's clip factor from a norm the host has, as a device scalar for adamw_update."""
-    return scalar(cpu.clip_factor(norm, grad_clip))
+    """The optimizer's clip factor from a norm the host has, as a device scalar for adamw_update."""
+    return scalar(optim.clip_factor(norm, grad_clip))
 
 
 def adamw_update(param, grad, m, v, master, lr, beta1, beta2, eps, weight_decay, step,

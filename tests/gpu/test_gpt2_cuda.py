@@ -12,6 +12,7 @@ import torch
 from llmpy import cpu, cuda
 from llmpy.config import GPT2Config, PARAM_NAMES, from_descriptor, param_shapes
 from llmpy.gpt2 import GPT2, split_flat
+from llmpy.optim import AdamW
 from tests.helpers import rel_error
 from tests.test_gpt2 import random_batch, random_params
 from tests.torch_gpt2 import TorchGPT2
@@ -59,13 +60,14 @@ LR = 3e-4
 
 def train_losses(cfg, B, T, steps, params, seed=0):
     model = GPT2(cfg, cuda, B, T, params=params)
+    optimizer = AdamW(model, params, weight_decay=0.1, seed=seed)
     losses = []
     for step in range(steps):
         inputs, targets = random_batch(cfg, B, T, seed=100 + step % 2)   # two batches, alternating
         model.zero_grad()
         model.forward(inputs, targets)
         model.backward()
-        model.update(LR, weight_decay=0.1, seed=seed)
+        optimizer.update(LR)
         losses.append(model.mean_loss())
     return losses
 
@@ -135,6 +137,7 @@ def test_graph_replays_give_the_bits_of_eager_steps():
     runs = []
     for graphs in (False, True):
         model = GPT2(TINY, cuda, 4, 16, params=params)
+        optimizer = AdamW(model, params)
         steps = []
         for i, ((b, t), scale) in enumerate(schedule):
             inputs, targets = random_batch(TINY, b, t, seed=200 + i)
@@ -147,7 +150,7 @@ def test_graph_replays_give_the_bits_of_eager_steps():
                 model.backward()
             steps.append((model.mean_loss(), cuda.to_host(model.grads_flat).view(np.uint16)))
             if scale == 1.0 or i % 2 == 0:
-                model.update(1e-3)
+                optimizer.update(1e-3)
         runs.append(steps)
     assert len(runs[1]) == len(schedule)
     for i, ((loss, grads), (loss_g, grads_g)) in enumerate(zip(*runs)):
@@ -156,18 +159,28 @@ def test_graph_replays_give_the_bits_of_eager_steps():
 
 
 def test_update_clipping_on_the_device_takes_the_step_of_a_host_norm():
-    # update() without a norm keeps the norm and clip factor on the device; given the norm the
-    # host read (train_gpt2.py's way), it must take the same step, bit for bit
+    # AdamW.update() without a norm keeps the norm and clip factor on the device; given the norm
+    # the host read (train_gpt2.py's way), it must take the same step, bit for bit
     params = random_params(TINY, seed=20)
     inputs, targets = random_batch(TINY, 4, 16, seed=21)
     runs = []
     for host_norm in (False, True):
         model = GPT2(TINY, cuda, 4, 16, params=params)
+        optimizer = AdamW(model, params, grad_clip=0.1)
         model.zero_grad()
         model.forward(inputs, targets)
         model.backward()
-        norm = model.update(1e-3, grad_clip=0.1, norm=model.grad_norm() if host_norm else None)
+        norm = optimizer.update(1e-3, norm=optimizer.grad_norm() if host_norm else None)
         runs.append((norm, cuda.to_host(model.params_flat).view(np.uint16)))
     (norm, params_device), (norm_host, params_host) = runs
     assert norm == norm_host and norm > 0.1, "the step must clip"
     assert np.array_equal(params_device, params_host)
+
+
+def test_master_weights_start_from_the_fp32_weights_not_their_bf16_copy():
+    # the model holds bf16 params; AdamW's fp32 master weights must be the weights it was given
+    params = random_params(TINY, seed=22)
+    model = GPT2(TINY, cuda, 4, 16, params=params)
+    master = cuda.to_host(AdamW(model, params).master)
+    assert not np.array_equal(cuda.to_host(model.params_flat).astype(np.float32), params), "nothing rounded"
+    assert np.array_equal(master, params)
