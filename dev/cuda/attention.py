@@ -65,8 +65,8 @@ from types import SimpleNamespace
 
 import cupy as cp
 import numpy as np
-from common import (DEV_DIR, bf16, gpu, host, poisoned, print_table, randn, rel_error,
-                    selected_versions, time_ms)
+from common import (DEV_DIR, bf16, gpu, host, median_ms, poisoned, print_table, randn, rel_error,
+                    selected_versions)
 
 import attention_simple as simple
 from llmpy import cpu
@@ -269,8 +269,8 @@ def torch_times(qkv, dout):
         xg = x.detach().requires_grad_()
         forward(xg).backward(dy)
     with torch.no_grad():
-        fwd = time_ms(lambda: forward(x))
-    return fwd, time_ms(forward_backward)
+        fwd = median_ms(lambda: forward(x))
+    return fwd, median_ms(forward_backward)
 
 
 def timed_keywords(keywords):
@@ -316,7 +316,7 @@ def backward_kernel_rows(rng, B=64):
             "flash_attention_wgmma", "flash_attention_backward_dq_wgmma",
             (ceil_div(tiles, dq_tiles), B * NH), dq_tiles * 128, dqkv, None, ds, qkv, T, NH, scale,
             shared_mem=flash_attention.WGMMA_DQ_SMEM)
-    return [(B, name, f"{time_ms(run):.3f}") for name, run in runs.items()]
+    return [(B, name, f"{median_ms(run):.3f}") for name, run in runs.items()]
 
 
 def main():
@@ -345,8 +345,8 @@ def main():
                 forward = functools.partial(module.attention_forward, out, saved, qkv, NH, **kw)
                 backward = functools.partial(module.attention_backward, dqkv, dout, qkv, out,
                                              saved, NH, **kw)
-                fwd = time_ms(forward)
-                both = time_ms(lambda: (forward(), backward()))
+                fwd = median_ms(forward)
+                both = median_ms(lambda: (forward(), backward()))
                 rows.append((B, version, kw.get("row_block") or "-", f"{fwd:.3f}",
                              f"{both - fwd:.3f}", f"{both:.3f}"))
             del saved

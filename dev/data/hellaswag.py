@@ -16,14 +16,11 @@ after the context. The val split has 10,042 examples; OpenAI's GPT-2 124M scores
 import argparse
 import json
 import os
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # repo root: dev/ is not an installed package
 
 from llmpy import LlmpyError, run_main
 from llmpy.hellaswag import HEADER_INTS, MAGIC, START_EXAMPLE, VERSION
