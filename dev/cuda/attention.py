@@ -7,8 +7,8 @@ keywords set, kernels in dev/cuda/attention.cu); 4-13 are flash attention, 13 is
 Versions 1-9 are frozen whole, each built from dev/cuda files alone (the .cu files include
 kernels/common.cuh and flash_attention.cuh for their helpers); 10-13 are live, built from
 today's kernels/flash_attention*.cu.
-Versions 5-13 share llmpy's softmax exponentials: one FFMA and ex2.approx.ftz a probability (no
-exp2f range fix-ups; before version 13's change they used exp2f):
+Versions 10-13 share llmpy's softmax exponentials: one FFMA and ex2.approx.ftz a probability (no
+exp2f range fix-ups); 4-9 use exp2f, as when they were measured:
   1  llm.c's train_gpt2.cu before cuDNN: permute qkv into per-head q, k, v; preatt = q k^T and
      y = att v as cuBLAS strided-batched gemms over all B*NH heads and the whole (T, T) matrix;
      a one-warp-per-row online softmax in place, one bf16 per load; the (B, NH, T, T) attention
