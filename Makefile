@@ -14,6 +14,8 @@ GPU_BUILD := $(shell sh scripts/gpu_build.sh)
 ifdef SYSTEM_PYTHON
 PY := $(PYTHON)
 INSTALL :=
+# llmpy is not installed there: the scripts under dev/ find it in this checkout
+export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 else
 PY := $(VENV)/bin/python
 INSTALL := install

@@ -12,14 +12,11 @@ bandwidth in GB/s and Gb/s.
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from llmpy import backends, distributed  # noqa: E402
-from llmpy.config import from_descriptor, num_parameters  # noqa: E402
+from llmpy import backends, distributed
+from llmpy.config import from_descriptor, num_parameters
 
 
 def main(argv=None):

@@ -10,46 +10,23 @@ CUDA events and the median is reported. PyTorch runs as a tuned user would run i
 torch.compile, flash attention (SDPA), bf16 autocast, fused AdamW.
 """
 import argparse
-import sys
 import time
 from collections import defaultdict
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # dev/ is not a package
+import cupy as cp
 
-import cupy as cp      # noqa: E402
-import numpy as np     # noqa: E402
-
-from llmpy import cuda                         # noqa: E402
-from llmpy.config import from_descriptor       # noqa: E402
-from llmpy.dataloader import DataLoader        # noqa: E402
-from llmpy.gpt2 import GPT2, init_params       # noqa: E402
-from llmpy.mfu import mfu                      # noqa: E402
-from llmpy.optim import AdamW                  # noqa: E402
+from llmpy import cuda
+from llmpy.config import from_descriptor
+from llmpy.dataloader import DataLoader
+from llmpy.gpt2 import GPT2, init_params
+from llmpy.mfu import mfu
+from llmpy.optim import AdamW
+from llmpy.testing.timing import median_ms
 
 LR = 3e-4
 # measured on the same H200 machines, not in this run (docs/performance.md)
 LLM_C_FIGURES = ("llm.c on an H200, d12 B=64 T=1024 (docs/performance.md): ~115 ms/step, ~567K tokens/s "
                  "with cuDNN flash attention; ~170 ms, ~382K with its own attention kernels")
-
-
-def median_step_ms(step, steps, warmup, sync):
-    """Median ms of step() over `steps` timed runs after `warmup`; CUDA events via `sync`."""
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(steps):
-        times.append(sync(step))
-    return float(np.median(times))
-
-
-def cupy_timed(fn):
-    start, end = cp.cuda.Event(), cp.cuda.Event()
-    start.record()
-    fn()
-    end.record()
-    end.synchronize()
-    return cp.cuda.get_elapsed_time(start, end)
 
 
 def bench_llmpy(cfg, params, loader, args):
@@ -63,7 +40,7 @@ def bench_llmpy(cfg, params, loader, args):
         model.forward_backward(inputs, targets)
         optimizer.update(LR)
         losses.append(model.mean_loss())
-    ms = median_step_ms(step, args.steps, args.warmup, cupy_timed)
+    ms = median_ms(step, args.steps, args.warmup)
     memory = cp.get_default_memory_pool().total_bytes()
     if args.profile:
         timed_steps = len(losses)
@@ -105,7 +82,7 @@ def profile(step, steps=4):
 
 def bench_torch(cfg, params, loader, args):
     import torch
-    from tests.torch_gpt2 import TorchGPT2
+    from llmpy.testing.torch_gpt2 import TorchGPT2
 
     torch.backends.cuda.matmul.allow_tf32 = True
     model = TorchGPT2(cfg, params, dtype=torch.float32, device="cuda")
@@ -124,15 +101,8 @@ def bench_torch(cfg, params, loader, args):
         optimizer.step()
         losses.append(loss.detach())
 
-    def timed(fn):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        return start.elapsed_time(end)
     torch.cuda.reset_peak_memory_stats()
-    ms = median_step_ms(step, args.steps, args.warmup, timed)
+    ms = median_ms(step, args.steps, args.warmup)
     return ms, torch.cuda.max_memory_allocated(), [x.item() for x in losses]
 
 

@@ -31,6 +31,9 @@ set -u
 OUT=${OUT:-gpu_round_out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
+# the system's python3 runs the scripts, llmpy not installed: each imports the llmpy of the folder it
+# starts in (this checkout; arch's other tree its own)
+export PYTHONPATH=.
 GPUS=$(nvidia-smi -L | wc -l)
 sections=${*:-tests emulate resume multigpu rankfault kernels bench emubench quality sample faults debug arch sizes fp8}
 A100="LLMPY_WGMMA=0 LLMPY_ARCH=compute_80 LLMPY_MAX_SHARED_KB=163"

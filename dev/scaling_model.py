@@ -24,13 +24,9 @@ What it assumes (the multi-GPU round checks it against measured points):
   which only the encoder's backward finishes. Gradients are bf16: 2 bytes a parameter.
 """
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from llmpy import buckets  # noqa: E402
-from llmpy.config import from_descriptor, num_parameters  # noqa: E402
+from llmpy import buckets
+from llmpy.config import from_descriptor, num_parameters
 
 T = 1024
 GPUS_PER_NODE = 8

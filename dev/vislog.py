@@ -11,10 +11,7 @@ line wins. Needs matplotlib (requirements.txt).
 """
 import argparse
 import math
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # repo root: dev/ is not an installed package
 
 from llmpy import LlmpyError, run_main
 

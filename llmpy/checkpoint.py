@@ -28,12 +28,9 @@ import numpy as np
 
 from llmpy import LlmpyError
 from llmpy.config import GPT2Config, num_parameters, param_shapes
+from llmpy.llmc_file import HEADER_BYTES, MODEL, STATE, check_size, new_header, read_header
 
-HEADER_INTS = 256
-HEADER_BYTES = 4 * HEADER_INTS
-MODEL_MAGIC = 20240326
-MODEL_VERSIONS = {"fp32": 3, "bf16": 5}
-STATE_MAGIC = 20240527
+MODEL_VERSIONS = {dtype: version for version, dtype in MODEL.versions.items()}   # fp32: 3, bf16: 5
 STATE_VERSION = 1
 STATE_HAS_MASTER = 1
 
@@ -116,26 +113,6 @@ def named_params(cfg, params):
     return out
 
 
-def _read_header(path, magic, kind):
-    """Return (int32 header, file size) of `path`, after checking it is long enough and has `magic`."""
-    try:
-        size = os.path.getsize(path)
-        if size < HEADER_BYTES:
-            raise LlmpyError(f"{path}: {size} bytes is shorter than the {HEADER_BYTES}-byte header of an {kind}")
-        header = np.fromfile(path, dtype="<i4", count=HEADER_INTS)
-    except OSError as e:
-        raise LlmpyError(f"{path}: cannot read {kind}: {e.strerror}") from None
-    if header[0] != magic:
-        raise LlmpyError(f"{path}: not an {kind} (magic number {header[0]}, expected {magic})")
-    return header, size
-
-
-def _check_size(path, size, expected, what):
-    if size != expected:
-        raise LlmpyError(f"{path}: file is {size} bytes but its header ({what}) needs {expected} bytes; "
-                         "truncated or corrupt")
-
-
 # -----------------------------------------------------------------------------
 # model files
 
@@ -146,9 +123,8 @@ def write_model(path, cfg, params, dtype="fp32"):
     n = num_parameters(cfg)
     if params.size != n:
         raise ValueError(f"params has {params.size} elements, the config needs {n}")
-    header = np.zeros(HEADER_INTS, dtype="<i4")
-    header[:8] = [MODEL_MAGIC, MODEL_VERSIONS[dtype], cfg.max_seq_len, cfg.vocab_size,
-                  cfg.num_layers, cfg.num_heads, cfg.channels, cfg.padded_vocab_size]
+    header = new_header(MODEL, MODEL_VERSIONS[dtype], cfg.max_seq_len, cfg.vocab_size,
+                        cfg.num_layers, cfg.num_heads, cfg.channels, cfg.padded_vocab_size)
     if dtype == "fp32":
         body = np.ascontiguousarray(params.ravel(), dtype="<f4")
     else:
@@ -161,7 +137,7 @@ def read_model(path):
     cfg, version, size = _model_header(path)
     n = num_parameters(cfg)
     itemsize = 4 if version == MODEL_VERSIONS["fp32"] else 2
-    _check_size(path, size, HEADER_BYTES + n * itemsize, f"version {version}, {describe(cfg)}: {n} params")
+    check_size(path, MODEL, size, HEADER_BYTES + n * itemsize, f"version {version}, {describe(cfg)}: {n} params")
     if version == MODEL_VERSIONS["fp32"]:
         params = np.fromfile(path, dtype="<f4", count=n, offset=HEADER_BYTES)
     else:
@@ -181,10 +157,8 @@ def describe(cfg):
 
 
 def _model_header(path):
-    header, size = _read_header(path, MODEL_MAGIC, "llm.c model file")
+    header, size = read_header(path, MODEL)
     version = int(header[1])
-    if version not in MODEL_VERSIONS.values():
-        raise LlmpyError(f"{path}: unsupported model file version {version} (supported: 3 = fp32, 5 = bf16)")
     maxT, V, L, NH, C, Vp = (int(h) for h in header[2:8])
     shape = f"maxT={maxT} V={V} L={L} NH={NH} C={C} Vp={Vp}"
     if min(maxT, V, L, NH, C, Vp) <= 0:
@@ -210,8 +184,7 @@ def write_state(path, *, step, m, v, master, rng_state, loader_state, extra):
         raise ValueError(f"m, v and master must have the same size, got {[a.size for a in arrays]}")
     # serialise first, so a value JSON cannot hold fails before anything is written
     trailer = json.dumps({"rng_state": rng_state, "loader_state": loader_state, "extra": extra}).encode("utf-8")
-    header = np.zeros(HEADER_INTS, dtype="<i4")
-    header[:4] = [STATE_MAGIC, STATE_VERSION, step, 0 if master is None else STATE_HAS_MASTER]
+    header = new_header(STATE, STATE_VERSION, step, 0 if master is None else STATE_HAS_MASTER)
     header[4:6] = np.array([n], dtype="<i8").view("<i4")
     header[6] = len(trailer)
     body = [np.ascontiguousarray(a.ravel(), dtype="<f4") for a in arrays]
@@ -221,15 +194,13 @@ def write_state(path, *, step, m, v, master, rng_state, loader_state, extra):
 def read_state(path):
     """Read a state file. Returns a dict: step, m, v, master (None if absent), rng_state,
     loader_state, extra."""
-    header, size = _read_header(path, STATE_MAGIC, "llmpy state file")
-    if header[1] != STATE_VERSION:
-        raise LlmpyError(f"{path}: unsupported state file version {header[1]} (supported: {STATE_VERSION})")
+    header, size = read_header(path, STATE)
     step, flags, trailer_bytes = int(header[2]), int(header[3]), int(header[6])
     n = int(header[4:6].view("<i8")[0])
     if step < 0 or n < 0 or trailer_bytes < 0 or flags & ~STATE_HAS_MASTER:
         raise LlmpyError(f"{path}: bad header: step={step} params={n} flags={flags} json_bytes={trailer_bytes}")
     count = 3 if flags & STATE_HAS_MASTER else 2
-    _check_size(path, size, HEADER_BYTES + count * 4 * n + trailer_bytes,
+    check_size(path, STATE, size, HEADER_BYTES + count * 4 * n + trailer_bytes,
                 f"{n} params, {count} arrays, {trailer_bytes} JSON bytes")
 
     def array(i):

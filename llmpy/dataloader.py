@@ -10,34 +10,21 @@ embedding's real rows (into padding, or on the GPU into other tensors), so every
 are checked against the model's V when the loader opens it.
 """
 import glob
-import os
 
 import numpy as np
 
 from llmpy import LlmpyError
+from llmpy.llmc_file import HEADER_BYTES, SHARD, check_size, read_header
 from llmpy.rand import MersenneTwister, random_permutation
 
-MAGIC, VERSION, HEADER_INTS = 20240520, 1, 256
-HEADER_BYTES = HEADER_INTS * 4
 SHUFFLE_SEED = 42     # llm.c's, plus the process's rank
 
 
 def read_shard_header(path):
     """Check a shard's header against its size and return its token count."""
-    if not os.path.isfile(path):
-        raise LlmpyError(f"data file {path}: not found")
-    size = os.path.getsize(path)
-    if size < HEADER_BYTES:
-        raise LlmpyError(f"data file {path}: {size} bytes, shorter than the {HEADER_BYTES}-byte header (truncated?)")
-    header = np.fromfile(path, dtype="<i4", count=HEADER_INTS)
-    if header[0] != MAGIC:
-        raise LlmpyError(f"data file {path}: bad magic {header[0]} (expected {MAGIC}; is this an llm.c token shard?)")
-    if header[1] != VERSION:
-        raise LlmpyError(f"data file {path}: unsupported version {header[1]} (expected {VERSION})")
+    header, size = read_header(path, SHARD)
     ntok = int(header[2])
-    if ntok < 0 or HEADER_BYTES + 2 * ntok != size:
-        raise LlmpyError(f"data file {path}: header says {ntok:,} tokens ({HEADER_BYTES + 2 * ntok:,} bytes) "
-                         f"but the file has {size:,} bytes (truncated?)")
+    check_size(path, SHARD, size, HEADER_BYTES + 2 * ntok, f"{ntok:,} tokens")
     return ntok
 
 

@@ -18,17 +18,15 @@ The context's own tokens are not scored. Rows are packed B to a forward pass (th
 an example in consecutive rows), each pass as long as its longest row.
 """
 import math
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from llmpy import LlmpyError
 from llmpy.fetch import data_dir
+from llmpy.llmc_file import EVAL, HEADER_BYTES, read_header
 from llmpy.progress import progress_bar
 
-MAGIC, VERSION, HEADER_INTS = 20240522, 1, 256
-HEADER_BYTES = 4 * HEADER_INTS
 START_EXAMPLE = 65535
 DEFAULT_PATH = str(data_dir() / "hellaswag" / "hellaswag_val.bin")
 
@@ -44,18 +42,8 @@ class Example:
 def read_evalfile(path):
     """All examples of an llm.c eval file, checked field by field; a bad file raises
     LlmpyError naming the file, the example and the fault."""
-    try:
-        size = os.path.getsize(path)
-        if size < HEADER_BYTES:
-            raise LlmpyError(f"eval file {path}: {size} bytes, shorter than the {HEADER_BYTES}-byte header (truncated?)")
-        header = np.fromfile(path, dtype="<i4", count=HEADER_INTS)
-        stream = np.fromfile(path, dtype="<u2", offset=HEADER_BYTES).astype(np.int64)
-    except OSError as e:
-        raise LlmpyError(f"eval file {path}: cannot read: {e.strerror}") from None
-    if header[0] != MAGIC:
-        raise LlmpyError(f"eval file {path}: bad magic {header[0]} (expected {MAGIC}; is this an llm.c eval file?)")
-    if header[1] != VERSION:
-        raise LlmpyError(f"eval file {path}: unsupported version {header[1]} (expected {VERSION})")
+    header, size = read_header(path, EVAL)
+    stream = np.fromfile(path, dtype="<u2", offset=HEADER_BYTES).astype(np.int64)
     count, longest = int(header[2]), int(header[3])
     if count < 1 or (size - HEADER_BYTES) % 2:
         raise LlmpyError(f"eval file {path}: bad header or size: {count} examples, {size} bytes")

@@ -176,7 +176,7 @@ def reference_losses(tokens, order):
     """PyTorch's loss on each batch of `order` (B=1, T=4, one process), the weights of tiny.bin."""
     import torch
     from tests.test_gpt2 import TINY, random_params
-    from tests.torch_gpt2 import TorchGPT2
+    from llmpy.testing.torch_gpt2 import TorchGPT2
     model = TorchGPT2(TINY, random_params(TINY, seed=0))
     out = []
     with torch.no_grad():

@@ -22,9 +22,9 @@ from llmpy import cpu
 from llmpy.distributed import Comm, launcher
 from llmpy.gpt2 import GPT2
 from llmpy.optim import AdamW
-from tests.helpers import assert_close
+from llmpy.testing.compare import assert_close
+from llmpy.testing.torch_gpt2 import TorchGPT2
 from tests.test_gpt2 import TINY, random_params
-from tests.torch_gpt2 import TorchGPT2
 
 ROOT = Path(__file__).resolve().parents[1]
 MPIEXEC = launcher()

@@ -1,5 +1,5 @@
-"""The whole CPU model against the PyTorch reference (tests/torch_gpt2.py) in float64: logits,
-loss, every parameter's gradient, and training with AdamW — llm.c's test_gpt2 in spirit.
+"""The whole CPU model against the PyTorch reference (llmpy/testing/torch_gpt2.py) in float64:
+logits, loss, every parameter's gradient, and training with AdamW — llm.c's test_gpt2 in spirit.
 
 Tolerance: our model is fp32 end to end, the reference fp64. fp32 rounding grows with depth
 and with the length of the sums (C, 4C and Vp terms per dot product): measured 2e-7..6e-7 of a
@@ -14,8 +14,8 @@ from llmpy import cpu
 from llmpy.config import GPT2Config, PARAM_NAMES, from_descriptor, param_shapes
 from llmpy.gpt2 import GPT2, init_params, split_flat
 from llmpy.optim import AdamW
-from tests.helpers import assert_close
-from tests.torch_gpt2 import TorchGPT2
+from llmpy.testing.compare import assert_close
+from llmpy.testing.torch_gpt2 import TorchGPT2
 
 TINY = GPT2Config(max_seq_len=16, vocab_size=97, padded_vocab_size=128, num_layers=2,
                   num_heads=4, channels=32)

@@ -17,7 +17,7 @@ from llmpy.checkpoint import bf16_to_fp32, fp32_to_bf16, write_model
 from llmpy.config import GPT2Config
 from llmpy.gpt2 import GPT2
 from llmpy.hf import export_hf, load_hf_gpt2, write_hf_tokenizer
-from tests.helpers import assert_close
+from llmpy.testing.compare import assert_close
 from tests.test_gpt2 import random_params
 
 TINY = GPT2Config(max_seq_len=16, vocab_size=97, padded_vocab_size=128, num_layers=2, num_heads=4, channels=32)

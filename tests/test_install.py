@@ -180,7 +180,9 @@ def test_installed_package_carries_its_kernels_and_imports_from_anywhere(tmp_pat
     assert r.returncode == 0, r.stderr
     packaged = sorted(p.name for p in (site / "llmpy" / "kernels").iterdir())
     assert packaged == sorted(p.name for p in (ROOT / "kernels").iterdir())
-    r = subprocess.run([sys.executable, "-c", "import llmpy.kernel_options as k; print(k.KERNEL_DIR)"],
+    # llmpy.testing too: dev/bench.py and dev/cuda import it from an installed llmpy
+    r = subprocess.run([sys.executable, "-c", "import llmpy.testing.compare, llmpy.kernel_options as k; "
+                        "print(k.KERNEL_DIR)"],
                        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(site)}, capture_output=True,
                        text=True, timeout=60)
     assert r.stdout.strip() == str(site / "llmpy" / "kernels"), r.stderr

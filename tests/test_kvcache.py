@@ -12,7 +12,7 @@ from llmpy import cpu
 from llmpy.gpt2 import GPT2
 from llmpy.kvcache import KVCacheGPT2
 from llmpy.sampler import generate
-from tests.helpers import assert_close
+from llmpy.testing.compare import assert_close
 from tests.test_gpt2 import TINY, random_params
 
 MAX_T = TINY.max_seq_len

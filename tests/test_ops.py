@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from llmpy import cpu
-from tests.helpers import assert_close
+from llmpy.testing.compare import assert_close
 
 TOL = 1e-5
 B, T, C, NH = 2, 7, 24, 3

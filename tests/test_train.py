@@ -14,10 +14,11 @@ from dev.data.data_common import write_datafile
 from llmpy.checkpoint import read_model, read_state, write_model, write_state
 from llmpy.config import GPT2Config, from_descriptor
 from llmpy.schedulers import learning_rate
-from tests.helpers import assert_close, run_program
+from llmpy.testing.compare import assert_close
+from llmpy.testing.torch_gpt2 import TorchGPT2
+from tests.helpers import run_program
 from tests.test_gpt2 import TINY, random_params
 from tests.test_hellaswag import CHOOSER, SAMPLE, chooser_params
-from tests.torch_gpt2 import TorchGPT2
 
 ROOT = Path(__file__).resolve().parents[1]
 STEP_LINE = re.compile(r"^step +(\d+)/(\d+) \| loss (\S+) \| norm (\S+) \| lr (\S+) \| (\S+) ms \| (\d+) tok/s \| eta (\S+)$")
@@ -264,7 +265,6 @@ def test_auto_batch_without_memory_pressure_takes_the_whole_total_batch(tiny_run
 
 
 LIMITED = """import resource, runpy, sys
-sys.path.insert(0, {root!r})
 import train_gpt2  # every module imported before the limit
 vm = int([l for l in open('/proc/self/status') if l.startswith('VmSize')][0].split()[1]) * 1024
 resource.setrlimit(resource.RLIMIT_AS, (vm + {headroom} * 2**20,) * 2)
@@ -275,7 +275,7 @@ runpy.run_path({script!r}, run_name='__main__')
 
 def run_with_memory_limit(headroom_mib, *args):
     """train_gpt2.py with its address space capped at what it holds after imports + headroom."""
-    code = LIMITED.format(root=str(ROOT), headroom=headroom_mib, script=str(ROOT / "train_gpt2.py"))
+    code = LIMITED.format(headroom=headroom_mib, script=str(ROOT / "train_gpt2.py"))
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-c", code, "--device", "cpu", *map(str, args)],
                           capture_output=True, text=True, cwd=ROOT, env=env)

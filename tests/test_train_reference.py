@@ -1,7 +1,7 @@
 """The training program against an independent reference: what train_gpt2.py prints (train
 loss and gradient norm at steps 1-7, val loss before the first and after the last step) and
-what its -n checkpoint holds (weights, AdamW moments) against tests/torch_gpt2.py in float64,
-stepped by torch.optim.AdamW with torch's own gradient clipping on the batches that llm.c's
+what its -n checkpoint holds (weights, AdamW moments) against llmpy/testing/torch_gpt2.py in
+float64, stepped by torch.optim.AdamW with torch's own gradient clipping on the batches that llm.c's
 data loader reads in file order (--shuffle 0; tests/test_batch_order.py checks the shuffled
 order), written out below. No llmpy code is on the reference side.
 
@@ -23,9 +23,9 @@ import torch
 import train_gpt2
 from dev.data.data_common import write_datafile
 from llmpy.checkpoint import read_model, read_state, write_model
-from tests.helpers import assert_close
+from llmpy.testing.compare import assert_close
+from llmpy.testing.torch_gpt2 import TorchGPT2
 from tests.test_gpt2 import TINY, random_params
-from tests.torch_gpt2 import TorchGPT2
 
 B, T, STEPS, LR, WD, CLIP = 2, 16, 7, 1e-3, 0.1, 1.0     # CLIP: train_gpt2.py's, as llm.c's
 VAL_BATCHES = 3

@@ -19,8 +19,8 @@ import functools
 
 import cupy as cp
 import numpy as np
-from common import (bf16, dev_module, gpu, print_table, randn, rel_error, selected_versions,
-                    time_ms)
+from common import (bf16, dev_module, gpu, median_ms, print_table, randn, rel_error,
+                    selected_versions)
 
 from llmpy import cpu
 from llmpy.config import from_descriptor, num_parameters, param_shapes
@@ -123,13 +123,13 @@ def main():
                 adamw_fn(p, g, mi, vi, mw if with_master else None, **hyper, step=10, seed=i,
                          block=block)
 
-        ms = time_ms(lambda: norm_fn(grad))
+        ms = median_ms(lambda: norm_fn(grad))
         rows = [(version, "global norm, with its read-back", "1024 x 256", f"{ms:.3f}",
                  f"{2 * n / ms / 1e6:.0f}")]
         for with_master, nbytes in [(True, 28 * n), (False, 22 * n)]:
             what = f"AdamW, 16 tensors, {'fp32 master' if with_master else 'no master'}"
             for block in BLOCKS:
-                ms = time_ms(lambda: step(block, with_master))
+                ms = median_ms(lambda: step(block, with_master))
                 rows.append((version, what, block, f"{ms:.3f}", f"{nbytes / ms / 1e6:.0f}"))
         print(f"\nGPT-2 124M: {n:,} parameters")
         print_table(rows, ["version", "kernel", "block", "ms", "GB/s"])

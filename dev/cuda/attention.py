@@ -4,8 +4,11 @@
 
 Versions 1-3 materialize the (T, T) attention matrix (dev/cuda/attention_simple.py with its
 keywords set, kernels in dev/cuda/attention.cu); 4-13 are flash attention, 13 is llmpy's.
-Versions 5-13 share llmpy's softmax exponentials: one FFMA and ex2.approx.ftz a probability (no
-exp2f range fix-ups; before version 13's change they used exp2f):
+Versions 1-9 are frozen whole, each built from dev/cuda files alone (the .cu files include
+kernels/common.cuh and flash_attention.cuh for their helpers); 10-13 are live, built from
+today's kernels/flash_attention*.cu.
+Versions 10-13 share llmpy's softmax exponentials: one FFMA and ex2.approx.ftz a probability (no
+exp2f range fix-ups); 4-9 use exp2f, as when they were measured:
   1  llm.c's train_gpt2.cu before cuDNN: permute qkv into per-head q, k, v; preatt = q k^T and
      y = att v as cuBLAS strided-batched gemms over all B*NH heads and the whole (T, T) matrix;
      a one-warp-per-row online softmax in place, one bf16 per load; the (B, NH, T, T) attention
@@ -22,9 +25,10 @@ exp2f range fix-ups; before version 13's change they used exp2f):
      above the diagonal; only the log-sum-exp per row is saved. The backward recomputes the
      probabilities: one kernel per key tile for dK and dV, one per query tile for dQ (no
      atomics). No (T, T) traffic at all.
-  5  one backward kernel per key tile computes dK, dV and its part of dQ, added into an fp32
-     accumulator in a fixed order of key tiles (a counter per query tile; still no float
-     atomics): 5 tile products per tile pair instead of 7 (dev/cuda/flash_attention_v5.cu).
+  5  version 7's forward (below), and one backward kernel per key tile computes dK, dV and its
+     part of dQ, added into an fp32 accumulator in a fixed order of key tiles (a counter per
+     query tile; still no float atomics): 5 tile products per tile pair instead of 7
+     (dev/cuda/flash_attention_v5.cu).
      Every operand fragment comes from shared memory by ldmatrix (4x fewer load instructions
      than 32-bit loads), the next tile's copy (cp.async) runs while the current one is used.
      Slower than 4 all the same: each tile pair now waits on the ordered read-add-write of dQ
@@ -65,8 +69,8 @@ from types import SimpleNamespace
 
 import cupy as cp
 import numpy as np
-from common import (DEV_DIR, bf16, gpu, host, poisoned, print_table, randn, rel_error,
-                    selected_versions, time_ms)
+from common import (DEV_DIR, bf16, gpu, host, median_ms, poisoned, print_table, randn, rel_error,
+                    selected_versions)
 
 import attention_simple as simple
 from llmpy import cpu
@@ -91,7 +95,7 @@ def v4_forward(out, lse, qkv, nh):
 
 def v4_backward(dqkv, dout, qkv, out, lse, nh):
     B, T_, _ = qkv.shape
-    delta = flash_attention.backward_delta(dout, out, B, T_, nh)
+    delta = v7_delta(dout, out, B, T_, nh)        # version 4's delta kernel, unchanged until 10
     scale = 1 / math.sqrt(HS)
     for name in ("flash_attention_backward_dkdv", "flash_attention_backward_dq"):
         launch(V4, name, (ceil_div(T_, 64), B * nh), 128,
@@ -106,7 +110,7 @@ def v5_backward(dqkv, dout, qkv, out, lse, nh, source=V5):
     tiles = ceil_div(T_, 64)
     dq_accum = cp.empty(B * nh * tiles * 64 * 64, np.float32)
     counter = cp.zeros(B * nh * tiles, np.uint32)
-    delta = flash_attention.backward_delta(dout, out, B, T_, nh)
+    delta = v7_delta(dout, out, B, T_, nh)
     shared = 7 * flash_attention.TILE_BYTES + 4 * 64 * 4
     scale = 1 / math.sqrt(HS)
     launch(source, "flash_attention_backward", (tiles, B * nh), 128, dqkv, dq_accum, counter,
@@ -119,23 +123,39 @@ def variant(forward, backward):
 
 
 V5_THREE = (V5, ("-DBACKWARD_BLOCKS_PER_SM=3",))
+# versions 7-9 whole, every kernel from their own file (8 and 9 recompiled with the macros)
 V7 = DEV_DIR / "flash_attention_v7.cu"
-V7_TWO = ("flash_attention", ("-DDKDV_BLOCKS_PER_SM=2",))
-V7_FOUR = ("flash_attention", ("-DFORWARD_BLOCKS_PER_SM=4",))
+V7_TWO = (V7, ("-DDKDV_BLOCKS_PER_SM=2",))
+V7_FOUR = (V7, ("-DFORWARD_BLOCKS_PER_SM=4",))
+# version 7's shared memory: 2 resident tiles and 2 x 2 streamed ones, plus (dK/dV) the streamed
+# rows' lse and delta twice
+V7_DKDV_SMEM = 6 * flash_attention.TILE_BYTES + 4 * 64 * 4
+V7_DQ_SMEM = 6 * flash_attention.TILE_BYTES
 
 
-def v7_backward(dqkv, dout, qkv, out, lse, nh, dkdv_source="flash_attention"):
-    """llmpy's delta and dK/dV kernels (without dS), then version 7's recomputing dQ kernel.
-    (None for the bias partials or the dS buffer: a null pointer, which llmpy's kernels skip.)"""
+def v7_forward(out, lse, qkv, nh, source=V7):
     B, T_, _ = qkv.shape
-    delta = flash_attention.backward_delta(dout, out, B, T_, nh)
+    launch(source, "flash_attention_forward", (ceil_div(T_, 64), B * nh), 128,
+           out, lse, qkv, T_, nh, flash_attention.LOG2E / math.sqrt(HS))
+
+
+def v7_delta(dout, out, B, T_, nh, source=V7):
+    """Version 7's delta kernel: a warp a row, 4 bytes a lane."""
+    delta = cp.empty((B, nh, T_), np.float32)
+    launch(source, "flash_attention_delta", ceil_div(B * nh * T_, 8), 256, delta, dout, out, B, T_, nh)
+    return delta
+
+
+def v7_backward(dqkv, dout, qkv, out, lse, nh, source=V7):
+    """Version 7's delta, then its dK/dV kernel and its dQ kernel, each recomputing P."""
+    B, T_, _ = qkv.shape
+    delta = v7_delta(dout, out, B, T_, nh, source)
     scale = 1 / math.sqrt(HS)
     grid = (ceil_div(T_, 64), B * nh)
-    launch(dkdv_source, "flash_attention_backward_dkdv", grid, 128, dqkv, None, None, dout, qkv,
-           lse, delta, T_, nh, scale, scale * flash_attention.LOG2E,
-           shared_mem=flash_attention.DKDV_SMEM)
-    launch(V7, "flash_attention_backward_dq", grid, 128, dqkv, dout, qkv, lse, delta, T_, nh,
-           scale, scale * flash_attention.LOG2E, shared_mem=6 * flash_attention.TILE_BYTES)
+    for name, shared in (("flash_attention_backward_dkdv", V7_DKDV_SMEM),
+                         ("flash_attention_backward_dq", V7_DQ_SMEM)):
+        launch(source, name, grid, 128, dqkv, dout, qkv, lse, delta, T_, nh, scale,
+               scale * flash_attention.LOG2E, shared_mem=shared)
 
 
 # llmpy's wgmma kernels with double buffers (versions 11 and 12)
@@ -172,23 +192,17 @@ def v11_backward(dqkv, dout, qkv, out, lse, nh, dq_wgmma=False):
                T_, nh, scale, shared_mem=flash_attention.DQ_SMEM)
 
 
-def v9_forward(out, lse, qkv, nh):
-    B, T_, _ = qkv.shape
-    launch(V7_FOUR, "flash_attention_forward", (ceil_div(T_, 64), B * nh), 128,
-           out, lse, qkv, T_, nh, flash_attention.LOG2E / math.sqrt(HS))
 # version: the module and the keywords of its attention_forward and attention_backward
 # (row_block None: one gemm over the whole matrix)
 VERSIONS = {1: (simple, dict(vectorized=False, row_block=None)),
             2: (simple, dict(vectorized=True, row_block=None)),
             3: (simple, dict(vectorized=True, row_block=simple.ROW_BLOCK)),
             4: (variant(v4_forward, v4_backward), {}),
-            5: (variant(flash_attention.attention_forward, v5_backward), {}),
-            6: (variant(flash_attention.attention_forward,
-                        functools.partial(v5_backward, source=V5_THREE)), {}),
-            7: (variant(flash_attention.attention_forward, v7_backward), {}),
-            8: (variant(flash_attention.attention_forward,
-                        functools.partial(v7_backward, dkdv_source=V7_TWO)), {}),
-            9: (variant(v9_forward, v7_backward), {}),
+            5: (variant(v7_forward, v5_backward), {}),
+            6: (variant(v7_forward, functools.partial(v5_backward, source=V5_THREE)), {}),
+            7: (variant(v7_forward, v7_backward), {}),
+            8: (variant(v7_forward, functools.partial(v7_backward, source=V7_TWO)), {}),
+            9: (variant(functools.partial(v7_forward, source=V7_FOUR), v7_backward), {}),
             10: (variant(functools.partial(flash_attention.attention_forward, wgmma=False),
                          functools.partial(flash_attention.attention_backward, wgmma=False)), {}),
             11: (variant(v11_forward, v11_backward), {}),
@@ -199,7 +213,8 @@ KERNELS = {4: (V4, ("flash_attention_forward", "flash_attention_backward_dkdv",
                     "flash_attention_backward_dq")),
            5: (V5, ("flash_attention_backward",)),
            6: (V5_THREE, ("flash_attention_backward",)),
-           7: (V7, ("flash_attention_backward_dq",)),
+           7: (V7, ("flash_attention_forward", "flash_attention_backward_dkdv",
+                    "flash_attention_backward_dq")),
            8: (V7_TWO, ("flash_attention_backward_dkdv",)),
            9: (V7_FOUR, ("flash_attention_forward",)),
            10: ("flash_attention", ("flash_attention_forward", "flash_attention_backward_dkdv",
@@ -269,8 +284,8 @@ def torch_times(qkv, dout):
         xg = x.detach().requires_grad_()
         forward(xg).backward(dy)
     with torch.no_grad():
-        fwd = time_ms(lambda: forward(x))
-    return fwd, time_ms(forward_backward)
+        fwd = median_ms(lambda: forward(x))
+    return fwd, median_ms(forward_backward)
 
 
 def timed_keywords(keywords):
@@ -291,13 +306,13 @@ def backward_kernel_rows(rng, B=64):
     scale, grid = 1 / math.sqrt(HS), (tiles, B * NH)
     common = (lse, delta, T, NH, scale, scale * flash_attention.LOG2E)
     runs = {
-        "delta": lambda: flash_attention.backward_delta(dout, out, B, T, NH),
-        "7: dK/dV": lambda: launch("flash_attention", "flash_attention_backward_dkdv", grid, 128,
-                                   dqkv, None, None, dout, qkv, *common,
-                                   shared_mem=flash_attention.DKDV_SMEM),
+        "7: delta": lambda: v7_delta(dout, out, B, T, NH),
+        "10-13: delta": lambda: flash_attention.backward_delta(dout, out, B, T, NH),
+        "7: dK/dV": lambda: launch(V7, "flash_attention_backward_dkdv", grid, 128, dqkv, dout,
+                                   qkv, *common, shared_mem=V7_DKDV_SMEM),
         "7: dQ, recomputing S and dP": lambda: launch(
             V7, "flash_attention_backward_dq", grid, 128, dqkv, dout, qkv, *common,
-            shared_mem=6 * flash_attention.TILE_BYTES),
+            shared_mem=V7_DQ_SMEM),
         "10: dK/dV, storing dS": lambda: launch(
             "flash_attention", "flash_attention_backward_dkdv", grid, 128, dqkv, None, ds, dout,
             qkv, *common, shared_mem=flash_attention.DKDV_SMEM),
@@ -316,7 +331,7 @@ def backward_kernel_rows(rng, B=64):
             "flash_attention_wgmma", "flash_attention_backward_dq_wgmma",
             (ceil_div(tiles, dq_tiles), B * NH), dq_tiles * 128, dqkv, None, ds, qkv, T, NH, scale,
             shared_mem=flash_attention.WGMMA_DQ_SMEM)
-    return [(B, name, f"{time_ms(run):.3f}") for name, run in runs.items()]
+    return [(B, name, f"{median_ms(run):.3f}") for name, run in runs.items()]
 
 
 def main():
@@ -345,8 +360,8 @@ def main():
                 forward = functools.partial(module.attention_forward, out, saved, qkv, NH, **kw)
                 backward = functools.partial(module.attention_backward, dqkv, dout, qkv, out,
                                              saved, NH, **kw)
-                fwd = time_ms(forward)
-                both = time_ms(lambda: (forward(), backward()))
+                fwd = median_ms(forward)
+                both = median_ms(lambda: (forward(), backward()))
                 rows.append((B, version, kw.get("row_block") or "-", f"{fwd:.3f}",
                              f"{both - fwd:.3f}", f"{both:.3f}"))
             del saved

@@ -19,8 +19,8 @@ import functools
 
 import cupy as cp
 import numpy as np
-from common import (bf16, dev_module, gpu, host, print_table, randn, rel_error, selected_versions,
-                    time_ms)
+from common import (bf16, dev_module, gpu, host, median_ms, print_table, randn, rel_error,
+                    selected_versions)
 
 from llmpy import cpu
 from llmpy.cuda.classifier import classifier_forward_backward
@@ -91,7 +91,7 @@ def torch_row(logits, targets, nbytes):
     def run():
         xg = x.detach().requires_grad_()
         F.cross_entropy(xg, t).backward()
-    ms = time_ms(run)
+    ms = median_ms(run)
     return ("torch F.cross_entropy", "-", f"{ms:.3f}", f"{nbytes / ms / 1e6:.0f}")
 
 
@@ -114,7 +114,7 @@ def main():
     for version in versions:
         run = VERSIONS[version]
         for block in BLOCKS:
-            ms = time_ms(lambda: run(logits_btv, losses, targets, 1.0 / rows_n, block))
+            ms = median_ms(lambda: run(logits_btv, losses, targets, 1.0 / rows_n, block))
             rows.append((version, block, f"{ms:.3f}", f"{nbytes / ms / 1e6:.0f}"))
     reference = torch_row(logits, targets, nbytes)
     if reference:

@@ -1,22 +1,21 @@
-"""Shared by the dev/cuda scripts: bf16 transfers, poisoned outputs, checks against the NumPy
-reference (llmpy/cpu.py), CUDA-event timing, the result table, and cuBLAS's gemm for the
-earlier versions built on it. Each script runs as
-`python dev/cuda/<family>.py [version]` from the repository root."""
+"""Shared by the dev/cuda scripts: the dev kernels' module, the result table, the versions named
+on the command line, and cuBLAS's gemm for the earlier versions built on it; bf16 transfers,
+poisoned outputs, the error measure and CUDA-event timing come from llmpy.testing, as the GPU
+tests take them. Each script runs as `python dev/cuda/<family>.py [version]` from the repository
+root, with llmpy installed (make install)."""
 import sys
 from pathlib import Path
 
+import cupy as cp
+import numpy as np
+from cupy_backends.cuda.libs import cublas
+
+from llmpy.cuda.runtime import module
+from llmpy.testing.bf16 import bf16, gpu, host, poisoned, randn   # noqa: F401
+from llmpy.testing.compare import rel_error   # noqa: F401
+from llmpy.testing.timing import median_ms   # noqa: F401
+
 DEV_DIR = Path(__file__).resolve().parent
-ROOT = DEV_DIR.parents[1]
-sys.path.insert(0, str(ROOT))   # dev/ is not a package: let the scripts import llmpy
-
-import cupy as cp          # noqa: E402
-import numpy as np         # noqa: E402
-from cupy_backends.cuda.libs import cublas   # noqa: E402
-
-from llmpy.cuda.runtime import module   # noqa: E402
-# the same bf16 helpers and error measure as the GPU tests
-from tests.gpu.bf16 import bf16, gpu, host, poisoned, randn   # noqa: E402,F401
-from tests.helpers import rel_error   # noqa: E402,F401
 
 
 def dev_module(name):
@@ -51,21 +50,6 @@ def gemm(transa, transb, m, n, k, A, lda, B, ldb, C, ldc, accumulate=False,
                                     B.data.ptr, BF16, ldb, stride_b,
                                     beta, C.data.ptr, BF16, ldc, stride_c,
                                     batch, COMPUTE_32F, ALGO)
-
-
-def time_ms(fn, warmup=3, repeats=20):
-    """Median milliseconds of fn() over `repeats` runs after `warmup`, timed with CUDA events."""
-    for _ in range(warmup):
-        fn()
-    start, end = cp.cuda.Event(), cp.cuda.Event()
-    times = []
-    for _ in range(repeats):
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(cp.cuda.get_elapsed_time(start, end))
-    return float(np.median(times))
 
 
 def print_table(rows, columns):

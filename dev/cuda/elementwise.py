@@ -6,7 +6,7 @@ Versions (one so far): 1 = one thread per 8 bf16 elements, 128-bit loads and sto
 these kernels are memory-bound, so the figure of merit is GB/s against the ~4.3 TB/s copy rate.
 """
 import numpy as np
-from common import gpu, host, poisoned, print_table, randn, rel_error, selected_versions, time_ms
+from common import gpu, host, median_ms, poisoned, print_table, randn, rel_error, selected_versions
 
 from llmpy import cpu
 from llmpy.cuda import elementwise
@@ -46,7 +46,7 @@ def main():
     for name, fn, nbytes in [("gelu_forward", lambda: elementwise.gelu_forward(out, x), 2 * 2 * N),
                              ("gelu_backward", lambda: elementwise.gelu_backward(out, x, d), 3 * 2 * N),
                              ("residual_forward", lambda: elementwise.residual_forward(out, x, d), 3 * 2 * N)]:
-        ms = time_ms(fn)
+        ms = median_ms(fn)
         rows.append((name, f"{ms:.3f}", f"{nbytes / ms / 1e6:.0f}"))
     print(f"\n{N:,} bf16 elements (B={B}, T={T}, 4C={4 * C})")
     print_table(rows, ["kernel", "ms", "GB/s"])

@@ -15,8 +15,8 @@ import functools
 
 import cupy as cp
 import numpy as np
-from common import (bf16, dev_module, gpu, host, poisoned, print_table, randn, rel_error,
-                    selected_versions, time_ms)
+from common import (bf16, dev_module, gpu, host, median_ms, poisoned, print_table, randn, rel_error,
+                    selected_versions)
 
 from llmpy import cpu
 from llmpy.cuda import encoder
@@ -100,9 +100,9 @@ def main():
                 nbytes = 2 * N * C * 2 + 2 * present * C * 2 + 2 * T * C * 2 + N * 4
             for block in (128, 256, 512, 1024):
                 if op == "forward":
-                    ms = time_ms(lambda: fn(out, inp, wte, wpe, block_size=block))
+                    ms = median_ms(lambda: fn(out, inp, wte, wpe, block_size=block))
                 else:
-                    ms = time_ms(lambda: fn(dwte, dwpe, dout, inp, block_size=block))
+                    ms = median_ms(lambda: fn(dwte, dwpe, dout, inp, block_size=block))
                 rows.append((v, op, B, block, f"{ms:.4f}", f"{nbytes / ms / 1e6:.0f}"))
     print_table(rows, ["version", "op", "B", "block", "ms", "GB/s"])
 

@@ -22,7 +22,7 @@ table adds up the per-layer saving over 12 layers against the bf16 step's matmul
 """
 import cupy as cp
 import numpy as np
-from common import bf16, gpu, host, print_table, randn, selected_versions, time_ms
+from common import bf16, gpu, host, median_ms, print_table, randn, selected_versions
 
 from llmpy import fp8
 from llmpy.cuda import fp8 as cuda_fp8
@@ -133,7 +133,7 @@ def main():
         dweight = cp.zeros((c_out, c_in), bf16)
         flops = 3 * 2 * N * c_in * c_out
         for version in versions:
-            ms = time_ms(lambda: run(version, inp, weight, dout, out, dinp, dweight))
+            ms = median_ms(lambda: run(version, inp, weight, dout, out, dinp, dweight))
             per_layer[version] += ms
             rows.append((name, f"{N}x{c_in}->{c_out}", version, f"{ms:.3f}",
                          f"{flops / ms / 1e9:.0f}"))

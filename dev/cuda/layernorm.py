@@ -24,8 +24,8 @@ and writes residual, out (+ mean, rstd).
 """
 import cupy as cp
 import numpy as np
-from common import (DEV_DIR, bf16, gpu, host, poisoned, print_table, randn, rel_error,
-                    selected_versions, time_ms)
+from common import (DEV_DIR, bf16, gpu, host, median_ms, poisoned, print_table, randn, rel_error,
+                    selected_versions)
 
 from llmpy import cpu
 from llmpy.cuda import elementwise, layernorm
@@ -162,11 +162,11 @@ def main():
             nbytes = (2 if op == "forward" else 4) * N * C * 2 + N * 8
             for block in BLOCKS.get(v, (64, 128, 256, 512, 1024)):
                 if op == "forward":
-                    ms = time_ms(lambda: fn(out, mean, rstd, x, w, b, block_size=block))
+                    ms = median_ms(lambda: fn(out, mean, rstd, x, w, b, block_size=block))
                 elif op == "backward":
-                    ms = time_ms(lambda: fn(dinp, dw, db, dout, x, w, mean, rstd, block_size=block))
+                    ms = median_ms(lambda: fn(dinp, dw, db, dout, x, w, mean, rstd, block_size=block))
                 else:     # the residual add and the forward: x + dout, fused or not
-                    ms = time_ms(lambda: fn(residual, out, mean, rstd, x, dout, w, b,
+                    ms = median_ms(lambda: fn(residual, out, mean, rstd, x, dout, w, b,
                                             block_size=block))
                 rows.append((v, op, B, block, f"{ms:.4f}", f"{nbytes / ms / 1e6:.0f}"))
     print_table(rows, ["version", "op", "B", "block", "ms", "GB/s"])

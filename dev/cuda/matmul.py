@@ -45,8 +45,8 @@ import functools
 
 import cupy as cp
 import numpy as np
-from common import (bf16, dev_module, gpu, host, poisoned, print_table, randn, rel_error,
-                    selected_versions, time_ms)
+from common import (bf16, dev_module, gpu, host, median_ms, poisoned, print_table, randn, rel_error,
+                    selected_versions)
 
 from llmpy import cpu
 from common import OP_N, OP_T, gemm
@@ -252,7 +252,7 @@ def torch_times(inp, weight, bias, out, dout, dinp, dweight, dbias):
         dw.addmm_(dy.t(), x)
         if db is not None:
             db.add_(dy.sum(0))
-    return time_ms(forward), time_ms(backward)
+    return median_ms(forward), median_ms(backward)
 
 
 def verdict(err):
@@ -272,28 +272,28 @@ def gelu_rows(rng, versions):
     projw, dweight, dbias = gpu(randn(rng, C, 4 * C)), gpu(randn(rng, C, 4 * C)), gpu(randn(rng, C))
     out, pre, dinp = (cp.empty((N, 4 * C), dtype=bf16) for _ in range(3))
     for version in (v for v in versions if v in GELU_FORWARD):
-        ms = time_ms(lambda: VERSIONS[version](out, pre, inp, fcw, fcb))
+        ms = median_ms(lambda: VERSIONS[version](out, pre, inp, fcw, fcb))
         rows.append(("fc+gelu", f"{N}x{C} @ {C}x{4 * C}", "forward", version, f"{ms:.3f}",
                      tflops(flops, ms)))
     for version in (v for v in versions if v in GELU_BACKWARD):
         # inp (gelu(fch)) and pre_gelu (fch): any values time the same
-        ms = time_ms(lambda: VERSIONS[version](dinp, dweight, dbias, dout, fch, projw, fch))
+        ms = median_ms(lambda: VERSIONS[version](dinp, dweight, dbias, dout, fch, projw, fch))
         rows.append(("fcproj+dgelu", f"{N}x{4 * C} @ {4 * C}x{C}", "backward", version,
                      f"{ms:.3f}", tflops(2 * flops, ms)))
     fc_dbias = gpu(randn(rng, 4 * C))
     bgrad = {"7 + fc dbias": fcproj_backward_v7_fc_dbias, **GELU_BGRAD}
     for version, run in bgrad.items():
         if version in versions or (7 in versions and version == "7 + fc dbias"):
-            ms = time_ms(lambda: run(dinp, dweight, dbias, dout, fch, projw, fch, fc_dbias))
+            ms = median_ms(lambda: run(dinp, dweight, dbias, dout, fch, projw, fch, fc_dbias))
             rows.append(("fcproj+dgelu, fc dbias", f"{N}x{4 * C} @ {4 * C}x{C}", "backward",
                          version, f"{ms:.3f}", tflops(2 * flops, ms)))
     return rows
 
 
 def time_or_dash(fn):
-    """time_ms(fn) formatted, or '-' where cuBLASLt has no algorithm for the call."""
+    """median_ms(fn) formatted, or '-' where cuBLASLt has no algorithm for the call."""
     try:
-        return f"{time_ms(fn):.3f}"
+        return f"{median_ms(fn):.3f}"
     except RuntimeError:
         return "-"
 
@@ -334,9 +334,9 @@ def dweight_rows(rng):
     for name, c, oc, has_bias in SHAPES:
         inp, dout, dweight = tiled(rng, N, c), tiled(rng, N, oc), gpu(randn(rng, oc, c))
         sums, dbias = cp.empty(oc, dtype=bf16), gpu(randn(rng, oc))
-        ms = time_ms(lambda: gemm(OP_N, OP_T, c, oc, N, inp, c, dout, oc, dweight, c,
+        ms = median_ms(lambda: gemm(OP_N, OP_T, c, oc, N, inp, c, dout, oc, dweight, c,
                                   accumulate=True))
-        bias_ms = time_ms(lambda: matmul.bias_backward(dbias, dout)) if has_bias else 0.0
+        bias_ms = median_ms(lambda: matmul.bias_backward(dbias, dout)) if has_bias else 0.0
         rows.append((name, "cuBLAS gemm (+ llmpy's dbias)", f"{ms:.3f}", f"{ms + bias_ms:.3f}"))
 
         def product(epilogue=cublaslt.EPILOGUE_DEFAULT, bias=None):
@@ -369,10 +369,10 @@ def main():
         flops = 2 * N * c * oc
         shape = f"{N}x{c} @ {c}x{oc}"
         for version in (v for v in versions if v in FORWARD):
-            ms = time_ms(lambda: VERSIONS[version](out, inp, weight, bias))
+            ms = median_ms(lambda: VERSIONS[version](out, inp, weight, bias))
             rows.append((name, shape, "forward", version, f"{ms:.3f}", tflops(flops, ms)))
         for version in (v for v in versions if v in BACKWARD):
-            ms = time_ms(lambda: VERSIONS[version](dinp, dweight, dbias, dout, inp, weight))
+            ms = median_ms(lambda: VERSIONS[version](dinp, dweight, dbias, dout, inp, weight))
             rows.append((name, shape, "backward", version, f"{ms:.3f}", tflops(2 * flops, ms)))
         reference = torch_times(inp, weight, bias, out, dout, dinp, dweight, dbias)
         if reference:
@@ -387,7 +387,7 @@ def main():
     for name, oc in [("qkv", 3 * C), ("fc", 4 * C), ("fcproj", C)]:
         dout, dbias = tiled(rng, N, oc), gpu(randn(rng, oc))
         for chunk in ROWS_PER_CHUNK:
-            ms = time_ms(lambda: matmul.bias_backward(dbias, dout, rows_per_chunk=chunk))
+            ms = median_ms(lambda: matmul.bias_backward(dbias, dout, rows_per_chunk=chunk))
             rows.append((name, f"{N}x{oc}", chunk, f"{ms:.4f}", f"{dout.nbytes / ms / 1e6:.0f}"))
     print("\ndbias alone (GB/s: dout read once)")
     print_table(rows, ["matmul", "dout", "rows_per_chunk", "ms", "GB/s"])

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from llmpy import LlmpyError
-from llmpy.dataloader import HEADER_INTS, MAGIC, VERSION
+from llmpy.llmc_file import SHARD, new_header
 from llmpy.progress import counter
 
 
@@ -20,8 +20,7 @@ def write_datafile(path, tokens):
     if toks.size and (toks.min() < 0 or toks.max() >= 2**16):
         bad = toks.min() if toks.min() < 0 else toks.max()
         raise LlmpyError(f"data file {path}: token {bad} does not fit in uint16")
-    header = np.zeros(HEADER_INTS, dtype="<i4")
-    header[:3] = MAGIC, VERSION, toks.size
+    header = new_header(SHARD, 1, toks.size)
     print(f"writing {toks.size:,} tokens to {path}")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")

@@ -16,17 +16,15 @@ after the context. The val split has 10,042 examples; OpenAI's GPT-2 124M scores
 import argparse
 import json
 import os
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # repo root: dev/ is not an installed package
-
 from llmpy import LlmpyError, run_main
-from llmpy.hellaswag import HEADER_INTS, MAGIC, START_EXAMPLE, VERSION
+from llmpy.hellaswag import START_EXAMPLE
+from llmpy.llmc_file import EVAL, new_header
 from llmpy.tokenizer import get_tokenizer
 
 URLS = {split: f"https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_{split}.jsonl"
@@ -109,8 +107,7 @@ def write_evalfile(path, examples):
         example[1] = nbytes
         longest = max(longest, nbytes)
         stream += example
-    header = np.zeros(HEADER_INTS, dtype="<i4")
-    header[:4] = MAGIC, VERSION, len(examples), longest
+    header = new_header(EVAL, 1, len(examples), longest)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")

@@ -9,10 +9,6 @@ The folder also gets GPT-2's tokenizer (vocab.json, merges.txt, built from llmpy
 no download), so transformers and lm-eval find everything in it without the internet.
 """
 import argparse
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # repo root: dev/ is not an installed package
 
 from llmpy import run_main
 from llmpy.checkpoint import read_model

@@ -18,8 +18,8 @@ import pytest
 from llmpy import cpu
 from llmpy.cuda.adamw import adamw_update, clip_scale, global_norm_squared
 from llmpy.cuda.runtime import workspace
-from tests.gpu.bf16 import bf16
-from tests.helpers import rel_error
+from llmpy.testing.bf16 import bf16
+from llmpy.testing.compare import rel_error
 
 NORM_TOL = 1e-5
 ADAMW_TOL = 1e-6

@@ -15,8 +15,8 @@ import pytest
 
 from llmpy import cpu
 from llmpy.cuda.classifier import classifier_forward_backward
-from tests.gpu.bf16 import bf16, gpu, host
-from tests.helpers import rel_error
+from llmpy.testing.bf16 import bf16, gpu, host
+from llmpy.testing.compare import rel_error
 
 DLOGITS_TOL = 2.0**-8
 LOSS_TOL = 1e-5

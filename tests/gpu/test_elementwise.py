@@ -5,8 +5,8 @@ import numpy as np
 
 from llmpy import cpu
 from llmpy.cuda import elementwise
-from tests.gpu.bf16 import gpu, host, poisoned, randn
-from tests.helpers import assert_close
+from llmpy.testing.bf16 import gpu, host, poisoned, randn
+from llmpy.testing.compare import assert_close
 
 TOL = 1e-2
 N = 3 * 8 * 4 * 96     # B=3, T=8, 4C=384: a multiple of 8, not of the block size

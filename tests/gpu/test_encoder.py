@@ -11,8 +11,8 @@ import pytest
 
 from llmpy import cpu
 from llmpy.cuda import encoder
-from tests.gpu.bf16 import bits, gpu, host, poisoned, randn
-from tests.helpers import assert_close
+from llmpy.testing.bf16 import bits, gpu, host, poisoned, randn
+from llmpy.testing.compare import assert_close
 
 TOL = 1e-2
 

@@ -15,8 +15,8 @@ import pytest
 
 from llmpy import cpu
 from llmpy.cuda import flash_attention as fa
-from tests.gpu.bf16 import bits, gpu, host, poisoned, randn
-from tests.helpers import assert_close
+from llmpy.testing.bf16 import bits, gpu, host, poisoned, randn
+from llmpy.testing.compare import assert_close
 
 NH, HS = 3, 64
 C = NH * HS

@@ -15,7 +15,7 @@ import pytest
 
 from llmpy import fp8
 from llmpy.cuda import fp8 as cuda_fp8
-from tests.gpu.bf16 import bf16, gpu, host, poisoned, randn
+from llmpy.testing.bf16 import bf16, gpu, host, poisoned, randn
 
 FORMATS = pytest.mark.parametrize("fmt", [fp8.E4M3, fp8.E5M2], ids=lambda f: f.name)
 needs_fp8_tensor_cores = pytest.mark.skipif(

@@ -13,9 +13,9 @@ from llmpy import cpu, cuda
 from llmpy.config import GPT2Config, PARAM_NAMES, from_descriptor, param_shapes
 from llmpy.gpt2 import GPT2, split_flat
 from llmpy.optim import AdamW
-from tests.helpers import rel_error
+from llmpy.testing.compare import rel_error
+from llmpy.testing.torch_gpt2 import TorchGPT2
 from tests.test_gpt2 import random_batch, random_params
-from tests.torch_gpt2 import TorchGPT2
 
 # small, with GPT-2's head size of 64 (the flash attention kernel's)
 TINY = GPT2Config(max_seq_len=64, vocab_size=97, padded_vocab_size=128, num_layers=2,

@@ -12,8 +12,8 @@ from llmpy import cpu, cuda
 from llmpy.config import from_descriptor
 from llmpy.gpt2 import GPT2
 from llmpy.kvcache import KVCacheGPT2
+from llmpy.testing.compare import rel_error
 from tests.gpu.test_gpt2_cuda import TINY
-from tests.helpers import rel_error
 from tests.test_gpt2 import random_params
 
 CONFIGS = [pytest.param(TINY, id="tiny"), pytest.param(from_descriptor("d12"), id="d12")]

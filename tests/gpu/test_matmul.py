@@ -16,8 +16,8 @@ import pytest
 from llmpy import cpu
 from llmpy.cuda.matmul import (bias_backward, gelu_matmul_backward, matmul_backward, matmul_forward,
                                matmul_gelu_forward)
-from tests.gpu.bf16 import bf16, bits, gpu, host, poisoned, randn
-from tests.helpers import assert_close
+from llmpy.testing.bf16 import bf16, bits, gpu, host, poisoned, randn
+from llmpy.testing.compare import assert_close
 
 TOL = 1e-2
 

@@ -1,5 +1,5 @@
-"""Helpers for the GPU tests: bf16-rounded random inputs (so the NumPy reference and the GPU see
-the same values), transfers, NaN-poisoned outputs."""
+"""bf16 on the GPU for the tests and dev/cuda: bf16-rounded random inputs (so that the NumPy
+reference and the GPU see the same values), transfers, NaN-poisoned outputs, raw bits."""
 import cupy as cp
 import ml_dtypes
 import numpy as np
