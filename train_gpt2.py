@@ -10,7 +10,6 @@ import argparse
 import math
 import os
 import signal
-import sys
 import time
 from dataclasses import dataclass
 from types import ModuleType
