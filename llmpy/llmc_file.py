@@ -64,5 +64,5 @@ def read_header(path, kind):
 def check_size(path, kind, size, expected, what):
     """The file's size against the `expected` bytes its header's fields (`what`) add up to."""
     if size != expected:
-        raise LlmpyError(f"{kind.where(path)}: its header says {what}, which needs {expected} bytes, "
-                         f"but the file is {size} bytes; truncated or corrupt")
+        raise LlmpyError(f"{kind.where(path)}: file is {size} bytes but its header says {what}, which "
+                         f"needs {expected} bytes; truncated or corrupt")
