@@ -24,12 +24,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # repo root: dev/ is not an installed package
+from llmpy.checkpoint import write_model
+from llmpy.config import from_descriptor
+from llmpy.gpt2 import init_params
 
-from llmpy.checkpoint import write_model  # noqa: E402
-from llmpy.config import from_descriptor  # noqa: E402
-from llmpy.gpt2 import init_params  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 DATA = ROOT / "dev" / "data" / "shakespeare"
 LLMC_STEPS = 41          # train_gpt2.c's main(): for (step = 0; step <= 40; step++)
