@@ -16,17 +16,11 @@
 #include "flash_attention.cuh"
 
 // dK/dV kernel's occupancy target: 3 blocks per SM cap it at 168 registers a thread (a few
-// spills); at 2 it takes ~244 and runs slower (dev/cuda/attention.py, docs/performance.md)
-#ifndef DKDV_BLOCKS_PER_SM
+// spills); at 2 it takes ~244 and runs slower (dev/cuda/attention.py version 8)
 #define DKDV_BLOCKS_PER_SM 3
-#endif
-// the forward's: uncapped it takes ~134 registers (3 blocks per SM); -DFORWARD_BLOCKS_PER_SM=4
-// caps it at 128 (dev/cuda/attention.py version 9)
-#ifdef FORWARD_BLOCKS_PER_SM
-#define FORWARD_BOUNDS __launch_bounds__(THREADS, FORWARD_BLOCKS_PER_SM)
-#else
+// the forward uncapped: ~134 registers, 3 blocks per SM; capped at 4 blocks (128 registers) it
+// is no faster (version 9)
 #define FORWARD_BOUNDS __launch_bounds__(THREADS)
-#endif
 
 // ---------------------------------------------------------------------------------------------
 // forward: grid (T/64 query tiles, B*NH); each warp owns 16 query rows and keeps a running max
@@ -159,19 +153,18 @@ flash_attention_backward_dkdv(bf16* dqkv, float* bias_partial, bf16* ds, const b
                 p[nt][e] = pe;
                 dp[nt][e] = pe * (dp[nt][e] - delta_s[buf][col]);   // dS^T
             }
-        if (ds) {   // this tile pair's dS^T in bf16 for the dQ kernel, staged in shared memory so
-                    // that each warp stores its 16 rows as whole 128-byte lines
-            bf16* stage = dSs + warp * 16 * STRIDE;
-            for (int nt = 0; nt < 8; nt++) {
-                *reinterpret_cast<u32*>(stage + g * STRIDE + nt * 8 + 2 * q) = pack(dp[nt][0], dp[nt][1]);
-                *reinterpret_cast<u32*>(stage + (g + 8) * STRIDE + nt * 8 + 2 * q) = pack(dp[nt][2], dp[nt][3]);
-            }
-            __syncwarp();
-            bf16* dst = ds + ds_tile(bh, tiles, qt, kt) + warp * 16 * TILE;
-            for (int i = threadIdx.x % 32; i < 16 * 8; i += 32) {
-                int r = i / 8, c = i % 8 * 8;
-                *reinterpret_cast<int4*>(dst + r * TILE + c) = *reinterpret_cast<const int4*>(stage + r * STRIDE + c);
-            }
+        // this tile pair's dS^T in bf16 for the dQ kernel, staged in shared memory so that
+        // each warp stores its 16 rows as whole 128-byte lines
+        bf16* stage = dSs + warp * 16 * STRIDE;
+        for (int nt = 0; nt < 8; nt++) {
+            *reinterpret_cast<u32*>(stage + g * STRIDE + nt * 8 + 2 * q) = pack(dp[nt][0], dp[nt][1]);
+            *reinterpret_cast<u32*>(stage + (g + 8) * STRIDE + nt * 8 + 2 * q) = pack(dp[nt][2], dp[nt][3]);
+        }
+        __syncwarp();
+        bf16* dst = ds + ds_tile(bh, tiles, qt, kt) + warp * 16 * TILE;
+        for (int i = threadIdx.x % 32; i < 16 * 8; i += 32) {
+            int r = i / 8, c = i % 8 * 8;
+            *reinterpret_cast<int4*>(dst + r * TILE + c) = *reinterpret_cast<const int4*>(stage + r * STRIDE + c);
         }
         to_a(a, p);
         mul_ab(dv, a, dOs(buf));

@@ -137,17 +137,14 @@ flash_attention_forward_wgmma(bf16* out, float* lse, const bf16* qkv, int T, int
 // run asynchronously: dV's product overlaps dS's arithmetic, dK's the dS stores, and one
 // block's exponentials the other block's products.
 // Registers: the dK, dV, S^T and dP^T accumulators (4 x 32 floats a thread) and the P^T and dS^T
-// A fragments (2 x 16) take ~214 registers (none spilled): 2 blocks of 128 threads per SM. The
-// knobs BWD_WGS (warpgroups a block, sharing each Q/dO tile copied) and BWD_BLOCKS_PER_SM (the
-// __launch_bounds__ target) select the variants dev/cuda/attention.py measures; one warpgroup, 2
-// blocks an SM is the fastest of them, and a FlashAttention-3 overlap across query tiles gave the
-// same bits more slowly (docs/performance.md). dQ, dK, dV and the dS tiles are bit-identical to
+// A fragments (2 x 16) take ~214 registers (none spilled): 2 blocks of 128 threads per SM. One
+// warpgroup a block, 2 blocks an SM, was the fastest of the variants measured (more warpgroups
+// sharing each Q/dO tile, other launch bounds), and a FlashAttention-3 overlap across query
+// tiles gave the same bits more slowly (docs/performance.md). dQ, dK, dV and the dS tiles are bit-identical to
 // the mma.sync kernel's (tests/gpu/test_flash_attention.py).
 //
 #define BWD_WGS 1                  // warpgroups a block, 64 keys each (column_sums takes one)
-#ifndef BWD_BLOCKS_PER_SM
 #define BWD_BLOCKS_PER_SM 2
-#endif
 static_assert(BWD_STAGES >= 2, "BWD_STAGES: at least double-buffered");
 #define BWD_THREADS (BWD_WGS * 128)
 #define BWD_KEYS (BWD_WGS * TILE)  // keys a block
@@ -280,16 +277,13 @@ flash_attention_backward_dkdv_wgmma(bf16* dqkv, float* bias_partial, bf16* ds, c
             to_a(sf, dp);
             // this tile pair's dS^T in bf16 for the dQ kernel, staged before dK's product is
             // issued (its A registers must not be touched while it runs)
-            if (ds) stage_rows(stage, dp, 1.0f);
+            stage_rows(stage, dp, 1.0f);
             wgmma_fence();
             for (int ks = 0; ks < 4; ks++)     // dK += dS^T Q
                 wgmma_rs(dk, sf[ks], dq + 128 * ks);
             wgmma_commit();
-            if (ds) {                          // whole 128-byte lines while dK's product runs
-                __syncwarp();
-                store_rows(ds + ds_tile(bh, tiles, qt, kt) + (size_t)warp * 16 * TILE, TILE,
-                           stage, 16);
-            }
+            __syncwarp();                      // whole 128-byte lines while dK's product runs
+            store_rows(ds + ds_tile(bh, tiles, qt, kt) + (size_t)warp * 16 * TILE, TILE, stage, 16);
             wgmma_wait<0>();                   // done reading the stage before the next barrier
             fence_acc(dv);
             fence_acc(dk);
