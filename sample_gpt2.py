@@ -33,9 +33,10 @@ def parse_args(argv):
     arg("--temperature", type=float, default=1.0, help="sampling temperature (default %(default)s)")
     arg("--top_k", type=int, default=0, help="sample from the K most likely tokens only (0: all, 1: greedy; default %(default)s)")
     arg("--seed", type=int, default=42, help="seed for sampling and for a fresh model's weights (default %(default)s)")
-    arg("--kv_cache", type=int, default=1, choices=(0, 1),
+    arg("--kv_cache", type=int, default=-1, choices=(-1, 0, 1),
         help="1: keep each position's keys and values, so that a new token costs one position's forward; "
-        "0: recompute the whole context for every token. Past the model's max sequence length the context "
+        "0: recompute the whole context for every token; -1: 1 on the CPU, 0 on a GPU, where the cache's "
+        "many small launches measured slower. Past the model's max sequence length the context "
         "is cut to its last maxT tokens, and every token recomputes them (default %(default)s)")
     arg("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to run (default %(default)s)")
     return p.parse_args(argv)
@@ -68,6 +69,8 @@ def main(argv=None):
                          "by GPT-2's tokenizer)")
     prompt = prompt_tokens(tokenizer, args.prompt)
     ops = backends.load(args.device)
+    if args.kv_cache == -1:     # the cache's attention is array code: fast on host arrays only
+        args.kv_cache = int(ops.xp is np)
     if args.kv_cache:
         model = KVCacheGPT2(cfg, ops, params)
     else:   # allocated for the longest context it will see, at most maxT: it crops as the cache does

@@ -80,6 +80,10 @@ def test_tokens_per_second_go_to_stderr(chooser):
         assert re.fullmatch(rf"6 tokens in [\d.]+ s: [\d.]+ tokens/s on cpu, {how}\n", r.stderr), r.stderr
 
 
+def test_the_cpu_samples_with_the_cache_by_default(chooser):
+    assert run("-e", chooser, "-g", 3).stderr.endswith(", with the key/value cache\n")
+
+
 # --- bad input: one line on stderr that names the flag or file, no traceback
 
 BAD_VALUES = [
