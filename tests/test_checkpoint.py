@@ -269,6 +269,10 @@ def test_major_checkpoints_are_never_deleted():
     assert checkpoints_to_delete([2, 4, 6, 8, 10], keep=2, major_every=4) == [2, 6]
 
 
+def test_major_every_one_makes_every_checkpoint_major():
+    # llm.c deletes a step only when step % major_checkpoint_every != 0: with -nm 1, never
+    assert checkpoints_to_delete([2, 4, 6, 8, 10], keep=2, major_every=1) == []
+
 def test_keep_zero_keeps_every_checkpoint():
     assert checkpoints_to_delete([2, 4, 6], keep=0, major_every=0) == []
 
