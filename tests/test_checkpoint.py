@@ -56,6 +56,13 @@ def test_fp32_to_bf16_keeps_nan_a_nan():
     assert np.isnan(bf16_to_fp32(fp32_to_bf16(bits.view(np.float32)))).all()
 
 
+
+def test_fp32_to_bf16_returns_uint16_bits_and_takes_float64_as_its_fp32_values():
+    x32 = np.random.default_rng(2).standard_normal(1000).astype(np.float32)
+    bits = fp32_to_bf16(x32.astype(np.float64))
+    assert bits.dtype == np.uint16
+    np.testing.assert_array_equal(bits, torch_bf16_bits(x32))
+
 def test_bf16_to_fp32_matches_torch_for_every_bf16():
     bits = np.arange(1 << 16, dtype=np.uint16)
     reference = torch.from_numpy(bits.view(np.int16)).view(torch.bfloat16).float().numpy()
@@ -144,6 +151,22 @@ def test_bad_model_file_raises_one_line_error_naming_it(tmp_path, corrupt, expec
         read_model(path)
     assert_one_line_naming(error, path)
 
+
+def test_a_nan_in_a_model_file_is_named_by_its_llm_c_tensor_and_element(tmp_path):
+    params = random_params()
+    ln1b_start = sum(int(np.prod(shape)) for shape in LLMC_SHAPES[:3])      # after wte, wpe, ln1w
+    params[ln1b_start + 5] = np.nan
+    write_model(tmp_path / "m.bin", CFG, params)
+    with pytest.raises(LlmpyError, match=r"ln1b holds nan at element 5: NaN and inf"):
+        read_model(tmp_path / "m.bin")
+
+def test_a_truncated_bf16_model_file_says_what_its_header_describes(tmp_path):
+    write_model(tmp_path / "m.bin", CFG, random_params(), dtype="bf16")
+    truncate(tmp_path / "m.bin", 2000)
+    n = sum(int(np.prod(shape)) for shape in LLMC_SHAPES)
+    with pytest.raises(LlmpyError, match=rf"file is 2000 bytes but its header \(version 5, maxT=16 V=100 L=2 "
+                                         rf"NH=2 C=16 Vp=128: {n} params\) needs {1024 + 2 * n} bytes"):
+        read_model(tmp_path / "m.bin")
 
 class FullDiskFile(io.FileIO):
     """Stands in for open(): takes the first write, then fails the way a full disk does."""
@@ -252,6 +275,11 @@ def test_latest_checkpoint_step_ignores_steps_without_done_marker(tmp_path):
     write_done_marker(tmp_path, 20)
     assert latest_checkpoint_step(tmp_path) == 20
 
+
+def test_latest_checkpoint_step_is_the_largest_of_several(tmp_path):
+    for step in (10, 20, 30):
+        write_done_marker(tmp_path, step)
+    assert latest_checkpoint_step(tmp_path) == 30
 
 def test_latest_checkpoint_step_is_none_without_any_checkpoint(tmp_path):
     assert latest_checkpoint_step(tmp_path) is None
