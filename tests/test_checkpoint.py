@@ -10,7 +10,8 @@ import torch
 
 from llmpy import LlmpyError, checkpoint
 from llmpy.checkpoint import (bf16_to_fp32, checkpoint_paths, checkpoints_to_delete, complete_checkpoint_steps,
-                              delete_checkpoint, fp32_to_bf16, latest_checkpoint_step, read_model, read_state,
+                              delete_checkpoint, fp32_to_bf16, latest_checkpoint_step, read_model,
+                              read_model_config, read_state,
                               remove_stale_temps, write_done_marker, write_model, write_state)
 from llmpy.config import GPT2Config, num_parameters
 
@@ -112,6 +113,11 @@ def test_model_written_independently_loads(tmp_path, version):
     assert cfg == CFG
     np.testing.assert_array_equal(params, np.concatenate([t.ravel() for t in tensors]))
 
+
+def test_model_config_is_read_from_an_llm_c_header_alone(tmp_path):
+    # llm.c's header for CFG, and no parameters after it: only the header is read
+    (tmp_path / "m.bin").write_bytes(struct.pack("<256i", 20240326, 3, 16, 100, 2, 2, 16, 128, *[0] * 248))
+    assert read_model_config(tmp_path / "m.bin") == CFG
 
 def set_header(path, index, value):
     with open(path, "r+b") as f:
