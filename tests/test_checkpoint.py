@@ -163,8 +163,9 @@ def test_a_nan_in_a_model_file_is_named_by_its_llm_c_tensor_and_element(tmp_path
     ln1b_start = sum(int(np.prod(shape)) for shape in LLMC_SHAPES[:3])      # after wte, wpe, ln1w
     params[ln1b_start + 5] = np.nan
     write_model(tmp_path / "m.bin", CFG, params)
-    with pytest.raises(LlmpyError, match=r"ln1b holds nan at element 5: NaN and inf"):
+    with pytest.raises(LlmpyError) as error:
         read_model(tmp_path / "m.bin")
+    assert str(error.value).startswith(f"{tmp_path / 'm.bin'}: ln1b holds nan at element 5: NaN and inf")
 
 def test_a_truncated_bf16_model_file_says_what_its_header_describes(tmp_path):
     write_model(tmp_path / "m.bin", CFG, random_params(), dtype="bf16")
@@ -173,6 +174,18 @@ def test_a_truncated_bf16_model_file_says_what_its_header_describes(tmp_path):
     with pytest.raises(LlmpyError, match=rf"file is 2000 bytes but its header \(version 5, maxT=16 V=100 L=2 "
                                          rf"NH=2 C=16 Vp=128: {n} params\) needs {1024 + 2 * n} bytes"):
         read_model(tmp_path / "m.bin")
+
+@pytest.mark.parametrize("index, sizes", [
+    (2, "maxT=0 V=100 L=2 NH=2 C=16 Vp=128"),
+    (3, "maxT=16 V=0 L=2 NH=2 C=16 Vp=128"),
+    (5, "maxT=16 V=100 L=2 NH=0 C=16 Vp=128"),
+], ids=["maxT", "V", "NH"])
+def test_a_zero_size_in_a_model_header_is_refused_with_the_header_s_sizes(tmp_path, index, sizes):
+    write_model(tmp_path / "m.bin", CFG, random_params())
+    set_header(tmp_path / "m.bin", index, 0)
+    with pytest.raises(LlmpyError) as error:
+        read_model(tmp_path / "m.bin")
+    assert str(error.value) == f"{tmp_path / 'm.bin'}: bad header: sizes must be positive ({sizes})"
 
 class FullDiskFile(io.FileIO):
     """Stands in for open(): takes the first write, then fails the way a full disk does."""
