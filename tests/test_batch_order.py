@@ -145,6 +145,23 @@ def test_state_of_the_other_order_is_refused(shards, saved_shuffled):
         DataLoader(shards, vocab_size=ANY_ID, B=1, T=4, shuffle=not saved_shuffled).load_state(state)
 
 
+@pytest.mark.parametrize("saved_shuffled, message", [
+    (True, "it reads the data shuffled, this loader in file order"),
+    (False, "it reads the data in file order, this loader shuffled"),
+])
+def test_the_refusal_says_which_order_the_state_and_the_loader_read(shards, saved_shuffled, message):
+    state = DataLoader(shards, vocab_size=ANY_ID, B=1, T=4, shuffle=saved_shuffled).state()
+    with pytest.raises(LlmpyError) as e:
+        DataLoader(shards, vocab_size=ANY_ID, B=1, T=4, shuffle=not saved_shuffled).load_state(state)
+    assert str(e.value) == f"data loader state: {message}"
+
+
+def test_a_shuffled_state_without_its_sample_is_refused(shards):
+    state = DataLoader(shards, vocab_size=ANY_ID, B=1, T=4, shuffle=True).state()
+    del state["sample"]
+    with pytest.raises(LlmpyError, match="data loader state: sample"):
+        DataLoader(shards, vocab_size=ANY_ID, B=1, T=4, shuffle=True).load_state(state)
+
 @pytest.mark.parametrize("change", [
     dict(tokens_per_sample=8), dict(shard_order=[0, 1]), dict(shard_order=[0, 1, 1]), dict(shard_order=["0", 1, 2]),
     dict(shard=3), dict(sample=99), dict(sample=-1), dict(rng={"key": [1, 2], "index": 0}),

@@ -119,6 +119,15 @@ def test_model_config_is_read_from_an_llm_c_header_alone(tmp_path):
     (tmp_path / "m.bin").write_bytes(struct.pack("<256i", 20240326, 3, 16, 100, 2, 2, 16, 128, *[0] * 248))
     assert read_model_config(tmp_path / "m.bin") == CFG
 
+@pytest.mark.parametrize("cfg", [
+    GPT2Config(max_seq_len=16, vocab_size=100, padded_vocab_size=128, num_layers=1, num_heads=1, channels=16),
+    GPT2Config(max_seq_len=16, vocab_size=128, padded_vocab_size=128, num_layers=2, num_heads=2, channels=16),
+], ids=["one-layer-one-head", "unpadded-vocab"])
+def test_smallest_legal_sizes_are_read(tmp_path, cfg):
+    params = np.random.default_rng(3).standard_normal(num_parameters(cfg)).astype(np.float32)
+    write_model(tmp_path / "m.bin", cfg, params)
+    assert read_model(tmp_path / "m.bin")[0] == cfg
+
 def set_header(path, index, value):
     with open(path, "r+b") as f:
         f.seek(4 * index)

@@ -205,6 +205,23 @@ def test_load_state_rejects_a_state_from_other_data(tmp_path):
             loader.load_state(state)
 
 
+def test_load_state_at_the_start_of_a_shard_resumes_there(tmp_path):
+    write_datafile(tmp_path / "d_000.bin", np.arange(100))
+    write_datafile(tmp_path / "d_001.bin", np.arange(1000, 1100))
+    loader = DataLoader(str(tmp_path / "d_*.bin"), B=2, T=4, vocab_size=V)
+    loader.load_state({"shard": 1, "pos": 0})
+    assert_batches_equal(batches(loader, 1), [expected(np.arange(1000, 1100), 0, 2, 4)])
+
+
+@pytest.mark.parametrize("state", [{"pos": 0}, {"shard": 1}], ids=["no-shard", "no-pos"])
+def test_load_state_refuses_a_state_without_shard_or_position(tmp_path, state):
+    # B = T = 1: every position is on the sample grid, so only the missing key is wrong
+    write_datafile(tmp_path / "d_000.bin", np.arange(100))
+    write_datafile(tmp_path / "d_001.bin", np.arange(100))
+    loader = DataLoader(str(tmp_path / "d_*.bin"), B=1, T=1, vocab_size=V)
+    with pytest.raises(LlmpyError, match="does not fit"):
+        loader.load_state(state)
+
 def test_token_id_beyond_the_vocabulary_names_file_position_id_and_vocabulary(tmp_path):
     tokens = np.arange(100)
     tokens[[37, 60]] = 50300, 65535                  # a padded-vocabulary row's id, then the uint16 max
