@@ -9,7 +9,7 @@ import pytest
 from dev.data import shakespeare
 from dev.data.data_common import write_datafile
 from llmpy import LlmpyError
-from llmpy.dataloader import DataLoader, read_shard_header
+from llmpy.dataloader import DataLoader, open_shard, read_shard_header
 
 V = 50257       # GPT-2's vocabulary: the ids the tests' shards hold are below it
 
@@ -238,6 +238,20 @@ def test_the_vocabulary_is_the_model_s_own_not_gpt2_s(tmp_path):
         DataLoader(str(tmp_path / "d.bin"), B=2, T=4, vocab_size=97)
     DataLoader(str(tmp_path / "d.bin"), B=2, T=4, vocab_size=100)
 
+
+def test_a_token_id_equal_to_the_vocabulary_size_is_refused(tmp_path):
+    write_datafile(tmp_path / "d.bin", np.arange(100))
+    with pytest.raises(LlmpyError, match=r"token id 99 at position 99 is not in the model's vocabulary of 99 "):
+        DataLoader(str(tmp_path / "d.bin"), B=2, T=4, vocab_size=99)
+
+
+def test_a_shard_is_mapped_read_only(tmp_path):
+    # opened for writing, a shard on a read-only disk or of another user could not be read
+    write_datafile(tmp_path / "d.bin", np.arange(100))
+    tokens = open_shard(tmp_path / "d.bin", V)
+    np.testing.assert_array_equal(tokens, np.arange(100))
+    with pytest.raises(ValueError, match="read-only"):
+        tokens[0] = 1
 
 def test_a_later_shard_is_checked_when_the_loader_reaches_it(tmp_path):
     write_datafile(tmp_path / "d_000.bin", np.arange(20))
