@@ -181,6 +181,17 @@ def test_bad_header_names_the_file(tmp_path, kwargs, message):
     assert str(path) in str(e.value)
 
 
+def test_a_header_only_shard_holds_zero_tokens(tmp_path):
+    assert read_shard_header(shard_with_header(tmp_path / "d.bin", ntok=0, payload_tokens=0)) == 0
+
+
+def test_a_short_shard_s_error_gives_the_header_s_and_the_file_s_bytes(tmp_path):
+    path = shard_with_header(tmp_path / "d.bin", ntok=1000, payload_tokens=999)
+    with pytest.raises(LlmpyError) as e:
+        read_shard_header(path)
+    assert str(e.value) == (f"data file {path}: header says 1,000 tokens (3,024 bytes) but the file has "
+                            "3,022 bytes (truncated?)")
+
 def test_file_shorter_than_header_names_the_file(tmp_path):
     path = tmp_path / "d.bin"
     path.write_bytes(b"\0" * 100)
@@ -261,6 +272,12 @@ def test_a_later_shard_is_checked_when_the_loader_reaches_it(tmp_path):
     with pytest.raises(LlmpyError, match="d_001.bin: token id 60000 at position 10 "):
         loader.next_batch()        # the batch that ends shard 0 moves the loader to shard 1
 
+
+@pytest.mark.parametrize("B, T", [(1, 0), (0, 1)])
+def test_a_zero_batch_size_or_sequence_length_is_an_error(tmp_path, B, T):
+    write_datafile(tmp_path / "d.bin", np.arange(100))
+    with pytest.raises(LlmpyError, match=f"got B={B} T={T}"):
+        DataLoader(str(tmp_path / "d.bin"), B=B, T=T, vocab_size=V)
 
 def test_rank_outside_world_is_an_error(tmp_path):
     write_datafile(tmp_path / "d.bin", np.arange(100))
