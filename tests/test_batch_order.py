@@ -145,6 +145,42 @@ def test_state_of_the_other_order_is_refused(shards, saved_shuffled):
         DataLoader(shards, vocab_size=ANY_ID, B=1, T=4, shuffle=not saved_shuffled).load_state(state)
 
 
+@pytest.mark.parametrize("saved_shuffled, message", [
+    (True, "it reads the data shuffled, this loader in file order"),
+    (False, "it reads the data in file order, this loader shuffled"),
+])
+def test_the_refusal_says_which_order_the_state_and_the_loader_read(shards, saved_shuffled, message):
+    state = DataLoader(shards, vocab_size=ANY_ID, B=1, T=4, shuffle=saved_shuffled).state()
+    with pytest.raises(LlmpyError) as e:
+        DataLoader(shards, vocab_size=ANY_ID, B=1, T=4, shuffle=not saved_shuffled).load_state(state)
+    assert str(e.value) == f"data loader state: {message}"
+
+
+def test_a_shuffled_state_without_its_sample_is_refused(shards):
+    state = DataLoader(shards, vocab_size=ANY_ID, B=1, T=4, shuffle=True).state()
+    del state["sample"]
+    with pytest.raises(LlmpyError, match="data loader state: sample"):
+        DataLoader(shards, vocab_size=ANY_ID, B=1, T=4, shuffle=True).load_state(state)
+
+@pytest.mark.parametrize("change, message", [
+    (dict(tokens_per_sample=8), "tokens per sample 8, shard order of 3 shards does not fit {} with B=1 T=4 world=1"),
+    (dict(shard_order=7), "tokens per sample 4, shard order of ? shards does not fit {} with B=1 T=4 world=1"),
+    (dict(rng={"key": [1, 2], "index": 0}), "its random generator state is corrupt"),
+], ids=["tokens-per-sample", "order-not-a-list", "rng"])
+def test_a_shuffled_state_that_does_not_fit_says_what_it_holds(shards, change, message):
+    state = {**DataLoader(shards, vocab_size=ANY_ID, B=1, T=4, shuffle=True).state(), **change}
+    with pytest.raises(LlmpyError) as e:
+        DataLoader(shards, vocab_size=ANY_ID, B=1, T=4, shuffle=True).load_state(state)
+    assert str(e.value) == "data loader state: " + message.format(shards)
+
+
+def test_a_shuffled_state_one_sample_past_its_shard_is_refused(shards):
+    state = DataLoader(shards, vocab_size=ANY_ID, B=1, T=4, shuffle=True).state()
+    tokens = SHARD_TOKENS[state["shard_order"][state["shard"]]]
+    state["sample"] = (tokens - 1) // 4              # the shard's samples are 0 .. this - 1
+    with pytest.raises(LlmpyError, match="data loader state: sample"):
+        DataLoader(shards, vocab_size=ANY_ID, B=1, T=4, shuffle=True).load_state(state)
+
 @pytest.mark.parametrize("change", [
     dict(tokens_per_sample=8), dict(shard_order=[0, 1]), dict(shard_order=[0, 1, 1]), dict(shard_order=["0", 1, 2]),
     dict(shard=3), dict(sample=99), dict(sample=-1), dict(rng={"key": [1, 2], "index": 0}),

@@ -10,7 +10,8 @@ import torch
 
 from llmpy import LlmpyError, checkpoint
 from llmpy.checkpoint import (bf16_to_fp32, checkpoint_paths, checkpoints_to_delete, complete_checkpoint_steps,
-                              delete_checkpoint, fp32_to_bf16, latest_checkpoint_step, read_model, read_state,
+                              delete_checkpoint, fp32_to_bf16, latest_checkpoint_step, read_model,
+                              read_model_config, read_state,
                               remove_stale_temps, write_done_marker, write_model, write_state)
 from llmpy.config import GPT2Config, num_parameters
 
@@ -55,6 +56,13 @@ def test_fp32_to_bf16_keeps_nan_a_nan():
     bits = np.array([0x7FC00000, 0x7F800001, 0x7FFFFFFF, 0xFF800001, 0xFFFFFFFF, 0x7F80FFFF], dtype=np.uint32)
     assert np.isnan(bf16_to_fp32(fp32_to_bf16(bits.view(np.float32)))).all()
 
+
+
+def test_fp32_to_bf16_returns_uint16_bits_and_takes_float64_as_its_fp32_values():
+    x32 = np.random.default_rng(2).standard_normal(1000).astype(np.float32)
+    bits = fp32_to_bf16(x32.astype(np.float64))
+    assert bits.dtype == np.uint16
+    np.testing.assert_array_equal(bits, torch_bf16_bits(x32))
 
 def test_bf16_to_fp32_matches_torch_for_every_bf16():
     bits = np.arange(1 << 16, dtype=np.uint16)
@@ -106,6 +114,20 @@ def test_model_written_independently_loads(tmp_path, version):
     np.testing.assert_array_equal(params, np.concatenate([t.ravel() for t in tensors]))
 
 
+def test_model_config_is_read_from_an_llm_c_header_alone(tmp_path):
+    # llm.c's header for CFG, and no parameters after it: only the header is read
+    (tmp_path / "m.bin").write_bytes(struct.pack("<256i", 20240326, 3, 16, 100, 2, 2, 16, 128, *[0] * 248))
+    assert read_model_config(tmp_path / "m.bin") == CFG
+
+@pytest.mark.parametrize("cfg", [
+    GPT2Config(max_seq_len=16, vocab_size=100, padded_vocab_size=128, num_layers=1, num_heads=1, channels=16),
+    GPT2Config(max_seq_len=16, vocab_size=128, padded_vocab_size=128, num_layers=2, num_heads=2, channels=16),
+], ids=["one-layer-one-head", "unpadded-vocab"])
+def test_smallest_legal_sizes_are_read(tmp_path, cfg):
+    params = np.random.default_rng(3).standard_normal(num_parameters(cfg)).astype(np.float32)
+    write_model(tmp_path / "m.bin", cfg, params)
+    assert read_model(tmp_path / "m.bin")[0] == cfg
+
 def set_header(path, index, value):
     with open(path, "r+b") as f:
         f.seek(4 * index)
@@ -144,6 +166,35 @@ def test_bad_model_file_raises_one_line_error_naming_it(tmp_path, corrupt, expec
         read_model(path)
     assert_one_line_naming(error, path)
 
+
+def test_a_nan_in_a_model_file_is_named_by_its_llm_c_tensor_and_element(tmp_path):
+    params = random_params()
+    ln1b_start = sum(int(np.prod(shape)) for shape in LLMC_SHAPES[:3])      # after wte, wpe, ln1w
+    params[ln1b_start + 5] = np.nan
+    write_model(tmp_path / "m.bin", CFG, params)
+    with pytest.raises(LlmpyError) as error:
+        read_model(tmp_path / "m.bin")
+    assert str(error.value).startswith(f"{tmp_path / 'm.bin'}: ln1b holds nan at element 5: NaN and inf")
+
+def test_a_truncated_bf16_model_file_says_what_its_header_describes(tmp_path):
+    write_model(tmp_path / "m.bin", CFG, random_params(), dtype="bf16")
+    truncate(tmp_path / "m.bin", 2000)
+    n = sum(int(np.prod(shape)) for shape in LLMC_SHAPES)
+    with pytest.raises(LlmpyError, match=rf"file is 2000 bytes but its header \(version 5, maxT=16 V=100 L=2 "
+                                         rf"NH=2 C=16 Vp=128: {n} params\) needs {1024 + 2 * n} bytes"):
+        read_model(tmp_path / "m.bin")
+
+@pytest.mark.parametrize("index, sizes", [
+    (2, "maxT=0 V=100 L=2 NH=2 C=16 Vp=128"),
+    (3, "maxT=16 V=0 L=2 NH=2 C=16 Vp=128"),
+    (5, "maxT=16 V=100 L=2 NH=0 C=16 Vp=128"),
+], ids=["maxT", "V", "NH"])
+def test_a_zero_size_in_a_model_header_is_refused_with_the_header_s_sizes(tmp_path, index, sizes):
+    write_model(tmp_path / "m.bin", CFG, random_params())
+    set_header(tmp_path / "m.bin", index, 0)
+    with pytest.raises(LlmpyError) as error:
+        read_model(tmp_path / "m.bin")
+    assert str(error.value) == f"{tmp_path / 'm.bin'}: bad header: sizes must be positive ({sizes})"
 
 class FullDiskFile(io.FileIO):
     """Stands in for open(): takes the first write, then fails the way a full disk does."""
@@ -253,6 +304,11 @@ def test_latest_checkpoint_step_ignores_steps_without_done_marker(tmp_path):
     assert latest_checkpoint_step(tmp_path) == 20
 
 
+def test_latest_checkpoint_step_is_the_largest_of_several(tmp_path):
+    for step in (10, 20, 30):
+        write_done_marker(tmp_path, step)
+    assert latest_checkpoint_step(tmp_path) == 30
+
 def test_latest_checkpoint_step_is_none_without_any_checkpoint(tmp_path):
     assert latest_checkpoint_step(tmp_path) is None
     assert latest_checkpoint_step(tmp_path / "never-created") is None
@@ -268,6 +324,10 @@ def test_keep_k_keeps_the_newest_k_checkpoints():
 def test_major_checkpoints_are_never_deleted():
     assert checkpoints_to_delete([2, 4, 6, 8, 10], keep=2, major_every=4) == [2, 6]
 
+
+def test_major_every_one_makes_every_checkpoint_major():
+    # llm.c deletes a step only when step % major_checkpoint_every != 0: with -nm 1, never
+    assert checkpoints_to_delete([2, 4, 6, 8, 10], keep=2, major_every=1) == []
 
 def test_keep_zero_keeps_every_checkpoint():
     assert checkpoints_to_delete([2, 4, 6], keep=0, major_every=0) == []

@@ -9,7 +9,7 @@ import pytest
 from dev.data import shakespeare
 from dev.data.data_common import write_datafile
 from llmpy import LlmpyError
-from llmpy.dataloader import DataLoader, read_shard_header
+from llmpy.dataloader import DataLoader, open_shard, read_shard_header
 
 V = 50257       # GPT-2's vocabulary: the ids the tests' shards hold are below it
 
@@ -181,6 +181,17 @@ def test_bad_header_names_the_file(tmp_path, kwargs, message):
     assert str(path) in str(e.value)
 
 
+def test_a_header_only_shard_holds_zero_tokens(tmp_path):
+    assert read_shard_header(shard_with_header(tmp_path / "d.bin", ntok=0, payload_tokens=0)) == 0
+
+
+def test_a_short_shard_s_error_gives_the_header_s_and_the_file_s_bytes(tmp_path):
+    path = shard_with_header(tmp_path / "d.bin", ntok=1000, payload_tokens=999)
+    with pytest.raises(LlmpyError) as e:
+        read_shard_header(path)
+    assert str(e.value) == (f"data file {path}: header says 1,000 tokens (3,024 bytes) but the file has "
+                            "3,022 bytes (truncated?)")
+
 def test_file_shorter_than_header_names_the_file(tmp_path):
     path = tmp_path / "d.bin"
     path.write_bytes(b"\0" * 100)
@@ -205,6 +216,23 @@ def test_load_state_rejects_a_state_from_other_data(tmp_path):
             loader.load_state(state)
 
 
+def test_load_state_at_the_start_of_a_shard_resumes_there(tmp_path):
+    write_datafile(tmp_path / "d_000.bin", np.arange(100))
+    write_datafile(tmp_path / "d_001.bin", np.arange(1000, 1100))
+    loader = DataLoader(str(tmp_path / "d_*.bin"), B=2, T=4, vocab_size=V)
+    loader.load_state({"shard": 1, "pos": 0})
+    assert_batches_equal(batches(loader, 1), [expected(np.arange(1000, 1100), 0, 2, 4)])
+
+
+@pytest.mark.parametrize("state", [{"pos": 0}, {"shard": 1}], ids=["no-shard", "no-pos"])
+def test_load_state_refuses_a_state_without_shard_or_position(tmp_path, state):
+    # B = T = 1: every position is on the sample grid, so only the missing key is wrong
+    write_datafile(tmp_path / "d_000.bin", np.arange(100))
+    write_datafile(tmp_path / "d_001.bin", np.arange(100))
+    loader = DataLoader(str(tmp_path / "d_*.bin"), B=1, T=1, vocab_size=V)
+    with pytest.raises(LlmpyError, match="does not fit"):
+        loader.load_state(state)
+
 def test_token_id_beyond_the_vocabulary_names_file_position_id_and_vocabulary(tmp_path):
     tokens = np.arange(100)
     tokens[[37, 60]] = 50300, 65535                  # a padded-vocabulary row's id, then the uint16 max
@@ -222,6 +250,20 @@ def test_the_vocabulary_is_the_model_s_own_not_gpt2_s(tmp_path):
     DataLoader(str(tmp_path / "d.bin"), B=2, T=4, vocab_size=100)
 
 
+def test_a_token_id_equal_to_the_vocabulary_size_is_refused(tmp_path):
+    write_datafile(tmp_path / "d.bin", np.arange(100))
+    with pytest.raises(LlmpyError, match=r"token id 99 at position 99 is not in the model's vocabulary of 99 "):
+        DataLoader(str(tmp_path / "d.bin"), B=2, T=4, vocab_size=99)
+
+
+def test_a_shard_is_mapped_read_only(tmp_path):
+    # opened for writing, a shard on a read-only disk or of another user could not be read
+    write_datafile(tmp_path / "d.bin", np.arange(100))
+    tokens = open_shard(tmp_path / "d.bin", V)
+    np.testing.assert_array_equal(tokens, np.arange(100))
+    with pytest.raises(ValueError, match="read-only"):
+        tokens[0] = 1
+
 def test_a_later_shard_is_checked_when_the_loader_reaches_it(tmp_path):
     write_datafile(tmp_path / "d_000.bin", np.arange(20))
     write_datafile(tmp_path / "d_001.bin", np.r_[np.arange(10), 60000, np.arange(9)])
@@ -230,6 +272,12 @@ def test_a_later_shard_is_checked_when_the_loader_reaches_it(tmp_path):
     with pytest.raises(LlmpyError, match="d_001.bin: token id 60000 at position 10 "):
         loader.next_batch()        # the batch that ends shard 0 moves the loader to shard 1
 
+
+@pytest.mark.parametrize("B, T", [(1, 0), (0, 1)])
+def test_a_zero_batch_size_or_sequence_length_is_an_error(tmp_path, B, T):
+    write_datafile(tmp_path / "d.bin", np.arange(100))
+    with pytest.raises(LlmpyError, match=f"got B={B} T={T}"):
+        DataLoader(str(tmp_path / "d.bin"), B=B, T=T, vocab_size=V)
 
 def test_rank_outside_world_is_an_error(tmp_path):
     write_datafile(tmp_path / "d.bin", np.arange(100))

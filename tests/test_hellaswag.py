@@ -153,6 +153,25 @@ def test_tokens_beyond_the_vocabulary_are_refused(evalfile):
         check_fits(read_evalfile(evalfile), 64, 97)
 
 
+def test_an_example_whose_longest_row_is_exactly_T_fits_and_one_token_more_does_not():
+    from llmpy.hellaswag import Example
+    # the rows are context + ending less the last token (it is only a target): 5 + 3 - 1 = 7
+    ex = Example(0, 0, [1] * 5, [[1] * 3, [1]])
+    check_fits([ex], 7, 50257)
+    with pytest.raises(LlmpyError, match="example 0 needs sequences of 7 tokens, more than -t 6"):
+        check_fits([ex], 6, 50257)
+
+
+def test_a_token_id_equal_to_the_vocabulary_size_is_refused_and_one_below_passes():
+    from llmpy.hellaswag import Example
+    check_fits([Example(0, 0, [96], [[96]])], 8, 97)
+    with pytest.raises(LlmpyError) as e:
+        check_fits([Example(0, 0, [96], [[1], [96, 97]])], 8, 97)
+    # without a path the message names the eval file generically
+    assert str(e.value) == ("eval file: example 0, ending 1: token id 97 at position 1 is not in the "
+                            "model's vocabulary of 97 (ids 0-96)")
+
+
 # --- bad eval files: one line naming the file and the fault
 
 def corrupt(evalfile, tmp_path, edit):
