@@ -180,8 +180,8 @@ def test_a_truncated_bf16_model_file_says_what_its_header_describes(tmp_path):
     write_model(tmp_path / "m.bin", CFG, random_params(), dtype="bf16")
     truncate(tmp_path / "m.bin", 2000)
     n = sum(int(np.prod(shape)) for shape in LLMC_SHAPES)
-    with pytest.raises(LlmpyError, match=rf"file is 2000 bytes but its header \(version 5, maxT=16 V=100 L=2 "
-                                         rf"NH=2 C=16 Vp=128: {n} params\) needs {1024 + 2 * n} bytes"):
+    with pytest.raises(LlmpyError, match=rf"file is 2000 bytes but its header says version 5, maxT=16 V=100 L=2 "
+                                         rf"NH=2 C=16 Vp=128: {n} params, which needs {1024 + 2 * n} bytes"):
         read_model(tmp_path / "m.bin")
 
 @pytest.mark.parametrize("index, sizes", [

@@ -189,8 +189,8 @@ def test_a_short_shard_s_error_gives_the_header_s_and_the_file_s_bytes(tmp_path)
     path = shard_with_header(tmp_path / "d.bin", ntok=1000, payload_tokens=999)
     with pytest.raises(LlmpyError) as e:
         read_shard_header(path)
-    assert str(e.value) == (f"data file {path}: header says 1,000 tokens (3,024 bytes) but the file has "
-                            "3,022 bytes (truncated?)")
+    assert str(e.value) == (f"data file {path}: file is 3022 bytes but its header says 1,000 tokens, which "
+                            "needs 3024 bytes; truncated or corrupt")
 
 def test_file_shorter_than_header_names_the_file(tmp_path):
     path = tmp_path / "d.bin"
