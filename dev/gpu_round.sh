@@ -83,7 +83,7 @@ for s in $sections; do
       summary+=("greedy GPU bf16 against CPU fp32, 32 tokens from the quality run: $same")
     fi ;;
   faults)
-    python3 -c "import numpy as np; from dev.data.data_common import write_datafile; t = np.random.default_rng(0).integers(0, 50257, 300000); t[123456] = 60000; write_datafile('/tmp/bad_token.bin', t)" > /dev/null
+    python3 -c "import numpy as np; from llmpy.shards import write_datafile; t = np.random.default_rng(0).integers(0, 50257, 300000); t[123456] = 60000; write_datafile('/tmp/bad_token.bin', t)" > /dev/null
     start=$(date +%s.%N)
     timeout 200 python3 train_gpt2.py -e d12 -i /tmp/bad_token.bin -b 8 -t 1024 -x 40 -v 0 -s 0 > "$OUT/faults.log" 2>&1
     summary+=("bad token id (rc $?, $(python3 -c "print(f'{$(date +%s.%N) - $start:.1f}')") s): $(tail -1 "$OUT/faults.log")")

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from dev.data.data_common import write_datafile
+from llmpy.shards import write_datafile
 from llmpy.checkpoint import write_model
 from tests.test_gpt2 import TINY, random_params
 

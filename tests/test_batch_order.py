@@ -13,7 +13,7 @@ import json
 import numpy as np
 import pytest
 
-from dev.data.data_common import write_datafile
+from llmpy.shards import write_datafile
 from llmpy import LlmpyError
 from llmpy.dataloader import DataLoader
 from llmpy.rand import MersenneTwister, random_permutation

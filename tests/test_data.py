@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from dev.data import shakespeare
-from dev.data.data_common import write_datafile
+from llmpy.shards import write_datafile
 from llmpy import LlmpyError
 from llmpy.dataloader import DataLoader, open_shard, read_shard_header
 

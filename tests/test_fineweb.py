@@ -1,5 +1,5 @@
 """dev/data/fineweb.py, dev/data/tinystories.py and the streaming shard writer in
-dev/data/data_common.py, on small local parquet/jsonl files in the datasets' schema (no network):
+llmpy/shards.py, on small local parquet/jsonl files in the datasets' schema (no network):
 what the shards hold, resume after an interruption, and one-line errors."""
 import itertools
 import json
@@ -15,7 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from dev.data import data_common, fineweb, tinystories
+from dev.data import fineweb, tinystories
+from llmpy import shards
 from llmpy import LlmpyError
 from llmpy.dataloader import read_shard_header
 from llmpy.tokenizer import EOT, get_tokenizer
@@ -50,12 +51,12 @@ def shard_tokens(path):
     return np.fromfile(path, dtype="<u2", offset=1024, count=n)
 
 
-def shards(folder, pattern="*.bin"):
+def shard_files(folder, pattern="*.bin"):
     return sorted(folder.glob(pattern), key=lambda p: p.name.rsplit("_", 1)[1])
 
 
 def all_tokens(folder, pattern="*.bin"):
-    return np.concatenate([shard_tokens(p) for p in shards(folder, pattern)]).tolist()
+    return np.concatenate([shard_tokens(p) for p in shard_files(folder, pattern)]).tolist()
 
 
 def run_fineweb(tmp_path, local, shard_size=97, procs=2, out="out"):
@@ -73,10 +74,10 @@ def test_shards_hold_eot_then_tokens_of_every_document_in_order(tmp_path):
 
 def test_first_shard_is_val_and_all_but_the_last_are_full(tmp_path):
     out = run_fineweb(tmp_path, [write_parquet(tmp_path / "fw.parquet", documents())])
-    names = [p.name for p in shards(out)]
+    names = [p.name for p in shard_files(out)]
     assert names[0] == "fineweb_val_000000.bin" and names[1] == "fineweb_train_000001.bin"
     assert all(n.startswith("fineweb_train_") for n in names[1:]) and len(names) > 3
-    sizes = [read_shard_header(p) for p in shards(out)]
+    sizes = [read_shard_header(p) for p in shard_files(out)]
     assert all(s == 97 for s in sizes[:-1]) and 0 < sizes[-1] <= 97
 
 
@@ -89,21 +90,21 @@ def test_jsonl_and_several_files_stream_in_the_order_given(tmp_path):
 def test_one_process_and_several_give_the_same_shards(tmp_path):
     local = [write_parquet(tmp_path / "fw.parquet", documents())]
     one, four = run_fineweb(tmp_path, local, procs=1, out="one"), run_fineweb(tmp_path, local, procs=4, out="four")
-    assert [p.read_bytes() for p in shards(one)] == [p.read_bytes() for p in shards(four)]
+    assert [p.read_bytes() for p in shard_files(one)] == [p.read_bytes() for p in shard_files(four)]
 
 
 def test_edu_type_names_shards_as_llm_c_does(tmp_path):
     fineweb.main(["-t", "edu", "--local", str(write_parquet(tmp_path / "fw.parquet", documents(5))),
                   "-o", str(tmp_path / "out"), "-s", "1000", "-p", "1"])
-    assert [p.name for p in shards(tmp_path / "out")] == ["edu_fineweb_val_000000.bin",
+    assert [p.name for p in shard_files(tmp_path / "out")] == ["edu_fineweb_val_000000.bin",
                                                            "edu_fineweb_train_000001.bin"]
 
 
 def test_input_smaller_than_a_shard_still_gets_a_train_shard(tmp_path, capsys):
     texts = documents(40)
     out = run_fineweb(tmp_path, [write_parquet(tmp_path / "fw.parquet", texts)], shard_size=10**6)
-    val, train = (shard_tokens(p) for p in shards(out))
-    assert [p.name for p in shards(out)] == ["fineweb_val_000000.bin", "fineweb_train_000001.bin"]
+    val, train = (shard_tokens(p) for p in shard_files(out))
+    assert [p.name for p in shard_files(out)] == ["fineweb_val_000000.bin", "fineweb_train_000001.bin"]
     assert np.concatenate([val, train]).tolist() == expected_tokens(texts)
     assert val[0] == EOT and train[0] == EOT                  # whole documents on each side
     assert 0.1 * (len(val) + len(train)) <= len(val) < 0.2 * (len(val) + len(train))
@@ -117,10 +118,10 @@ def test_tinystories_splits_go_to_their_own_shards_stripped(tmp_path):
                       "--local_train", str(write_parquet(tmp_path / "train.parquet", train)),
                       "-o", str(tmp_path / "ts"), "-s", "64", "-p", "2"])
     ts = tmp_path / "ts"
-    assert [p.name for p in shards(ts, "tinystories_val_*.bin")] == ["tinystories_val_000000.bin"]
+    assert [p.name for p in shard_files(ts, "tinystories_val_*.bin")] == ["tinystories_val_000000.bin"]
     assert all_tokens(ts, "tinystories_val_*.bin") == expected_tokens(val, strip=True)
     assert all_tokens(ts, "tinystories_train_*.bin") == expected_tokens(train, strip=True)
-    assert shards(ts, "tinystories_train_*.bin")[0].name == "tinystories_train_000000.bin"
+    assert shard_files(ts, "tinystories_train_*.bin")[0].name == "tinystories_train_000000.bin"
 
 
 # --- resume
@@ -130,18 +131,18 @@ class Crash(Exception):
 
 
 def crash_on_call(monkeypatch, name, n):
-    """Make data_common.<name> raise Crash on its n-th call (after n-1 calls went through)."""
-    real, calls = getattr(data_common, name), itertools.count(1)
+    """Make shards.<name> raise Crash on its n-th call (after n-1 calls went through)."""
+    real, calls = getattr(shards, name), itertools.count(1)
 
     def wrapper(*args, **kwargs):
         if next(calls) == n:
             raise Crash(name)
         return real(*args, **kwargs)
-    monkeypatch.setattr(data_common, name, wrapper)
+    monkeypatch.setattr(shards, name, wrapper)
 
 
 def run_until_crash(tmp_path, local, monkeypatch, where, n, **kwargs):
-    """run_fineweb, stopped by a Crash on data_common.<where>'s n-th call; the patch is undone."""
+    """run_fineweb, stopped by a Crash on shards.<where>'s n-th call; the patch is undone."""
     with monkeypatch.context() as m:
         crash_on_call(m, where, n)
         with pytest.raises(Crash):
@@ -160,13 +161,13 @@ def test_interrupted_run_resumes_to_the_same_shards(tmp_path, monkeypatch, capsy
     assert state["doc_offset"] > 0  # the crash fell inside a document: the rerun starts mid-document
     capsys.readouterr()
     tokenized = []
-    real_tokenize = data_common.tokenize_documents
-    monkeypatch.setattr(data_common, "tokenize_documents", lambda texts: tokenized.extend(texts) or real_tokenize(texts))
+    real_tokenize = shards.tokenize_documents
+    monkeypatch.setattr(shards, "tokenize_documents", lambda texts: tokenized.extend(texts) or real_tokenize(texts))
     broken = run_fineweb(tmp_path, local, shard_size=41, procs=1, out="broken")
     assert f"resuming at shard 3, document {state['docs_done']}" in capsys.readouterr().out
     assert tokenized == documents()[state["docs_done"]:]  # skipped documents are not tokenized again
-    assert [p.name for p in shards(broken)] == [p.name for p in shards(whole)]
-    assert [p.read_bytes() for p in shards(broken)] == [p.read_bytes() for p in shards(whole)]
+    assert [p.name for p in shard_files(broken)] == [p.name for p in shard_files(whole)]
+    assert [p.read_bytes() for p in shard_files(broken)] == [p.read_bytes() for p in shard_files(whole)]
 
 
 def test_complete_run_is_not_redone(tmp_path, capsys):
@@ -204,7 +205,7 @@ def test_bounded_imap_reads_the_stream_only_a_few_items_ahead():
             next(pulled)
             yield 1
     with ThreadPool(2) as pool:
-        results = data_common.bounded_imap(pool, lambda x: x, endless(), max_pending=4)
+        results = shards.bounded_imap(pool, lambda x: x, endless(), max_pending=4)
         assert next(results) == 1
         time.sleep(0.2)  # plain imap would pull thousands of items meanwhile
         assert next(pulled) <= 4 + 2

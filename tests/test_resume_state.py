@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import train_gpt2
-from dev.data.data_common import write_datafile
+from llmpy.shards import write_datafile
 from llmpy import cpu
 from llmpy.checkpoint import checkpoint_paths, read_state
 from llmpy.dataloader import DataLoader

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dev.data.data_common import write_datafile
+from llmpy.shards import write_datafile
 from llmpy.checkpoint import write_model
 from tests.helpers import run_program
 from tests.test_gpt2 import TINY, random_params

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from dev.data.data_common import write_datafile
+from llmpy.shards import write_datafile
 from llmpy.checkpoint import read_model, read_state, write_model, write_state
 from llmpy.config import GPT2Config, from_descriptor
 from llmpy.schedulers import learning_rate

