@@ -137,22 +137,26 @@ def test_a_bad_token_mid_run_on_one_rank_ends_the_job_and_the_last_checkpoint_re
     assert_resumes(tmp_path, [*job, "-x", 10], 4)
 
 
+def resume_without_rank_1s_state(tmp_path, job, steps):
+    """A job of `steps` steps with a checkpoint every 2, then rank 1's state file of its last
+    checkpoint deleted, then `-y 1` for two more steps: the resumed job's result."""
+    r, _ = mpi_job(tmp_path, [*job, "-x", steps], f"{steps} steps")
+    assert r.returncode == 0, r.stderr
+    (tmp_path / "out" / f"state_{steps:08d}_00001.bin").unlink()
+    r, _ = mpi_job(tmp_path, [*job, "-x", steps + 2, "-y", 1], f"resume without rank 1's state file of step {steps}")
+    return r
+
+
 @needs_mpi
 def test_a_missing_state_file_on_one_rank_stops_every_rank_at_resume(tmp_path, job):
-    r, _ = mpi_job(tmp_path, [*job, "-x", 2], "two steps")
-    assert r.returncode == 0, r.stderr
-    (tmp_path / "out" / "state_00000002_00001.bin").unlink()
-    r, seconds = mpi_job(tmp_path, [*job, "-x", 4, "-y", 1], "resume without rank 1's state file")
+    r = resume_without_rank_1s_state(tmp_path, job, 2)
     assert_job_failed_with(r, "rank 1: ", "state_00000002_00001.bin", "No such file")
     assert len(r.stderr.strip().splitlines()) == 1
 
 
 @needs_mpi
 def test_a_missing_state_file_of_the_newest_checkpoint_on_one_rank_falls_back_on_every_rank(tmp_path, job):
-    r, _ = mpi_job(tmp_path, [*job, "-x", 4], "four steps")
-    assert r.returncode == 0, r.stderr
-    (tmp_path / "out" / "state_00000004_00001.bin").unlink()
-    r, seconds = mpi_job(tmp_path, [*job, "-x", 6, "-y", 1], "resume without rank 1's newest state file")
+    r = resume_without_rank_1s_state(tmp_path, job, 4)
     assert r.returncode == 0, r.stderr
     assert "-y 1: checkpoint 4: rank 1: " in r.stdout and "falling back to checkpoint 2" in r.stdout
     assert "resumed from step 2 " in r.stdout

@@ -42,6 +42,16 @@ def forward_backward(model, inputs, targets, loss_scale=1.0):
     model.backward()
 
 
+def trained_once(params, inputs, targets, B=None, T=None, **model_args):
+    """A TINY GPT2 of these params, allocated for B x T (the batch's own shape by default), after
+    zero_grad and one forward and backward of the batch."""
+    b, t = inputs.shape
+    model = GPT2(TINY, cpu, B or b, T or t, params=params, **model_args)
+    model.zero_grad()
+    forward_backward(model, inputs, targets)
+    return model
+
+
 def check_model_against_torch(cfg, B, T, tol=1e-5):
     params = random_params(cfg, seed=1)
     inputs, targets = random_batch(cfg, B, T, seed=2)
@@ -80,22 +90,14 @@ def test_fresh_model_loss_is_log_vocab():
 
 
 def test_padded_vocab_rows_get_no_gradient():
-    params = random_params(TINY, seed=4)
-    inputs, targets = random_batch(TINY, 2, 8, seed=5)
-    model = GPT2(TINY, cpu, 2, 8, params=params)
-    model.zero_grad()
-    forward_backward(model, inputs, targets)
+    model = trained_once(random_params(TINY, seed=4), *random_batch(TINY, 2, 8, seed=5))
     assert np.all(model.grads["wte"][TINY.vocab_size:] == 0)
 
 
 def test_smaller_batch_in_allocated_model_matches_exact_size_model():
     params = random_params(TINY, seed=6)
     inputs, targets = random_batch(TINY, 1, 5, seed=7)
-    big = GPT2(TINY, cpu, 4, 16, params=params)
-    exact = GPT2(TINY, cpu, 1, 5, params=params)
-    for model in (big, exact):
-        model.zero_grad()
-        forward_backward(model, inputs, targets)
+    big, exact = trained_once(params, inputs, targets, B=4, T=16), trained_once(params, inputs, targets)
     assert big.mean_loss() == exact.mean_loss()
     assert np.array_equal(big.grads_flat, exact.grads_flat)
 
@@ -147,9 +149,7 @@ def test_update_defaults_are_llm_c_adamw_without_decay_clipped_at_1():
 def test_gradient_accumulation_equals_one_big_batch():
     params = random_params(TINY, seed=9)
     inputs, targets = random_batch(TINY, 4, 8, seed=10)
-    big = GPT2(TINY, cpu, 4, 8, params=params)
-    big.zero_grad()
-    forward_backward(big, inputs, targets)
+    big = trained_once(params, inputs, targets)
     small = GPT2(TINY, cpu, 2, 8, params=params)
     small.zero_grad()
     for half in (slice(0, 2), slice(2, 4)):
@@ -166,10 +166,7 @@ def test_sequence_longer_than_max_seq_len_is_refused():
 def test_recompute_gives_the_same_gradients_with_less_activation_memory(recompute):
     params = random_params(TINY, seed=17)
     inputs, targets = random_batch(TINY, 2, 16, seed=18)
-    models = [GPT2(TINY, cpu, 2, 16, params=params, recompute=r) for r in (0, recompute)]
-    for model in models:
-        model.zero_grad()
-        forward_backward(model, inputs, targets)
+    models = [trained_once(params, inputs, targets, recompute=r) for r in (0, recompute)]
     assert models[1].mean_loss() == models[0].mean_loss()
     assert np.array_equal(models[1].grads_flat, models[0].grads_flat)
     assert models[1].acts_bytes.nbytes < models[0].acts_bytes.nbytes
