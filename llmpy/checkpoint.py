@@ -63,7 +63,7 @@ def bf16_to_fp32(u16):
 # -----------------------------------------------------------------------------
 # shared file plumbing
 
-def _write_atomic(path, parts):
+def write_atomic(path, parts):
     """Write the bytes-like `parts` to path.tmp, make it durable, then rename it onto path.
     An OSError (a full disk, a folder in the way) becomes one line naming the file."""
     tmp = f"{path}.tmp"
@@ -129,7 +129,7 @@ def write_model(path, cfg, params, dtype="fp32"):
         body = np.ascontiguousarray(params.ravel(), dtype="<f4")
     else:
         body = fp32_to_bf16(params.ravel()).astype("<u2", copy=False)
-    _write_atomic(path, [header, body])
+    write_atomic(path, [header, body])
 
 
 def read_model(path):
@@ -188,7 +188,7 @@ def write_state(path, *, step, m, v, master, rng_state, loader_state, extra):
     header[4:6] = np.array([n], dtype="<i8").view("<i4")
     header[6] = len(trailer)
     body = [np.ascontiguousarray(a.ravel(), dtype="<f4") for a in arrays]
-    _write_atomic(path, [header, *body, trailer])
+    write_atomic(path, [header, *body, trailer])
 
 
 def read_state(path):
@@ -229,7 +229,7 @@ def checkpoint_paths(out_dir, step, rank):
 
 def write_done_marker(out_dir, step):
     """Mark checkpoint `step` complete: an empty DONE_%08d file, written as durably as the rest."""
-    _write_atomic(os.path.join(out_dir, f"DONE_{step:08d}"), [])
+    write_atomic(os.path.join(out_dir, f"DONE_{step:08d}"), [])
 
 
 TEMP_NAME = re.compile(r"(?:model_(\d{8})\.bin|state_(\d{8})_\d{5}\.bin|DONE_(\d{8}))\.tmp")

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from llmpy import LlmpyError
-from llmpy.checkpoint import bf16_to_fp32
+from llmpy.checkpoint import bf16_to_fp32, write_atomic
 from llmpy.config import GPT2Config, num_parameters, param_shapes
 from llmpy.progress import counter
 
@@ -374,32 +374,28 @@ def write_safetensors(path, tensors, metadata):
     """{name: fp32 array} as a safetensors file: u64 length of the JSON header (padded with spaces
     to a multiple of 8 bytes), the header ({name: dtype, shape, data_offsets}, "__metadata__"),
     then each tensor's bytes in the header's order, back to back. Written tensor by tensor behind
-    a progress bar (a 1.5B model is 6 GB), through a temporary name."""
+    a progress bar (a 1.5B model is 6 GB), through a temporary name as model files are."""
     header, offset = {"__metadata__": metadata}, 0
     for name, a in tensors.items():
         header[name] = {"dtype": "F32", "shape": list(a.shape), "data_offsets": [offset, offset + a.nbytes]}
         offset += a.nbytes
     text = json.dumps(header, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
     bar = counter(total=offset, desc=f"writing {path.name}", unit="B")
+
+    def parts():
+        yield struct.pack("<Q", len(text)) + text
+        for a in tensors.values():
+            yield np.ascontiguousarray(a, dtype="<f4").data
+            bar.update(a.nbytes)
     try:
-        with open(tmp, "wb") as f:
-            f.write(struct.pack("<Q", len(text)) + text)
-            for a in tensors.values():
-                f.write(np.ascontiguousarray(a, dtype="<f4").data)
-                bar.update(a.nbytes)
-        os.replace(tmp, path)
+        write_atomic(path, parts())
     finally:
         bar.close()
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _write_text(path, text):
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, [text.encode("utf-8")])
 
 
 # -----------------------------------------------------------------------------
