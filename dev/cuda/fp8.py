@@ -22,11 +22,12 @@ table adds up the per-layer saving over 12 layers against the bf16 step's matmul
 """
 import cupy as cp
 import numpy as np
-from common import bf16, gpu, host, median_ms, print_table, randn, selected_versions
+from common import bf16, host, median_ms, print_table, randn, selected_versions
 
 from llmpy import fp8
 from llmpy.cuda import fp8 as cuda_fp8
 from llmpy.cuda import matmul
+from llmpy.testing.fp8 import Operand
 
 N = 64 * 1024           # B*T rows, timed
 CHECK_N = 512           # rows checked against NumPy
@@ -36,27 +37,6 @@ SHAPES = [("qkv", C, 3 * C), ("attproj", C, C), ("fc", C, 4 * C), ("fcproj", 4 *
 TOL = 1e-2
 VERSIONS = {1: "bf16", 2: "fp8, operands cast", 3: "fp8, no fast accumulation",
             4: "fp8 + unfused casts"}
-
-
-def scalar(value):
-    return cp.asarray(np.float32(value)[None])
-
-
-class Operand:
-    """One tensor as the FP8 products read it: bf16, its FP8 bytes in both layouts, its scale."""
-
-    def __init__(self, values, fmt):
-        self.values, self.fmt = values, fmt            # host fp32 (bf16-rounded) values
-        self.bf16 = gpu(values)
-        rows, cols = values.shape
-        self.q, self.q_t = cp.empty((rows, cols), cp.uint8), cp.empty((cols, rows), cp.uint8)
-        self.amax = scalar(0.0)
-        self.scale_value = np.float32(fmt.max / np.abs(values).max())
-        self.scale, self.inv = scalar(self.scale_value), scalar(np.float32(1) / self.scale_value)
-        self.cast()
-
-    def cast(self):
-        cuda_fp8.cast_transpose(self.q, self.q_t, self.amax, self.bf16, self.scale, self.fmt)
 
 
 def layer(rng, rows, c_in, c_out):

@@ -16,18 +16,11 @@ import pytest
 from llmpy import fp8
 from llmpy.cuda import fp8 as cuda_fp8
 from llmpy.testing.bf16 import bf16, gpu, host, poisoned, randn
+from llmpy.testing.fp8 import Operand, device_scalar, poisoned_bytes
 
 FORMATS = pytest.mark.parametrize("fmt", [fp8.E4M3, fp8.E5M2], ids=lambda f: f.name)
 needs_fp8_tensor_cores = pytest.mark.skipif(
     int(cp.cuda.Device().compute_capability) < 89, reason="cuBLASLt's FP8 needs Ada or Hopper")
-
-
-def poisoned_bytes(*shape):
-    return cp.full(shape, 0xFF, dtype=cp.uint8)
-
-
-def scalar(value):
-    return cp.asarray(np.float32(value)[None])
 
 
 def wide_range(rng, rows, cols):
@@ -42,8 +35,8 @@ def test_cast_stores_the_rounded_scaled_values_and_records_the_largest(fmt):
     rng = np.random.default_rng(0)
     x = wide_range(rng, 96, 1024)
     scale = np.float32(fmt.max / 4)          # the largest |x| is ~2^6: some values saturate
-    out, amax = poisoned_bytes(96, 1024), scalar(0.5)
-    cuda_fp8.cast(out, amax, gpu(x), scalar(scale), fmt)
+    out, amax = poisoned_bytes(96, 1024), device_scalar(0.5)
+    cuda_fp8.cast(out, amax, gpu(x), device_scalar(scale), fmt)
     np.testing.assert_array_equal(fp8.decode(fmt, cp.asnumpy(out)), fp8.quantize(fmt, x, scale))
     assert fp8.decode(fmt, cp.asnumpy(out)).max() == fmt.max      # saturation was exercised
     assert host(amax)[0] == np.abs(x).max()
@@ -54,8 +47,8 @@ def test_cast_transpose_writes_both_layouts(fmt):
     rng = np.random.default_rng(1)
     x = wide_range(rng, 128, 96)
     scale = np.float32(fmt.max / np.abs(x).max())
-    out, out_t, amax = poisoned_bytes(128, 96), poisoned_bytes(96, 128), scalar(0.0)
-    cuda_fp8.cast_transpose(out, out_t, amax, gpu(x), scalar(scale), fmt)
+    out, out_t, amax = poisoned_bytes(128, 96), poisoned_bytes(96, 128), device_scalar(0.0)
+    cuda_fp8.cast_transpose(out, out_t, amax, gpu(x), device_scalar(scale), fmt)
     expected = fp8.quantize(fmt, x, scale)
     np.testing.assert_array_equal(fp8.decode(fmt, cp.asnumpy(out)), expected)
     np.testing.assert_array_equal(fp8.decode(fmt, cp.asnumpy(out_t)), expected.T)
@@ -65,8 +58,8 @@ def test_cast_transpose_writes_both_layouts(fmt):
 def test_amax_of_a_tensor_holding_nan_is_nan():
     x = np.ones((4, 64), np.float32)
     x[2, 5] = np.nan
-    out, amax = poisoned_bytes(4, 64), scalar(0.0)
-    cuda_fp8.cast(out, amax, gpu(x), scalar(1.0), fp8.E4M3)
+    out, amax = poisoned_bytes(4, 64), device_scalar(0.0)
+    cuda_fp8.cast(out, amax, gpu(x), device_scalar(1.0), fp8.E4M3)
     assert np.isnan(host(amax)[0])
 
 
@@ -87,40 +80,32 @@ def test_scale_update_pushes_amax_and_follows_the_reference(fmt):
     np.testing.assert_array_equal(cp.asnumpy(d_amax), 0)
 
 
-def operand(rng, fmt, rows, cols, std):
-    """(bf16-rounded values, their FP8 bytes on the GPU, the scale, its inverse on the GPU)."""
-    x = randn(rng, rows, cols, scale=std)
-    scale = np.float32(fmt.max / np.abs(x).max())
-    out, out_t, amax = poisoned_bytes(rows, cols), poisoned_bytes(cols, rows), scalar(0.0)
-    cuda_fp8.cast_transpose(out, out_t, amax, gpu(x), scalar(scale), fmt)
-    return x, out, out_t, scale, scalar(np.float32(1) / scale)
-
-
-def assert_product(got, a, sa, fa, b, sb, fb):
-    reference = fp8.scaled_matmul(a, sa, fa, b, sb, fb)
+def assert_product(got, a, a_op, b, b_op):
+    """got = a @ b, where a and b are (transposes of) the values of the operands a_op and b_op."""
+    reference = fp8.scaled_matmul(a, a_op.scale_value, a_op.fmt, b, b_op.scale_value, b_op.fmt)
     scale = np.abs(reference).max()
     assert np.abs(got - reference).max() <= 1e-2 * scale
     exact = a.astype(np.float64) @ b
-    assert (np.abs(got - exact) <= fp8.matmul_error_bound(a, fa, b, fb) + 1e-2 * scale).all()
+    assert (np.abs(got - exact) <= fp8.matmul_error_bound(a, a_op.fmt, b, b_op.fmt) + 1e-2 * scale).all()
 
 
 @needs_fp8_tensor_cores
 def test_the_three_products_of_a_linear_layer_match_the_reference():
     rng = np.random.default_rng(2)
     N, C, OC = 256, 192, 320
-    inp, inp8, inp8_t, s_inp, inv_inp = operand(rng, fp8.E4M3, N, C, 1.0)
-    w, w8, w8_t, s_w, inv_w = operand(rng, fp8.E4M3, OC, C, 0.02)
-    dout, dout8, dout8_t, s_dout, inv_dout = operand(rng, fp8.E5M2, N, OC, 1e-4)
+    inp = Operand(randn(rng, N, C), fp8.E4M3)
+    w = Operand(randn(rng, OC, C, scale=0.02), fp8.E4M3)
+    dout = Operand(randn(rng, N, OC, scale=1e-4), fp8.E5M2)
 
     out = poisoned(N, OC)
-    cuda_fp8.forward(out, inp8, inv_inp, w8, inv_w)
-    assert_product(host(out), inp, s_inp, fp8.E4M3, w.T, s_w, fp8.E4M3)
+    cuda_fp8.forward(out, inp.q, inp.inv, w.q, w.inv)
+    assert_product(host(out), inp.values, inp, w.values.T, w)
 
     dinp = poisoned(N, C)
-    cuda_fp8.backward_inp(dinp, dout8, inv_dout, w8_t, inv_w)
-    assert_product(host(dinp), dout, s_dout, fp8.E5M2, w, s_w, fp8.E4M3)
+    cuda_fp8.backward_inp(dinp, dout.q, dout.inv, w.q_t, w.inv)
+    assert_product(host(dinp), dout.values, dout, w.values, w)
 
     prefill = randn(rng, OC, C, scale=1e-3)
     dweight = gpu(prefill)
-    cuda_fp8.backward_weight(dweight, dout8_t, inv_dout, inp8_t, inv_inp)
-    assert_product(host(dweight) - prefill, dout.T, s_dout, fp8.E5M2, inp, s_inp, fp8.E4M3)
+    cuda_fp8.backward_weight(dweight, dout.q_t, dout.inv, inp.q_t, inp.inv)
+    assert_product(host(dweight) - prefill, dout.values.T, dout, inp.values, inp)
