@@ -10,8 +10,8 @@
 //   delta (B, NH, T) fp32          sum_d dout * out per query row (backward's preprocessing)
 // No (T, T) matrix ever reaches memory: a block holds one 64-row tile of queries (forward, dQ)
 // or keys (dK, dV) and streams the other side through shared memory in 64-row tiles, skipping
-// the tiles above the diagonal, the next tile's copy (cp.async) in flight while the current one
-// is used. Every sum runs in a fixed order, so the results are the same bits run to run.
+// the tiles the mask hides (flash_attention.cuh; causal: those above the diagonal), the next
+// tile's copy (cp.async) in flight while the current one is used. Every sum runs in a fixed order, so the results are the same bits run to run.
 //
 #include "flash_attention.cuh"
 
@@ -36,24 +36,25 @@ flash_attention_forward(bf16* out, float* lse, const bf16* qkv, int T, int NH, f
     const bf16* qp = qkv + (size_t)b * T * 3 * C + h * HS;
     int q0 = qt * TILE;
     int rows[2] = {q0 + warp * 16 + g, q0 + warp * 16 + g + 8};   // this thread's two query rows
+    int kt_begin = key_tiles_begin(qt), kt_end = key_tiles_end(qt);   // the key tiles it sees
 
     load_tile(Qs, qp, 3 * C, q0, T);
-    load_tile(Ks[0], qp + C, 3 * C, 0, T);
-    load_tile(Vs[0], qp + 2 * C, 3 * C, 0, T);
+    load_tile(Ks[0], qp + C, 3 * C, kt_begin * TILE, T);
+    load_tile(Vs[0], qp + 2 * C, 3 * C, kt_begin * TILE, T);
     cp_async_commit();
 
     u32 qf[4][4];
     float o[8][4] = {}, s[8][4];
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
-    for (int kt = 0; kt <= qt; kt++) {
-        int k0 = kt * TILE, buf = kt % 2;
-        double_buffer_step(kt < qt, [&] {     // the next tile's copy overlaps this tile's math
+    for (int kt = kt_begin; kt < kt_end; kt++) {
+        int k0 = kt * TILE, buf = (kt - kt_begin) % 2;
+        double_buffer_step(kt + 1 < kt_end, [&] {     // the next tile's copy overlaps this tile's math
             load_tile(Ks[buf ^ 1], qp + C, 3 * C, k0 + TILE, T);
             load_tile(Vs[buf ^ 1], qp + 2 * C, 3 * C, k0 + TILE, T);
         });
-        if (kt == 0) load_a(qf, Qs, warp * 16);
+        if (kt == kt_begin) load_a(qf, Qs, warp * 16);
         mul_abt(s, qf, Ks[buf]);
-        softmax_tile(s, o, m, l, k0, rows, kt == qt, scale_log2);
+        softmax_tile(s, o, m, l, k0, rows, partly_masked(qt, kt), scale_log2);
         u32 pf[4][4];
         to_a(pf, s);
         mul_ab(o, pf, Vs[buf]);
@@ -86,9 +87,9 @@ extern "C" __global__ void flash_attention_delta(float* delta, const bf16* dout,
 }
 
 // Two kernels, each owning what it writes, so nothing needs atomics: one per key tile (dK, dV:
-// loops over the query tiles on and below the diagonal, recomputing P from the saved lse), which
+// loops over the query tiles that see its keys, recomputing P from the saved lse), which
 // also stores every tile pair's dS (bf16, 8 KB a pair: B*NH*136 pairs = 855 MB at d12, B=64,
-// T=1024), and one per query tile (dQ: sums dS K over the key tiles up to the diagonal). That is
+// T=1024), and one per query tile (dQ: sums dS K over the key tiles it sees). That is
 // 5 tile products per tile pair, the dQ kernel's one memory-bound. (Recomputing S and dP in the
 // dQ kernel instead costs 7 products: dev/cuda/attention.py version 7; adding each key tile's
 // part of dQ in a fixed order from one kernel stalls: versions 5 and 6.) The streamed tiles are
@@ -132,13 +133,14 @@ flash_attention_backward_dkdv(bf16* dqkv, float* bias_partial, bf16* ds, const b
     };
     load_tile(Ks, qp + C, 3 * C, k0, T);
     load_tile(Vs, qp + 2 * C, 3 * C, k0, T);
-    load_queries(kt, 0);
+    int qt_begin = query_tiles_begin(kt), qt_end = query_tiles_end(kt, tiles);   // the query tiles that see it
+    load_queries(qt_begin, 0);
     cp_async_commit();
 
     float dk[8][4] = {}, dv[8][4] = {};
-    for (int qt = kt, buf = 0; qt < tiles; qt++, buf ^= 1) {
+    for (int qt = qt_begin, buf = 0; qt < qt_end; qt++, buf ^= 1) {
         int q0 = qt * TILE;
-        double_buffer_step(qt + 1 < tiles, [&] { load_queries(qt + 1, buf ^ 1); });
+        double_buffer_step(qt + 1 < qt_end, [&] { load_queries(qt + 1, buf ^ 1); });
         float p[8][4], dp[8][4];
         u32 a[4][4];
         load_a(a, Ks, warp * 16);
@@ -149,7 +151,7 @@ flash_attention_backward_dkdv(bf16* dqkv, float* bias_partial, bf16* ds, const b
             for (int e = 0; e < 4; e++) {
                 int col = nt * 8 + 2 * q + e % 2, query = q0 + col;
                 float pe = exp2_ftz(fmaf(p[nt][e], scale_log2, -lse_s[buf][col]));
-                if (qt == kt && query < keys[e / 2]) pe = 0.0f;     // the key is in its future
+                if (partly_masked(qt, kt) && !sees(query, keys[e / 2])) pe = 0.0f;   // a hidden key
                 p[nt][e] = pe;
                 dp[nt][e] = pe * (dp[nt][e] - delta_s[buf][col]);   // dS^T
             }
@@ -189,7 +191,7 @@ flash_attention_backward_dkdv(bf16* dqkv, float* bias_partial, bf16* ds, const b
 }
 
 // dQ for one query tile from the dS tiles that the dK/dV kernel stored: dQ = scale * sum over
-// the key tiles up to the diagonal of dS (64 queries x 64 keys) K (64 keys x 64). One product
+// the key tiles it sees of dS (64 queries x 64 keys) K (64 keys x 64). One product
 // per tile pair, no exponentials: the dS^T tile (stored key-major) and the K tile stream
 // through shared memory, double-buffered; ldmatrix.trans reads dS^T as dS's A fragments.
 extern "C" __global__ void __launch_bounds__(THREADS)
@@ -204,13 +206,14 @@ flash_attention_backward_dq(bf16* dqkv, float* bias_partial, const bf16* ds, con
     const bf16* kp = qkv + (size_t)b * T * 3 * C + C + h * HS;
     const bf16* dsp = ds + ds_tile(bh, tiles, qt, 0);   // this query tile's dS tiles, in kt order
     int rows[2] = {qt * TILE + warp * 16 + g, qt * TILE + warp * 16 + g + 8};
+    int kt_begin = key_tiles_begin(qt), kt_end = key_tiles_end(qt);   // the key tiles it sees
 
-    load_tile(dSs(0), dsp, TILE, 0, TILE);
-    load_tile(Ks(0), kp, 3 * C, 0, T);
+    load_tile(dSs(0), dsp + (size_t)kt_begin * TILE * TILE, TILE, 0, TILE);
+    load_tile(Ks(0), kp, 3 * C, kt_begin * TILE, T);
     cp_async_commit();
     float dq[8][4] = {};
-    for (int kt = 0, buf = 0; kt <= qt; kt++, buf ^= 1) {
-        double_buffer_step(kt < qt, [&] {
+    for (int kt = kt_begin, buf = 0; kt < kt_end; kt++, buf ^= 1) {
+        double_buffer_step(kt + 1 < kt_end, [&] {
             load_tile(dSs(buf ^ 1), dsp + (size_t)(kt + 1) * TILE * TILE, TILE, 0, TILE);
             load_tile(Ks(buf ^ 1), kp, 3 * C, (kt + 1) * TILE, T);
         });

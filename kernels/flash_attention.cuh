@@ -22,6 +22,24 @@
 
 typedef unsigned int u32;
 
+// The attention mask: which keys each query sees. Every kernel asks these functions, and nothing
+// else, which tiles to visit and which scores to mask, so a new mask (a sliding window, a prefix)
+// is a change here and in llmpy/cpu.py's attention_mask. Tiles are 64 queries (query tile qt) by
+// 64 keys (key tile kt), and `tiles` = ceil(T / 64). Causal: query i sees keys 0..i.
+// Requirements a new mask must meet (or lift where the kernels assume them): the tiles a query
+// tile sees are one run [key_tiles_begin(qt), key_tiles_end(qt)), and those that see a key tile
+// one run [query_tiles_begin(kt), query_tiles_end(kt, tiles)), both moving forward with the tile;
+// no key after its query is seen (ds_tile stores only the pairs kt <= qt); and every query row
+// sees a key in the first tile it visits (softmax_tile's running max is finite from its first).
+__device__ __forceinline__ bool sees(int query, int key) { return key <= query; }
+__device__ __forceinline__ int key_tiles_begin(int qt) { return 0; }
+__device__ __forceinline__ int key_tiles_end(int qt) { return qt + 1; }
+__device__ __forceinline__ int query_tiles_begin(int kt) { return kt; }
+__device__ __forceinline__ int query_tiles_end(int kt, int tiles) { return tiles; }
+// whether tile pair (qt, kt), one the ranges above visit, holds pairs the mask hides: only those
+// tiles pay for sees() on every score
+__device__ __forceinline__ bool partly_masked(int qt, int kt) { return kt == qt; }
+
 // The backward's dS tiles, written by the dK/dV kernel and read by the dQ kernel: (B*NH, pairs,
 // 64 keys, 64 queries) bf16, pair (qt, kt) at qt*(qt+1)/2 + kt, so one query tile's pairs are
 // contiguous in kt. The element offset of tile (qt, kt) of head bh:
@@ -89,27 +107,27 @@ __device__ __forceinline__ void double_buffer_step(bool more, LoadNext load_next
 }
 
 // One key tile of the forward's online softmax, on a warp's 16 x 64 C-layout scores s = q.k
-// (this thread: rows[0] and rows[1], keys k0 + 8*nt + 2q (+1)): on the diagonal tile, keys past
-// the row masked; the running max m and denominator l (this lane's part, both in log2 units of
+// (this thread: rows[0] and rows[1], keys k0 + 8*nt + 2q (+1)): on a partly masked tile (masked),
+// the keys a row does not see set to -inf; the running max m and denominator l (this lane's part, both in log2 units of
 // s * scale_log2) move to the new max, o is rescaled, and s becomes the probabilities
 // exp2(s * scale_log2 - m). The max is taken on the raw scores (scale_log2 > 0, so max(s) *
 // scale_log2 rounds to max(s * scale_log2)), and each probability is one FFMA and one MUFU.EX2.
 __device__ __forceinline__ void softmax_tile(float (*s)[4], float (*o)[4], float* m, float* l,
-                                             int k0, const int* rows, bool diagonal,
+                                             int k0, const int* rows, bool masked,
                                              float scale_log2) {
     int q = threadIdx.x % 4;
     float mx[2] = {-INFINITY, -INFINITY};
     for (int nt = 0; nt < 8; nt++)
         for (int e = 0; e < 4; e++) {
-            if (diagonal && k0 + nt * 8 + 2 * q + e % 2 > rows[e / 2]) s[nt][e] = -INFINITY;
-            mx[e / 2] = fmaxf(mx[e / 2], s[nt][e]);     // the future masked above
+            if (masked && !sees(rows[e / 2], k0 + nt * 8 + 2 * q + e % 2)) s[nt][e] = -INFINITY;
+            mx[e / 2] = fmaxf(mx[e / 2], s[nt][e]);     // the hidden keys masked above
         }
     float alpha[2], neg_m[2];
     for (int r = 0; r < 2; r++) {              // a row's 64 scores sit in 4 lanes of a quad
         mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffff, mx[r], 1));
         mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffff, mx[r], 2));
-        // key k0 <= every row of this tile is visible, so the new max is finite from the first
-        // tile on; m = -inf before it: alpha = 2^-inf = 0
+        // every row sees a key of the first tile it visits (the mask's requirement), so the new
+        // max is finite from that tile on; m = -inf before it: alpha = 2^-inf = 0
         float mnew = fmaxf(m[r], mx[r] * scale_log2);
         alpha[r] = exp2_ftz(m[r] - mnew);
         m[r] = mnew;

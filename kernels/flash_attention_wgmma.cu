@@ -8,8 +8,9 @@
 // Block: 2 warpgroups (256 threads) and 128 query rows, 64 per warpgroup (wgmma's M). Grid
 // (ceil(T/128), B*NH), heaviest query tiles first; dynamic shared memory 66560 bytes
 // (Q 16 KB, FWD_STAGES = 3 stages of a K and a V tile, 6 x 8 KB, 1 KB to align the tiles to
-// 1024 bytes). The keys stream in 64-row tiles, shared by both warpgroups: tile 2*qt + w is
-// warpgroup w's diagonal, so warpgroup 0 sits out the block's last key tile. The stages are
+// 1024 bytes). The keys stream in 64-row tiles, shared by both warpgroups, each warpgroup
+// sitting out the tiles its query tile 2*qt + w does not see (the mask's; causal: warpgroup 0
+// sits out the block's last key tile, warpgroup 1's diagonal). The stages are
 // filled by cp.async, one commit group a tile (empty past the last), one barrier a tile: wait
 // for tile kt, fence.proxy.async, barrier, start filling the stage tile kt-1 used, then the
 // products (the dQ kernel's pipeline below). With 3 stages a tile's copy starts a whole tile
@@ -53,32 +54,34 @@ flash_attention_forward_wgmma(bf16* out, float* lse, const bf16* qkv, int T, int
     int wg = threadIdx.x / 128, warp = threadIdx.x % 128 / 32, g = threadIdx.x % 32 / 4;
     const bf16* qp = qkv + (size_t)b * T * 3 * C + h * HS;
     int q0 = qt * QROWS;
-    int diag = 2 * qt + wg;                    // this warpgroup's diagonal key tile
-    // key tiles past T hold no key any valid row sees: warpgroup 1's diagonal is skipped only
-    // where all its rows are >= T
-    int tiles = (T + TILE - 1) / TILE < 2 * qt + 2 ? (T + TILE - 1) / TILE : 2 * qt + 2;
+    int wqt = 2 * qt + wg;                     // this warpgroup's 64-row query tile
+    int kt_begin = key_tiles_begin(wqt), kt_end = key_tiles_end(wqt);   // the key tiles it sees
+    // the block's key tiles: from warpgroup 0's first to warpgroup 1's last, none past T (they
+    // hold no key any valid row sees: warpgroup 1's last is skipped where all its rows are >= T)
+    int block_begin = key_tiles_begin(2 * qt);
+    int block_end = min((T + TILE - 1) / TILE, key_tiles_end(2 * qt + 1));
     int row0 = q0 + wg * 64 + warp * 16 + g;
     int rows[2] = {row0, row0 + 8};            // this thread's two query rows
 
     auto load_kv = [&](int kt) {               // key tile kt into its stage, one commit group
-        if (kt < tiles) {                      // (empty past the last tile: every thread's
-            int st = kt % FWD_STAGES;          // group count stays the same)
+        if (kt < block_end) {                  // (empty past the last tile: every thread's
+            int st = (kt - block_begin) % FWD_STAGES;   // group count stays the same)
             load_tile_sw(Ks(st), qp + C, 3 * C, kt * TILE, TILE, T, WG_THREADS);
             load_tile_sw(Vs(st), qp + 2 * C, 3 * C, kt * TILE, TILE, T, WG_THREADS);
         }
         cp_async_commit();
     };
     load_tile_sw(Qs, qp, 3 * C, q0, QROWS, T, WG_THREADS);   // in tile 0's commit group
-    for (int kt = 0; kt < FWD_STAGES - 1; kt++) load_kv(kt);
+    for (int kt = block_begin; kt < block_begin + FWD_STAGES - 1; kt++) load_kv(kt);
 
     const u64 dq = make_desc(Qs + wg * 64 * HS);
     float o[8][4] = {}, s[8][4] = {};
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
-    for (int kt = 0; kt < tiles; kt++) {
+    for (int kt = block_begin; kt < block_end; kt++) {
         stage_ready<FWD_STAGES>();             // tile kt is in; tile kt-1's stage is free
         load_kv(kt + FWD_STAGES - 1);          // into the stage tile kt-1 used
-        if (kt <= diag) {                      // uniform over the warpgroup, as wgmma requires
-            int st = kt % FWD_STAGES;
+        if (kt >= kt_begin && kt < kt_end) {   // uniform over the warpgroup, as wgmma requires
+            int st = (kt - block_begin) % FWD_STAGES;
             u64 dk = make_desc(Ks(st)), dv = make_desc(Vs(st));
             wgmma_fence();
             for (int ks = 0; ks < 4; ks++)     // 16 columns of the head = 32 bytes per k-step
@@ -86,7 +89,7 @@ flash_attention_forward_wgmma(bf16* out, float* lse, const bf16* qkv, int T, int
             wgmma_commit();
             wgmma_wait<0>();
             fence_acc(s);
-            softmax_tile(s, o, m, l, kt * TILE, rows, kt == diag, scale_log2);
+            softmax_tile(s, o, m, l, kt * TILE, rows, partly_masked(wqt, kt), scale_log2);
             u32 pf[4][4];
             to_a(pf, s);
             wgmma_fence();                     // o and pf were written by ordinary instructions
@@ -112,14 +115,15 @@ flash_attention_forward_wgmma(bf16* out, float* lse, const bf16* qkv, int T, int
 // 3 * 64 * BWD_WGS * 128 + BWD_STAGES * (2 * 8192 + 512) + 1024 bytes = 76288 at 1 warpgroup
 // and 3 stages: K and V of the block's keys, one 8 KB dS^T staging tile a warpgroup, BWD_STAGES
 // stages of a Q and a dO tile with the rows' lse and delta, 1 KB to align the tiles to 1024
-// bytes. The query tiles stream through, shared by the block's warpgroups: query tile
-// BWD_WGS*x + w is warpgroup w's diagonal, and it sits out the tiles before it. The stages are
+// bytes. The query tiles stream through, shared by the block's warpgroups, each warpgroup
+// sitting out those that do not see its key tile BWD_WGS*x + w (causal: the query tiles before
+// it). The stages are
 // filled as the forward's (BWD_STAGES = 2: a double buffer, version 12's).
 // Per query tile and warpgroup (64 keys x 64 queries):
 //   S^T = K Q^T, dP^T = V dO^T:  wgmma m64n64k16, A = K (V) and B = Q (dO) both K-major from
 //                shared memory (rows = keys or queries, the 64 columns = the head), as the
 //                forward's Q K^T; both issued at once, two commit groups
-//   P^T = exp2(S^T scale_log2 - lse[query]) (0 where query < key on the diagonal), converted
+//   P^T = exp2(S^T scale_log2 - lse[query]) (0 where the query does not see the key), converted
 //                to bf16 A fragments; dV += P^T dO issued (A from registers, B = dO read
 //                N-major with the transpose bit, as the forward reads V) while dP^T is waited for
 //   dS^T = P^T (dP^T - delta[query]): bf16 A fragments; dK += dS^T Q issued the same way, and
@@ -206,16 +210,19 @@ flash_attention_backward_dkdv_wgmma(bf16* dqkv, float* bias_partial, bf16* ds, c
     int q = threadIdx.x % 4;
     const bf16* qp = qkv + (size_t)b * T * 3 * C + h * HS;
     const bf16* dop = dout + (size_t)b * T * C + h * HS;
-    int qt0 = kb * BWD_WGS;                  // warpgroup 0's key tile: the first query tile
-    int kt = qt0 + wg;                         // this warpgroup's key tile (may be >= tiles)
+    int kt0 = kb * BWD_WGS;                    // warpgroup 0's key tile
+    int kt = kt0 + wg;                         // this warpgroup's key tile (may be >= tiles)
+    int qt_begin = query_tiles_begin(kt), qt_end = query_tiles_end(kt, tiles);   // those that see it
+    // the block's query tiles: from warpgroup 0's first to the last warpgroup's last
+    int block_begin = query_tiles_begin(kt0), block_end = query_tiles_end(kt0 + BWD_WGS - 1, tiles);
     int key0 = kt * TILE + warp * 16;          // this warp's 16 keys
     int keys[2] = {key0 + g, key0 + g + 8};    // this thread's two keys
 
-    // query tile qt's Q, dO, lse, delta into stage (qt - qt0) % BWD_STAGES, one commit group
-    // (empty past the last tile: every thread's group count stays the same)
+    // query tile qt's Q, dO, lse, delta into stage (qt - block_begin) % BWD_STAGES, one commit
+    // group (empty past the last tile: every thread's group count stays the same)
     auto load_queries = [&](int qt) {
-        if (qt < tiles) {
-            int q0 = qt * TILE, st = (qt - qt0) % BWD_STAGES;
+        if (qt < block_end) {
+            int q0 = qt * TILE, st = (qt - block_begin) % BWD_STAGES;
             load_tile_sw(Qs(st), qp, 3 * C, q0, TILE, T, BWD_THREADS);
             load_tile_sw(dOs(st), dop, C, q0, TILE, T, BWD_THREADS);
             int i = threadIdx.x;
@@ -228,17 +235,17 @@ flash_attention_backward_dkdv_wgmma(bf16* dqkv, float* bias_partial, bf16* ds, c
         }
         cp_async_commit();
     };
-    load_tile_sw(Ks, qp + C, 3 * C, qt0 * TILE, BWD_KEYS, T, BWD_THREADS);
-    load_tile_sw(Vs, qp + 2 * C, 3 * C, qt0 * TILE, BWD_KEYS, T, BWD_THREADS);
-    for (int i = 0; i < BWD_STAGES - 1; i++) load_queries(qt0 + i);   // K, V in the first group
+    load_tile_sw(Ks, qp + C, 3 * C, kt0 * TILE, BWD_KEYS, T, BWD_THREADS);
+    load_tile_sw(Vs, qp + 2 * C, 3 * C, kt0 * TILE, BWD_KEYS, T, BWD_THREADS);
+    for (int i = 0; i < BWD_STAGES - 1; i++) load_queries(block_begin + i);   // K, V: the first group
 
     const u64 dk_desc = make_desc(Ks + wg * TILE * HS), dv_desc = make_desc(Vs + wg * TILE * HS);
     bf16* stage = stages + (wg * TILE + warp * 16) * HS;                // this warp's 16 rows
     float dk[8][4] = {}, dv[8][4] = {}, s[8][4] = {}, dp[8][4] = {};
-    for (int qt = qt0, st = 0; qt < tiles; qt++, st = (st + 1) % BWD_STAGES) {
+    for (int qt = block_begin, st = 0; qt < block_end; qt++, st = (st + 1) % BWD_STAGES) {
         stage_ready<BWD_STAGES>();             // tile qt is in; tile qt-1's stage is free
         load_queries(qt + BWD_STAGES - 1);     // into the stage tile qt-1 used
-        if (qt >= kt) {                        // uniform over the warpgroup, as wgmma requires
+        if (qt >= qt_begin && qt < qt_end) {   // uniform over the warpgroup, as wgmma requires
             u64 dq = make_desc(Qs(st)), ddo = make_desc(dOs(st));
             wgmma_fence();
             for (int ks = 0; ks < 4; ks++)     // S^T = K Q^T: rows = keys, columns = queries
@@ -255,7 +262,7 @@ flash_attention_backward_dkdv_wgmma(bf16* dqkv, float* bias_partial, bf16* ds, c
                 for (int e = 0; e < 4; e++) {
                     int query = qt * TILE + nt * 8 + 2 * q + e % 2;
                     float pe = exp2_ftz(fmaf(s[nt][e], scale_log2, -(e % 2 ? l2.y : l2.x)));
-                    if (qt == kt && query < keys[e / 2]) pe = 0.0f;     // the key is in its future
+                    if (partly_masked(qt, kt) && !sees(query, keys[e / 2])) pe = 0.0f;   // a hidden key
                     s[nt][e] = pe;
                 }
             }
@@ -321,8 +328,8 @@ flash_attention_backward_dkdv_wgmma(bf16* dqkv, float* bias_partial, bf16* ds, c
 // Block: DQ_WGS warpgroups (default 2), warpgroup w owning query tile DQ_WGS*i + w, 64 rows;
 // i = gridDim.x - 1 - blockIdx.x, so each head's heaviest query tiles start first. Grid
 // (ceil(tiles / DQ_WGS), B*NH). The K tiles stream through shared memory, each shared by the
-// block's warpgroups, each warpgroup streaming its own dS tiles; a warpgroup stops at its
-// diagonal (its products sit under a condition uniform over the warpgroup; the barriers stay
+// block's warpgroups, each warpgroup streaming its own dS tiles of the key tiles it sees
+// (its products sit under a condition uniform over the warpgroup; the barriers stay
 // block-wide, and one past the last query tile, at an odd tile count, only copies K).
 // Pipeline: DQ_STAGES stages (default 4) of (K tile, a dS tile per warpgroup) in the 128-byte
 // swizzle, filled by cp.async, one commit group a stage (empty past the last tile, so the group
@@ -361,26 +368,30 @@ flash_attention_backward_dq_wgmma(bf16* dqkv, float* bias_partial, const bf16* d
     int bh = blockIdx.y, b = bh / NH, h = bh % NH, C = NH * HS;
     int wg = threadIdx.x / 128, tid = threadIdx.x % 128, warp = tid / 32;
     int qt = DQ_WGS * i + wg;                  // this warpgroup's query tile (may be >= tiles)
-    int nk = min(DQ_WGS * i + DQ_WGS, tiles);  // the block's key tiles: to its last diagonal
-    int diag = qt < tiles ? qt : -1;           // this warpgroup's last key tile (-1: none)
+    bool has_rows = qt < tiles;
+    // the key tiles this warpgroup sees (none without rows), and the block's: from warpgroup 0's
+    // first to the last warpgroup's last
+    int kt_begin = key_tiles_begin(qt), kt_end = has_rows ? key_tiles_end(qt) : 0;
+    int block_begin = key_tiles_begin(DQ_WGS * i);
+    int block_end = min(key_tiles_end(DQ_WGS * i + DQ_WGS - 1), tiles);
     const bf16* kp = qkv + (size_t)b * T * 3 * C + C + h * HS;
-    const bf16* dsp = ds + (qt < tiles ? ds_tile(bh, tiles, qt, 0) : 0);   // tiles kt = 0, 1, ..
+    const bf16* dsp = ds + (has_rows ? ds_tile(bh, tiles, qt, 0) : 0);   // tile kt at kt * TILE * TILE
 
     // stage st <- key tile kt: K's rows (rows past T zeros) by all threads, and each
-    // warpgroup's dS tile (qt, kt) where kt <= diag. A thread copies chunk lc of rows lr,
+    // warpgroup's dS tile (qt, kt) where it sees kt. A thread copies chunk lc of rows lr,
     // lr + KSTEP, ... (multiples of 8 apart, so one swizzled column: lc ^ lr % 8)
     constexpr int KSTEP = DQ_THREADS / 8;      // K rows a pass of the block
     const int lr = threadIdx.x / 8, lc = threadIdx.x % 8, sw = (lc ^ (lr % 8)) * 8;
     const bf16* k_thr = kp + (size_t)lr * 3 * C + lc * 8;
     const bf16* ds_thr = dsp + (tid / 8) * TILE + lc * 8;
     auto load_stage = [&](int kt, int st) {
-        if (kt < nk) {
+        if (kt < block_end) {
             for (int j = 0; j < TILE / KSTEP; j++) {
                 bool valid = kt * TILE + lr + j * KSTEP < T;
                 cp_async16(Ks(st) + (lr + j * KSTEP) * HS + sw,
                            valid ? k_thr + ((size_t)kt * TILE + j * KSTEP) * 3 * C : kp, valid);
             }
-            if (kt <= diag)
+            if (kt >= kt_begin && kt < kt_end)
                 for (int j = 0; j < 4; j++)    // 16 rows a pass of the warpgroup
                     cp_async16(dSs(st, wg) + (tid / 8 + j * 16) * HS + sw,
                                ds_thr + (size_t)kt * TILE * TILE + j * 16 * TILE, true);
@@ -388,12 +399,12 @@ flash_attention_backward_dq_wgmma(bf16* dqkv, float* bias_partial, const bf16* d
         cp_async_commit();
     };
 
-    for (int s = 0; s < DQ_STAGES - 1; s++) load_stage(s, s);
+    for (int s = 0; s < DQ_STAGES - 1; s++) load_stage(block_begin + s, s);
     float dq[8][4] = {};
-    for (int kt = 0, st = 0; kt < nk; kt++, st = (st + 1) % DQ_STAGES) {
+    for (int kt = block_begin, st = 0; kt < block_end; kt++, st = (st + 1) % DQ_STAGES) {
         stage_ready<DQ_STAGES>();              // tile kt is in; tile kt-1's stage is free
         load_stage(kt + DQ_STAGES - 1, (st + DQ_STAGES - 1) % DQ_STAGES);
-        if (kt <= diag) {                      // uniform over the warpgroup, as wgmma requires
+        if (kt >= kt_begin && kt < kt_end) {   // uniform over the warpgroup, as wgmma requires
             const u64 da = make_desc(dSs(st, wg)), db = make_desc(Ks(st));
             wgmma_fence();
             for (int ks = 0; ks < 4; ks++)     // 16 keys = 16 swizzled rows = 2048 bytes
@@ -407,10 +418,10 @@ flash_attention_backward_dq_wgmma(bf16* dqkv, float* bias_partial, const bf16* d
     __syncthreads();                           // every wgmma has read its last stage
     int row0 = qt * TILE + warp * 16, g = tid % 32 / 4;
     if (bias_partial)                          // the stages are free now: stage 1 as scratch
-        column_sums(diag >= 0 ? bias_partial + ((size_t)b * tiles + qt) * 3 * C + h * HS : nullptr,
+        column_sums(has_rows ? bias_partial + ((size_t)b * tiles + qt) * 3 * C + h * HS : nullptr,
                     dq, scale, row0 + g < T, row0 + g + 8 < T,
                     reinterpret_cast<float*>(dSs(1, wg)));
-    if (diag >= 0) {
+    if (has_rows) {
         bf16* stage = dSs(0, wg) + warp * 16 * HS;
         stage_rows(stage, dq, scale);
         __syncwarp();

@@ -132,8 +132,16 @@ def bias_backward(dbias, dout):
 
 # ----------------------------------------------------------------------------------------------
 # causal self-attention. qkv (B,T,3C) holds q, k, v side by side, each split into NH heads of hs.
-# att (B,NH,T,T) = softmax(q k^T / sqrt(hs) with the future masked), saved for the backward;
+# att (B,NH,T,T) = softmax(q k^T / sqrt(hs) with the hidden keys masked), saved for the backward;
 # out (B,T,C) = att @ v with heads concatenated.
+
+def attention_mask(queries, keys):
+    """hidden (len(queries), len(keys)) bool: whether the query at position queries[i] does not
+    see the key at position keys[j]. Causal: a query sees the keys at and before its position.
+    The one place the mask is written for the CPU and the key/value cache; the GPU kernels' is
+    kernels/flash_attention.cuh's sees() and tile ranges."""
+    return keys[None, :] > queries[:, None]
+
 
 def attention_saved(B, NH, T):
     """Shape and dtype of what the forward keeps per layer for the backward."""
@@ -152,7 +160,7 @@ def attention_forward(out, att, qkv, NH):
     B, _, T, _ = q.shape
     np.matmul(q, k.transpose(0, 1, 3, 2), out=att)
     att *= 1.0 / np.sqrt(hs)
-    att[:, :, np.triu(np.ones((T, T), dtype=bool), k=1)] = -np.inf
+    att[:, :, attention_mask(np.arange(T), np.arange(T))] = -np.inf
     att -= att.max(axis=-1, keepdims=True)
     np.exp(att, out=att)
     att /= att.sum(axis=-1, keepdims=True)

@@ -17,6 +17,7 @@ import math
 import numpy as np
 
 from llmpy.config import param_shapes
+from llmpy.cpu import attention_mask
 from llmpy.gpt2 import carve, split_flat
 
 
@@ -85,18 +86,19 @@ class KVCacheGPT2:
 
 def attention(out, q, k, v, start, NH, xp):
     """Causal self-attention of t new rows at positions start..start+t-1 over the positions
-    0..end-1 (end = start + t) that k and v hold: new row i sees keys 0..start+i.
+    0..end-1 (end = start + t) that k and v hold, through cpu.attention_mask (causal: new row i
+    sees keys 0..start+i).
     q, out (t, C); k, v (end, C); per head h (hs = C / NH columns), in fp32:
-        scores (t, end) = q_h k_h^T / sqrt(hs), the future at -inf; softmax over the keys;
+        scores (t, end) = q_h k_h^T / sqrt(hs), the hidden keys at -inf; softmax over the keys;
         out_h (t, hs) = scores v_h."""
     t, C = q.shape
     end, hs = k.shape[0], C // NH
     q = q.reshape(t, NH, hs).astype(np.float32, copy=False).transpose(1, 0, 2)      # (NH, t, hs)
     k = k.reshape(end, NH, hs).astype(np.float32, copy=False).transpose(1, 2, 0)    # (NH, hs, end)
     v = v.reshape(end, NH, hs).astype(np.float32, copy=False).transpose(1, 0, 2)    # (NH, end, hs)
-    future = xp.arange(end)[None, :] > start + xp.arange(t)[:, None]                # (t, end)
+    hidden = attention_mask(start + xp.arange(t), xp.arange(end))                    # (t, end)
     scores = q @ k * np.float32(1.0 / math.sqrt(hs))
-    scores += xp.where(future, np.float32(-np.inf), np.float32(0.0))
+    scores += xp.where(hidden, np.float32(-np.inf), np.float32(0.0))
     scores -= scores.max(axis=-1, keepdims=True)
     xp.exp(scores, out=scores)
     scores /= scores.sum(axis=-1, keepdims=True)
