@@ -55,6 +55,32 @@ def carve(xp, specs, align=256):
     return buffer, views
 
 
+# a block's activations, each (L, B, T, ...) in GPT2's buffers (block_forward says what they hold)
+BLOCK_ACTS = ("qkv", "atty", "residual2", "ln2", "ln2_mean", "ln2_rstd", "fch", "fch_gelu", "residual3")
+
+
+def block_forward(ops, p, l, x, ln1, attention, acts, next_ln):
+    """Transformer block l's forward (GPT-2's order, as llm.c's gpt2_forward), the one that the
+    training model and the sampling cache (llmpy/kvcache.py) both run: from the block's input x
+    (rows, C) and ln1 = its first layernorm of x, through attention(atty, qkv) (the caller's:
+    the whole sequence, or new rows against a cache), to residual3 = residual2 + MLP(ln2),
+    written together with the layernorm that follows it, next_ln = (out, mean, rstd, weight,
+    bias): layer l + 1's ln1, or lnf after the last. acts: the block's activations by name,
+    each (rows, ...):
+        qkv (3C), atty (C), residual2 = x + attproj(atty) (C), ln2 (C), ln2_mean, ln2_rstd,
+        fch = fc(ln2) before GELU (4C), fch_gelu (4C), residual3 (C), btc (C, scratch)."""
+    ops.matmul_forward(acts["qkv"], ln1, p["qkvw"][l], p["qkvb"][l])
+    attention(acts["atty"], acts["qkv"])
+    ops.matmul_forward(acts["btc"], acts["atty"], p["attprojw"][l], p["attprojb"][l])
+    ops.residual_layernorm_forward(acts["residual2"], acts["ln2"], acts["ln2_mean"], acts["ln2_rstd"],
+                                   x, acts["btc"], p["ln2w"][l], p["ln2b"][l])
+    ops.matmul_gelu_forward(acts["fch_gelu"], acts["fch"], acts["ln2"], p["fcw"][l], p["fcb"][l])
+    ops.matmul_forward(acts["btc"], acts["fch_gelu"], p["fcprojw"][l], p["fcprojb"][l])
+    out, mean, rstd, weight, bias = next_ln
+    ops.residual_layernorm_forward(acts["residual3"], out, mean, rstd, acts["residual2"],
+                                   acts["btc"], weight, bias)
+
+
 class GPT2:
     """A GPT-2 for micro-batches of up to B sequences of up to T tokens on one backend."""
 
@@ -188,19 +214,13 @@ class GPT2:
         ops.layernorm_forward(out, mean, rstd, a["encoded"], weight, bias)
         residual = a["encoded"]
         for l in range(cfg.num_layers):
-            ln1, ln2, fch_gelu = (self._layer(a, n, l) for n in ("ln1", "ln2", "fch_gelu"))
-            ops.matmul_forward(a["qkv"][l], ln1, p["qkvw"][l], p["qkvb"][l])
-            ops.attention_forward(a["atty"][l], a["att"][l], a["qkv"][l], NH)
-            ops.matmul_forward(a["btc"], a["atty"][l], p["attprojw"][l], p["attprojb"][l])
-            ops.residual_layernorm_forward(a["residual2"][l], ln2, a["ln2_mean"][l],
-                                           a["ln2_rstd"][l], residual, a["btc"], p["ln2w"][l],
-                                           p["ln2b"][l])
-            ops.matmul_gelu_forward(fch_gelu, a["fch"][l], ln2, p["fcw"][l], p["fcb"][l])
-            ops.matmul_forward(a["btc"], fch_gelu, p["fcprojw"][l], p["fcprojb"][l])
-            # residual3, fused with the next layernorm: layer l + 1's ln1, or lnf after the last
-            out, mean, rstd, weight, bias = self._input_layernorm(a, l + 1)
-            ops.residual_layernorm_forward(a["residual3"][l], out, mean, rstd, a["residual2"][l],
-                                           a["btc"], weight, bias)
+            acts = {name: self._layer(a, name, l) for name in BLOCK_ACTS}
+            acts["btc"] = a["btc"]              # one scratch buffer for every layer
+
+            def attention(atty, qkv):
+                ops.attention_forward(atty, a["att"][l], qkv, NH)
+            block_forward(ops, p, l, residual, self._layer(a, "ln1", l), attention, acts,
+                          self._input_layernorm(a, l + 1))
             residual = a["residual3"][l]
         ops.matmul_forward(a["logits"], a["lnf"], p["wte"], None)   # tied LM head
         if with_targets:

@@ -6,8 +6,8 @@ context's first n tokens do not depend on what follows them. The cache keeps the
     k[l, i], v[l, i]   (C each: NH heads of hs side by side, as in qkv's second and third thirds)
 for positions 0..n-1 of the last context it was given. A forward over the new tokens at positions
 p..p+t-1 computes their q, k, v, writes k, v at p..p+t-1 and attends the t queries to the keys
-0..p+t-1. The rest of the layer (layernorms, matmuls, GELU, residual adds) is the backend's ops on
-(t, C) rows in GPT2._forward's order; the LM head runs on the last row only.
+0..p+t-1. The rest of each block is the training model's own gpt2.block_forward on the t new
+rows; the LM head runs on the last row only.
 
 The cache holds k and v as the backend's qkv holds them (fp32 on the CPU, bf16 on the GPU); the
 attention of the new rows is plain array code (ops.xp: NumPy or CuPy) in fp32.
@@ -18,7 +18,7 @@ import numpy as np
 
 from llmpy.config import param_shapes
 from llmpy.cpu import attention_mask
-from llmpy.gpt2 import carve, split_flat
+from llmpy.gpt2 import block_forward, carve, split_flat
 
 
 class KVCacheGPT2:
@@ -64,23 +64,23 @@ class KVCacheGPT2:
         t, end = len(tokens), start + len(tokens)
         x, residual2, ln, mean, rstd, qkv, atty, btc, fch, fch_gelu = (self.acts[name][:t] for name in (
             "x", "residual2", "ln", "ln_mean", "ln_rstd", "qkv", "atty", "btc", "fch", "fch_gelu"))
+        # one ln buffer (with mean, rstd) serves ln1, ln2 and the next ln1; x is the block's input
+        # and, once that is read, its output
+        acts = {"qkv": qkv, "atty": atty, "btc": btc, "residual2": residual2, "ln2": ln,
+                "ln2_mean": mean, "ln2_rstd": rstd, "fch": fch, "fch_gelu": fch_gelu, "residual3": x}
         inputs = self.inputs[:, :t]
         ops.upload(inputs, np.array([tokens], dtype=np.int32))
         ops.encoder_forward(x[None], inputs, p["wte"], p["wpe"][start:])    # positions start..end-1
         ops.layernorm_forward(ln, mean, rstd, x, p["ln1w"][0], p["ln1b"][0])
         for l in range(L):
             k, v = self.acts["k"][l], self.acts["v"][l]
-            ops.matmul_forward(qkv, ln, p["qkvw"][l], p["qkvb"][l])
-            k[start:end] = qkv[:, C:2 * C]
-            v[start:end] = qkv[:, 2 * C:]
-            attention(atty, qkv[:, :C], k[:end], v[:end], start, cfg.num_heads, ops.xp)
-            ops.matmul_forward(btc, atty, p["attprojw"][l], p["attprojb"][l])
-            ops.residual_layernorm_forward(residual2, ln, mean, rstd, x, btc, p["ln2w"][l], p["ln2b"][l])
-            ops.matmul_gelu_forward(fch_gelu, fch, ln, p["fcw"][l], p["fcb"][l])
-            ops.matmul_forward(btc, fch_gelu, p["fcprojw"][l], p["fcprojb"][l])
-            # x = residual2 + MLP branch, fused with the next layernorm: layer l + 1's ln1, or lnf
+
+            def cached_attention(atty, qkv):   # the new rows' k, v into the cache, then attend
+                k[start:end] = qkv[:, C:2 * C]
+                v[start:end] = qkv[:, 2 * C:]
+                attention(atty, qkv[:, :C], k[:end], v[:end], start, cfg.num_heads, ops.xp)
             weight, bias = (p["ln1w"][l + 1], p["ln1b"][l + 1]) if l + 1 < L else (p["lnfw"], p["lnfb"])
-            ops.residual_layernorm_forward(x, ln, mean, rstd, residual2, btc, weight, bias)
+            block_forward(ops, p, l, x, ln, cached_attention, acts, (ln, mean, rstd, weight, bias))
         ops.matmul_forward(self.acts["logits"], ln[t - 1:], p["wte"], None)     # tied LM head
 
 
