@@ -199,21 +199,37 @@ def test_attention_forward_is_causal_softmax_attention(rng):
     assert_close(att.sum(-1), np.ones((B, NH, T)), TOL, "softmax rows")
 
 
-def large_logit_qkv(rng):
-    """q and k share a common direction of norm ~18, so q.k/sqrt(hs) is ~120 for every pair
-    (exp overflows fp32 above 88.7) while the logits of a row differ by a few units: a softmax
-    that does not subtract the row's max gives inf/inf = NaN, the true softmax is well defined."""
+def shared_direction(rng, logit):
+    """(C,): per head a direction u with u.u / sqrt(hs) = logit, to add to q and k."""
     hs = C // NH
-    qkv = randn(rng, B, T, 3 * C)
-    common = randn(rng, NH, hs)
-    common *= np.sqrt(120 * np.sqrt(hs)) / np.linalg.norm(common, axis=-1, keepdims=True)
-    for part in (0, 1):                  # q and k
-        qkv[:, :, part * C:(part + 1) * C] += common.reshape(C)
+    u = randn(rng, NH, hs)
+    u *= np.sqrt(logit * np.sqrt(hs)) / np.linalg.norm(u, axis=-1, keepdims=True)
+    return u.reshape(C)
+
+
+def large_logit_qkv(rng):
+    """q and k share a direction, so q.k/sqrt(hs) is ~120 for every pair (exp overflows fp32
+    above 88.7) while the logits of a row differ by a few units: a softmax that does not
+    subtract the row's max gives inf/inf = NaN, the true softmax is well defined."""
+    qkv, u = randn(rng, B, T, 3 * C), shared_direction(rng, 120)
+    qkv[:, :, :2 * C] += np.concatenate([u, u])                   # q and k
     return qkv
 
 
-def test_attention_forward_with_logits_beyond_exp_range_matches_torch(rng):
-    qkv = large_logit_qkv(rng)
+def rows_apart_qkv(rng):
+    """q.k/sqrt(hs) ~ +100 for every pair of batch 0, ~ -100 for batch 1 (its q against k): a
+    softmax shifted by one max over all the rows (not each row's) leaves batch 1's rows at
+    exp(-200) = 0 in fp32, 0/0."""
+    qkv, u = randn(rng, B, T, 3 * C), shared_direction(rng, 100)
+    qkv[:, :, C:2 * C] += u                                       # k
+    qkv[0, :, :C] += u                                            # q
+    qkv[1, :, :C] -= u
+    return qkv
+
+
+@pytest.mark.parametrize("make_qkv", [large_logit_qkv, rows_apart_qkv], ids=["large", "rows apart"])
+def test_attention_forward_with_logits_beyond_exp_range_matches_torch(rng, make_qkv):
+    qkv = make_qkv(rng)
     out, att = poisoned(B, T, C), poisoned(*cpu.attention_saved(B, NH, T)[0])
     cpu.attention_forward(out, att, qkv, NH)
     assert_close(out, torch_attention(leaf(qkv), NH).detach(), TOL, "attention out")
@@ -314,8 +330,14 @@ def test_residual_layernorm_forward_adds_then_normalizes_the_sum(rng):
     assert_close(rstd, 1 / np.sqrt(x64.var(-1) + 1e-5), TOL, "rstd")
 
 
+# each row its own offset, +100 and -100 in turn: a softmax shifted by one max over all the rows
+# (not each row's) leaves the -100 rows at exp(-200) = 0 in fp32, so their loss is log(0)
+ROWS_APART = np.where(np.arange(B * T).reshape(B, T, 1) % 2, -100.0, 100.0).astype(np.float32)
+
+
 def cross_entropy_case(rng, shift=0.0):
-    """(logits with NaN padding, targets, the real columns as a torch leaf, losses by torch)."""
+    """(logits with NaN padding, targets, the real columns as a torch leaf, losses by torch);
+    shift: added to every logit (a number, or ROWS_APART's per-row offsets)."""
     V, Vp = 37, 48
     logits = randn(rng, B, T, Vp, scale=4.0) + shift
     logits[..., V:] = np.nan          # padded columns must be neither read nor left unwritten
@@ -326,7 +348,8 @@ def cross_entropy_case(rng, shift=0.0):
     return logits, targets, lt, losses
 
 
-@pytest.mark.parametrize("shift", [0.0, 100.0])     # 100: exp overflows fp32 above 88.7
+# 100: exp overflows fp32 above 88.7
+@pytest.mark.parametrize("shift", [0.0, 100.0, ROWS_APART], ids=["0", "100", "rows apart"])
 def test_softmax_crossentropy_forward_is_cross_entropy_and_leaves_the_logits(rng, shift):
     logits, targets, _, losses_ref = cross_entropy_case(rng, shift)
     before = logits.copy()
@@ -336,7 +359,7 @@ def test_softmax_crossentropy_forward_is_cross_entropy_and_leaves_the_logits(rng
     assert np.array_equal(logits, before, equal_nan=True)
 
 
-@pytest.mark.parametrize("shift", [0.0, 100.0])
+@pytest.mark.parametrize("shift", [0.0, 100.0, ROWS_APART], ids=["0", "100", "rows apart"])
 def test_softmax_crossentropy_backward_is_dloss_times_p_minus_onehot(rng, shift):
     logits, targets, lt, losses_ref = cross_entropy_case(rng, shift)
     dloss = 1.0 / (B * T * 3)
