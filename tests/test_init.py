@@ -14,7 +14,7 @@ import math
 import numpy as np
 import pytest
 
-from llmpy.config import from_descriptor, param_shapes
+from llmpy.config import from_descriptor, num_parameters, param_shapes
 from llmpy.gpt2 import init_params, split_flat
 
 CFG = from_descriptor("d12")
@@ -38,6 +38,12 @@ def assert_normal_sample(x, std, what):
     n = x.size
     assert abs(x.mean()) <= 5 * std / math.sqrt(n), f"{what}: mean {x.mean():.3e}"
     assert abs(x.std() / std - 1) <= 5 / math.sqrt(2 * n), f"{what}: std {x.std():.6f}, expected {std:.6f}"
+
+
+def test_the_weights_are_fp32_and_fill_the_flat_buffer(params):
+    # the payload of an llm.c fp32 model file
+    assert all(v.dtype == np.float32 for v in params.values())
+    assert sum(v.size for v in params.values()) == num_parameters(CFG)
 
 
 @pytest.mark.parametrize("name", ["qkvw", "attprojw", "fcw", "fcprojw"])
