@@ -434,13 +434,16 @@ def test_clip_scale_scales_the_norm_down_to_grad_clip_only_above_it(rng, grad_cl
 
 @pytest.mark.parametrize("weight_decay", [0.0, 0.1])
 def test_adamw_matches_torch_over_three_steps(rng, weight_decay):
-    lr, grad_scale = 1e-2, 0.5
+    # the clip scale changes from step to step (a constant one would cancel in m / sqrt(v)), and
+    # the gradients span 1e-9 to 1, so that eps = 1e-8 decides the smallest elements' updates
+    lr = 1e-2
     p = randn(rng, 64)
     pt = leaf(p)
     opt = torch.optim.AdamW([pt], lr=lr, betas=(0.9, 0.95), eps=1e-8, weight_decay=weight_decay)
     m, v = np.zeros_like(p), np.zeros_like(p)
-    for step in range(1, 4):
-        g = randn(rng, 64)
+    magnitudes = np.logspace(-9, 0, 64).astype(np.float32)
+    for step, grad_scale in zip(range(1, 4), (0.5, 1.0, 0.125)):
+        g = randn(rng, 64) * magnitudes
         pt.grad = torch.from_numpy(g).double() * grad_scale   # torch sees the clipped gradient
         opt.step()
         cpu.adamw_update(p, g, m, v, None, lr, 0.9, 0.95, 1e-8, weight_decay, step, grad_scale, 0)
