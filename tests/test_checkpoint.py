@@ -14,6 +14,7 @@ from llmpy.checkpoint import (bf16_to_fp32, checkpoint_paths, checkpoints_to_del
                               read_model_config, read_state,
                               remove_stale_temps, write_done_marker, write_model, write_state)
 from llmpy.config import GPT2Config, num_parameters
+from llmpy.llmc_file import MODEL, read_header
 
 CFG = GPT2Config(max_seq_len=16, vocab_size=100, padded_vocab_size=128, num_layers=2, num_heads=2, channels=16)
 # llm.c's parameter shapes for CFG, written out here rather than taken from config.param_shapes
@@ -265,7 +266,7 @@ def replace_trailer(path, data):
     (os.remove, "No such file"),
     (lambda p: truncate(p, 1000), "shorter than the 1024-byte header"),
     (lambda p: set_header(p, 0, 20240326), "not an llmpy state file"),
-    (lambda p: set_header(p, 1, 2), "supported: 1"),
+    (lambda p: set_header(p, 1, 2), r"\(supported: 1\)$"),
     (lambda p: set_header(p, 3, 2), "bad header"),
     (lambda p: truncate(p, os.path.getsize(p) - 10), "truncated"),
     (lambda p: replace_trailer(p, b"{not json"), "corrupt JSON trailer"),
@@ -279,6 +280,34 @@ def test_bad_state_file_raises_one_line_error_naming_it(tmp_path, corrupt, expec
     with pytest.raises(LlmpyError, match=expected) as error:
         read_state(path)
     assert_one_line_naming(error, path)
+
+
+# -----------------------------------------------------------------------------
+# the header reader that model, state, shard and eval files share (llmpy/llmc_file.py)
+
+def test_read_header_gives_the_256_header_ints_alone_and_the_file_size(tmp_path):
+    header = [20240326, 3, 16, 100, 2, 2, 16, 128] + [0] * 248
+    (tmp_path / "m.bin").write_bytes(struct.pack("<256i", *header) + b"\x07" * 4000)
+    read, size = read_header(tmp_path / "m.bin", MODEL)
+    np.testing.assert_array_equal(read, header)
+    assert size == 1024 + 4000
+
+
+def test_a_model_file_s_header_error_begins_with_its_path_alone(tmp_path):
+    path = tmp_path / "m.bin"
+    write_model(path, CFG, random_params())
+    set_header(path, 0, 20240520)
+    with pytest.raises(LlmpyError) as error:
+        read_model(path)
+    assert str(error.value) == f"{path}: not an llm.c model file (bad magic 20240520, expected 20240326)"
+
+
+def test_an_unreadable_path_other_than_a_missing_file_gives_the_os_reason_not_not_found(tmp_path):
+    (tmp_path / "m.bin").write_bytes(b"")
+    path = tmp_path / "m.bin" / "model.bin"             # under a file: ENOTDIR, not ENOENT
+    with pytest.raises(LlmpyError) as error:
+        read_model(path)
+    assert str(error.value) == f"{path}: cannot read llm.c model file: {os.strerror(errno.ENOTDIR)}"
 
 
 # -----------------------------------------------------------------------------
