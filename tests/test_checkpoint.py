@@ -3,6 +3,7 @@ import errno
 import io
 import os
 import struct
+import warnings
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from llmpy.checkpoint import (bf16_to_fp32, checkpoint_paths, checkpoints_to_del
                               read_model_config, read_state,
                               remove_stale_temps, write_done_marker, write_model, write_state)
 from llmpy.config import GPT2Config, num_parameters
+from llmpy.llmc_file import MODEL, read_header
 
 CFG = GPT2Config(max_seq_len=16, vocab_size=100, padded_vocab_size=128, num_layers=2, num_heads=2, channels=16)
 # llm.c's parameter shapes for CFG, written out here rather than taken from config.param_shapes
@@ -114,6 +116,25 @@ def test_model_written_independently_loads(tmp_path, version):
     np.testing.assert_array_equal(params, np.concatenate([t.ravel() for t in tensors]))
 
 
+def test_fp32_model_file_holds_fp32_whatever_the_params_dtype(tmp_path):
+    params = random_params().astype(np.float64) / 3            # float64 values, not all exact in fp32
+    write_model(tmp_path / "m.bin", CFG, params)
+    np.testing.assert_array_equal(read_model(tmp_path / "m.bin")[1], params.astype(np.float32))
+
+
+def test_write_model_refuses_a_dtype_other_than_fp32_or_bf16_and_writes_nothing(tmp_path):
+    with pytest.raises(ValueError, match=r"^dtype must be one of fp32, bf16, not 'fp16'$"):
+        write_model(tmp_path / "m.bin", CFG, random_params(), dtype="fp16")
+    assert os.listdir(tmp_path) == []
+
+
+def test_write_model_refuses_params_of_another_size_and_writes_nothing(tmp_path):
+    n = num_parameters(CFG)
+    with pytest.raises(ValueError, match=rf"^params has {n - 1} elements, the config needs {n}$"):
+        write_model(tmp_path / "m.bin", CFG, random_params()[1:])
+    assert os.listdir(tmp_path) == []
+
+
 def test_model_config_is_read_from_an_llm_c_header_alone(tmp_path):
     # llm.c's header for CFG, and no parameters after it: only the header is read
     (tmp_path / "m.bin").write_bytes(struct.pack("<256i", 20240326, 3, 16, 100, 2, 2, 16, 128, *[0] * 248))
@@ -175,6 +196,22 @@ def test_a_nan_in_a_model_file_is_named_by_its_llm_c_tensor_and_element(tmp_path
     with pytest.raises(LlmpyError) as error:
         read_model(tmp_path / "m.bin")
     assert str(error.value).startswith(f"{tmp_path / 'm.bin'}: ln1b holds nan at element 5: NaN and inf")
+
+def test_finite_weights_whose_sum_overflows_fp32_are_read(tmp_path):
+    params = np.zeros(num_parameters(CFG), dtype=np.float32)
+    params[:4] = 3e38                                   # each finite; their sum is not, in fp32
+    write_model(tmp_path / "m.bin", CFG, params)
+    np.testing.assert_array_equal(read_model(tmp_path / "m.bin")[1], params)
+
+
+def test_inf_and_minus_inf_in_a_model_file_are_one_error_and_no_warning(tmp_path):
+    params = random_params()
+    params[10], params[20] = np.inf, -np.inf
+    write_model(tmp_path / "m.bin", CFG, params)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                  # inf + -inf would warn "invalid value"
+        with pytest.raises(LlmpyError, match=": wte holds inf at element 10: NaN and inf"):
+            read_model(tmp_path / "m.bin")
 
 def test_a_truncated_bf16_model_file_says_what_its_header_describes(tmp_path):
     write_model(tmp_path / "m.bin", CFG, random_params(), dtype="bf16")
@@ -254,6 +291,40 @@ def test_state_round_trips(tmp_path, with_master):
     np.testing.assert_array_equal(resumed.random(10), rng.random(10))
 
 
+def test_a_state_of_no_params_round_trips(tmp_path):
+    empty = np.zeros(0, dtype=np.float32)
+    write_state(tmp_path / "s.bin", step=3, m=empty, v=empty, master=None, rng_state={}, loader_state={},
+                extra={"note": "none"})
+    state = read_state(tmp_path / "s.bin")
+    assert state["m"].size == state["v"].size == 0 and state["extra"] == {"note": "none"}
+
+
+@pytest.mark.parametrize("which, name", [("m", "AdamW m"), ("v", "AdamW v"), ("master", "master weights")])
+def test_a_nan_or_inf_in_a_state_file_is_named_by_its_array_and_element(tmp_path, which, name):
+    arrays = dict(zip(("m", "v", "master"), np.random.default_rng(5).standard_normal((3, 100)).astype(np.float32)))
+    arrays[which][7] = np.inf if which == "v" else np.nan
+    write_state(tmp_path / "s.bin", step=1, **arrays, rng_state={}, loader_state={}, extra={})
+    with pytest.raises(LlmpyError) as error:
+        read_state(tmp_path / "s.bin")
+    bad = "inf" if which == "v" else "nan"
+    assert str(error.value).startswith(f"{tmp_path / 's.bin'}: {name} holds {bad} at element 7: NaN and inf")
+
+
+def test_write_state_refuses_m_v_and_master_of_different_sizes_and_writes_nothing(tmp_path):
+    m, v, master = np.zeros(4, np.float32), np.zeros(4, np.float32), np.zeros(3, np.float32)
+    with pytest.raises(ValueError, match=r"^m, v and master must have the same size, got \[4, 4, 3\]$"):
+        write_state(tmp_path / "s.bin", step=1, m=m, v=v, master=master, rng_state={}, loader_state={}, extra={})
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_state_file_holds_fp32_whatever_the_arrays_dtype(tmp_path):
+    m, v = np.random.default_rng(6).standard_normal((2, 50))      # float64
+    write_state(tmp_path / "s.bin", step=1, m=m, v=v, master=None, rng_state={}, loader_state={}, extra={})
+    state = read_state(tmp_path / "s.bin")
+    np.testing.assert_array_equal(state["m"], m.astype(np.float32))
+    np.testing.assert_array_equal(state["v"], v.astype(np.float32))
+
+
 def replace_trailer(path, data):
     nbytes = int(np.fromfile(path, dtype="<i4", count=256)[6])
     truncate(path, os.path.getsize(path) - nbytes)
@@ -265,13 +336,18 @@ def replace_trailer(path, data):
     (os.remove, "No such file"),
     (lambda p: truncate(p, 1000), "shorter than the 1024-byte header"),
     (lambda p: set_header(p, 0, 20240326), "not an llmpy state file"),
-    (lambda p: set_header(p, 1, 2), "supported: 1"),
+    (lambda p: set_header(p, 1, 2), r"\(supported: 1\)$"),
     (lambda p: set_header(p, 3, 2), "bad header"),
-    (lambda p: truncate(p, os.path.getsize(p) - 10), "truncated"),
-    (lambda p: replace_trailer(p, b"{not json"), "corrupt JSON trailer"),
-    (lambda p: replace_trailer(p, b'{"rng_state": {}}'), "corrupt JSON trailer"),
-], ids=["missing", "short-header", "bad-magic", "bad-version", "unknown-flags", "truncated",
-        "bad-json", "json-missing-keys"])
+    (lambda p: set_header(p, 2, -1), "bad header: step=-1 "),
+    (lambda p: [set_header(p, i, -1) for i in (4, 5)], "bad header: step=0 params=-1 "),   # int64 in [4:6]
+    (lambda p: set_header(p, 6, -1), "bad header: .* json_bytes=-1$"),
+    (lambda p: truncate(p, os.path.getsize(p) - 10),
+     f"its header says {num_parameters(CFG)} params, 2 arrays, [0-9]+ JSON bytes, which needs"),
+    (lambda p: replace_trailer(p, b"{not json"), "corrupt JSON trailer: JSONDecodeError: "),
+    (lambda p: replace_trailer(p, b'{"rng_state": {}}'), "corrupt JSON trailer: KeyError: 'loader_state'$"),
+    (lambda p: replace_trailer(p, b""), "corrupt JSON trailer"),
+], ids=["missing", "short-header", "bad-magic", "bad-version", "unknown-flags", "negative-step",
+        "negative-params", "negative-json-bytes", "truncated", "bad-json", "json-missing-keys", "no-json"])
 def test_bad_state_file_raises_one_line_error_naming_it(tmp_path, corrupt, expected):
     path = tmp_path / "s.bin"
     write_some_state(path, 0)
@@ -279,6 +355,34 @@ def test_bad_state_file_raises_one_line_error_naming_it(tmp_path, corrupt, expec
     with pytest.raises(LlmpyError, match=expected) as error:
         read_state(path)
     assert_one_line_naming(error, path)
+
+
+# -----------------------------------------------------------------------------
+# the header reader that model, state, shard and eval files share (llmpy/llmc_file.py)
+
+def test_read_header_gives_the_256_header_ints_alone_and_the_file_size(tmp_path):
+    header = [20240326, 3, 16, 100, 2, 2, 16, 128] + [0] * 248
+    (tmp_path / "m.bin").write_bytes(struct.pack("<256i", *header) + b"\x07" * 4000)
+    read, size = read_header(tmp_path / "m.bin", MODEL)
+    np.testing.assert_array_equal(read, header)
+    assert size == 1024 + 4000
+
+
+def test_a_model_file_s_header_error_begins_with_its_path_alone(tmp_path):
+    path = tmp_path / "m.bin"
+    write_model(path, CFG, random_params())
+    set_header(path, 0, 20240520)
+    with pytest.raises(LlmpyError) as error:
+        read_model(path)
+    assert str(error.value) == f"{path}: not an llm.c model file (bad magic 20240520, expected 20240326)"
+
+
+def test_an_unreadable_path_other_than_a_missing_file_gives_the_os_reason_not_not_found(tmp_path):
+    (tmp_path / "m.bin").write_bytes(b"")
+    path = tmp_path / "m.bin" / "model.bin"             # under a file: ENOTDIR, not ENOENT
+    with pytest.raises(LlmpyError) as error:
+        read_model(path)
+    assert str(error.value) == f"{path}: cannot read llm.c model file: {os.strerror(errno.ENOTDIR)}"
 
 
 # -----------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import torch
 from llmpy import cpu
 from llmpy.distributed import Comm, launcher
 from llmpy.gpt2 import GPT2
-from llmpy.optim import AdamW
+from llmpy.optim import AdamW, pieces
 from llmpy.testing.compare import assert_close
 from llmpy.testing.torch_gpt2 import TorchGPT2
 from tests.test_gpt2 import TINY, random_params
@@ -157,10 +157,11 @@ def run_ranks(world, fn):
     return results
 
 
-def zero1_rank(rank, comm, steps, lr=1e-3, weight_decay=0.1, grad_clip=0.5):
-    """One rank of a ZeRO-1 run: B rows of each 2B-row batch; (gradient norms, losses, weights)."""
+def zero1_rank(rank, comm, steps, lr=1e-3, weight_decay=0.1, grad_clip=0.5, zero=1):
+    """One rank of a ZeRO-1 run (zero=0: plain data parallel): B rows of each (world x B)-row
+    batch; (gradient norms, losses, weights)."""
     params = random_params(TINY, seed=21)
-    model = GPT2(TINY, cpu, B, T, params=params, comm=comm, zero=1)
+    model = GPT2(TINY, cpu, B, T, params=params, comm=comm, zero=zero)
     optimizer = AdamW(model, params, weight_decay=weight_decay, grad_clip=grad_clip)
     norms, losses = [], []
     for step in range(steps):
@@ -205,6 +206,33 @@ def test_zero1_over_two_ranks_trains_like_torch_adamw_on_the_whole_batch():
         assert_close(norms, norms_ref, 1e-5, f"rank {rank} gradient norms")
         assert_close(losses, losses_ref, 1e-5, f"rank {rank} losses")
         assert_close(params, params_ref, 1e-5, f"rank {rank} weights")
+
+
+def test_zero1_over_three_ranks_trains_like_torch_adamw_and_gives_the_weights_without_the_padding():
+    # 30,080 params: ZeRO-1 pads the flat buffer to a multiple of 8 x 3 (30,096) for three shards
+    results = run_ranks(3, lambda rank, comm: zero1_rank(rank, comm, steps=2))
+    norms_ref, losses_ref, params_ref = torch_steps(2, 3 * B)
+    for rank, (norms, losses, params) in enumerate(results):
+        assert params.shape == (30_080,), f"rank {rank}"
+        assert_close(norms, norms_ref, 1e-5, f"rank {rank} gradient norms")
+        assert_close(params, params_ref, 1e-5, f"rank {rank} weights")
+
+
+def test_plain_data_parallel_over_two_thread_ranks_trains_like_torch_adamw_on_the_whole_batch():
+    # without ZeRO every rank holds m and v for all the weights and updates all of them
+    results = run_ranks(2, lambda rank, comm: zero1_rank(rank, comm, steps=STEPS, zero=0))
+    norms_ref, losses_ref, params_ref = torch_steps(STEPS, 2 * B)
+    for rank, (norms, losses, params) in enumerate(results):
+        assert_close(norms, norms_ref, 1e-5, f"rank {rank} gradient norms")
+        assert_close(params, params_ref, 1e-5, f"rank {rank} weights")
+
+
+def test_a_shard_s_pieces_are_the_nonempty_parts_of_the_tensors_it_overlaps():
+    # tensors of 6, 4 and 2 elements at offsets 0, 6 and 10; [6, 11) holds all of b and half of c,
+    # none of a (which ends where the shard begins), so one AdamW call per piece, none empty
+    shapes = {"a": (2, 3), "b": (4,), "c": (2,)}
+    assert pieces(shapes, 6, 11) == [(1, "b", 6, 10), (2, "c", 10, 11)]
+    assert pieces(shapes, 0, 6) == [(0, "a", 0, 6)]
 
 
 # --- the command line under mpiexec

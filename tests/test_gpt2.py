@@ -146,6 +146,14 @@ def test_update_defaults_are_llm_c_adamw_without_decay_clipped_at_1():
     assert_close(model.params_flat, ref.flat(), 1e-5, "params after 3 steps")
 
 
+def test_params_fp32_are_the_weights_as_float32():
+    params = random_params(TINY, seed=20)
+    model = GPT2(TINY, cpu, 2, 16, params=params)
+    weights = AdamW(model, params).params_fp32()
+    assert weights.dtype == np.float32
+    np.testing.assert_array_equal(weights, params)
+
+
 def test_gradient_accumulation_equals_one_big_batch():
     params = random_params(TINY, seed=9)
     inputs, targets = random_batch(TINY, 4, 8, seed=10)

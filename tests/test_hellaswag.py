@@ -87,6 +87,24 @@ def test_eval_file_bytes_are_llm_c_s_format(tmp_path):
     assert (tmp_path / "e.bin").read_bytes() == expected
 
 
+def test_an_eval_file_of_one_example_reads(tmp_path):
+    # llm.c's format built by hand, as above: one example of 17 uint16 (34 bytes)
+    example = [65535, 34, 0, 2, 4, 2, 11, 12, 1, 21, 2, 22, 23, 1, 24, 1, 25]
+    (tmp_path / "e.bin").write_bytes(struct.pack("<256i", 20240522, 1, 1, 34, *[0] * 252)
+                                     + struct.pack("<17H", *example))
+    [ex] = read_evalfile(tmp_path / "e.bin")
+    assert (ex.index, ex.label, ex.context, ex.endings) == (0, 2, [11, 12], [[21], [22, 23], [24], [25]])
+
+
+def test_an_eval_file_example_of_one_context_token_and_one_ending_of_one_token_reads(tmp_path):
+    # the smallest example the format holds: 9 uint16 (18 bytes)
+    example = [65535, 18, 0, 0, 1, 1, 11, 1, 21]
+    (tmp_path / "e.bin").write_bytes(struct.pack("<256i", 20240522, 1, 1, 18, *[0] * 252)
+                                     + struct.pack("<9H", *example))
+    [ex] = read_evalfile(tmp_path / "e.bin")
+    assert (ex.index, ex.label, ex.context, ex.endings) == (0, 0, [11], [[21]])
+
+
 def test_eval_file_round_trips_the_sample(evalfile):
     enc = get_tokenizer()
     examples = read_evalfile(evalfile)
@@ -193,18 +211,33 @@ def set_u16(offset, value):
     (lambda d: d.__setitem__(slice(4, 8), struct.pack("<i", 2)), "unsupported version 2"),
     (lambda d: d.__delitem__(slice(len(d) - 10, len(d))), "example 5"),
     (lambda d: d.__delitem__(slice(100, len(d))), "shorter than"),
-    (lambda d: d.extend(b"\0\0"), "after the last"),
-    (set_u16(0, 1234), "START_EXAMPLE"),
+    (lambda d: d.extend(b"\0\0"), "2 bytes after the last of its 6 examples"),
+    (set_u16(0, 1234), "example 0: no START_EXAMPLE marker 65535 at byte 1024"),
     (set_u16(2, 3), "index 3"),
     (set_u16(3, 4), "label 4"),
     (set_u16(5, 200), "do not add up"),
     (lambda d: d.__setitem__(slice(12, 16), struct.pack("<i", 9)), "longest example"),
+    (lambda d: d.__setitem__(slice(8, 12), struct.pack("<i", 0)), "bad header or size: 0 examples, "),
+    (lambda d: d.extend(b"\0"), "bad header or size: 6 examples, "),
+    (lambda d: d.__setitem__(slice(8, 12), struct.pack("<i", 7)),
+     "example 6: the file ends early (header says 7 examples; truncated?)"),
+    (lambda d: (d.__setitem__(slice(8, 12), struct.pack("<i", 7)), d.extend(struct.pack("<2H", 65535, 20))),
+     "example 6: length 20 bytes does not fit the file (truncated?)"),
 ])
 def test_bad_eval_file_is_a_one_line_error(evalfile, tmp_path, edit, fault):
     path = corrupt(evalfile, tmp_path, edit)
     with pytest.raises(LlmpyError) as e:
         read_evalfile(path)
     assert fault in str(e.value) and str(path) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_missing_start_marker_is_named_by_its_byte_in_the_file(evalfile, tmp_path):
+    data = bytearray(evalfile.read_bytes())
+    second = 1024 + struct.unpack_from("<H", data, 1026)[0]     # example 0's length word gives example 1's start
+    data[second:second + 2] = struct.pack("<H", 1234)
+    (tmp_path / "bad.bin").write_bytes(bytes(data))
+    with pytest.raises(LlmpyError, match=f"example 1: no START_EXAMPLE marker 65535 at byte {second}$"):
+        read_evalfile(tmp_path / "bad.bin")
 
 
 # --- the jsonl: bad lines, and the download
