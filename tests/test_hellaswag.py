@@ -3,6 +3,7 @@ scorer (llmpy/hellaswag.py), on tests/data/hellaswag_sample.jsonl: six examples 
 format, written for these tests, scored by a model whose choice is set by hand."""
 import json
 import math
+import re
 import struct
 import subprocess
 import sys
@@ -238,6 +239,25 @@ def test_a_missing_start_marker_is_named_by_its_byte_in_the_file(evalfile, tmp_p
     (tmp_path / "bad.bin").write_bytes(bytes(data))
     with pytest.raises(LlmpyError, match=f"example 1: no START_EXAMPLE marker 65535 at byte {second}$"):
         read_evalfile(tmp_path / "bad.bin")
+
+
+# one example written by hand, each word of llm.c's layout: START_EXAMPLE, its length in bytes,
+# index, label, number of endings, context length, the context, then each ending's length and tokens
+@pytest.mark.parametrize("example, fault", [
+    # a length too short to hold the six words that describe the example
+    ([65535, 10, 0, 0, 1, 1, 11, 1, 21], "length 10 bytes does not fit the file"),
+    # two endings announced, one held
+    ([65535, 18, 0, 0, 2, 1, 11, 1, 21], "its token counts do not add up to its length of 18 bytes"),
+    # a word left over after the last ending
+    ([65535, 20, 0, 0, 1, 1, 11, 1, 21, 99], "its token counts do not add up to its length of 20 bytes"),
+    # no context token
+    ([65535, 16, 0, 0, 1, 0, 1, 21], "its token counts do not add up to its length of 16 bytes"),
+], ids=["length too short", "an ending missing", "a word left over", "no context"])
+def test_an_example_whose_fields_disagree_with_its_length_is_a_one_line_error(tmp_path, example, fault):
+    header = struct.pack("<256i", 20240522, 1, 1, example[1], *[0] * 252)
+    (tmp_path / "e.bin").write_bytes(header + struct.pack(f"<{len(example)}H", *example))
+    with pytest.raises(LlmpyError, match=re.escape(f"eval file {tmp_path / 'e.bin'}: example 0: {fault}")):
+        read_evalfile(tmp_path / "e.bin")
 
 
 # --- the jsonl: bad lines, and the download
