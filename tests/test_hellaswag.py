@@ -88,21 +88,25 @@ def test_eval_file_bytes_are_llm_c_s_format(tmp_path):
     assert (tmp_path / "e.bin").read_bytes() == expected
 
 
+def one_example_file(path, words):
+    """An eval file of one example written by hand, each uint16 word of llm.c's layout:
+    START_EXAMPLE, its length in bytes, index, label, number of endings, context length, the
+    context, then each ending's length and tokens. The header's longest example is words[1]."""
+    header = struct.pack("<256i", 20240522, 1, 1, words[1], *[0] * 252)
+    path.write_bytes(header + struct.pack(f"<{len(words)}H", *words))
+    return path
+
+
 def test_an_eval_file_of_one_example_reads(tmp_path):
-    # llm.c's format built by hand, as above: one example of 17 uint16 (34 bytes)
-    example = [65535, 34, 0, 2, 4, 2, 11, 12, 1, 21, 2, 22, 23, 1, 24, 1, 25]
-    (tmp_path / "e.bin").write_bytes(struct.pack("<256i", 20240522, 1, 1, 34, *[0] * 252)
-                                     + struct.pack("<17H", *example))
-    [ex] = read_evalfile(tmp_path / "e.bin")
+    # as above: one example of 17 uint16 (34 bytes)
+    path = one_example_file(tmp_path / "e.bin", [65535, 34, 0, 2, 4, 2, 11, 12, 1, 21, 2, 22, 23, 1, 24, 1, 25])
+    [ex] = read_evalfile(path)
     assert (ex.index, ex.label, ex.context, ex.endings) == (0, 2, [11, 12], [[21], [22, 23], [24], [25]])
 
 
 def test_an_eval_file_example_of_one_context_token_and_one_ending_of_one_token_reads(tmp_path):
     # the smallest example the format holds: 9 uint16 (18 bytes)
-    example = [65535, 18, 0, 0, 1, 1, 11, 1, 21]
-    (tmp_path / "e.bin").write_bytes(struct.pack("<256i", 20240522, 1, 1, 18, *[0] * 252)
-                                     + struct.pack("<9H", *example))
-    [ex] = read_evalfile(tmp_path / "e.bin")
+    [ex] = read_evalfile(one_example_file(tmp_path / "e.bin", [65535, 18, 0, 0, 1, 1, 11, 1, 21]))
     assert (ex.index, ex.label, ex.context, ex.endings) == (0, 0, [11], [[21]])
 
 
@@ -241,8 +245,6 @@ def test_a_missing_start_marker_is_named_by_its_byte_in_the_file(evalfile, tmp_p
         read_evalfile(tmp_path / "bad.bin")
 
 
-# one example written by hand, each word of llm.c's layout: START_EXAMPLE, its length in bytes,
-# index, label, number of endings, context length, the context, then each ending's length and tokens
 @pytest.mark.parametrize("example, fault", [
     # a length too short to hold the six words that describe the example
     ([65535, 10, 0, 0, 1, 1, 11, 1, 21], "length 10 bytes does not fit the file"),
@@ -254,10 +256,9 @@ def test_a_missing_start_marker_is_named_by_its_byte_in_the_file(evalfile, tmp_p
     ([65535, 16, 0, 0, 1, 0, 1, 21], "its token counts do not add up to its length of 16 bytes"),
 ], ids=["length too short", "an ending missing", "a word left over", "no context"])
 def test_an_example_whose_fields_disagree_with_its_length_is_a_one_line_error(tmp_path, example, fault):
-    header = struct.pack("<256i", 20240522, 1, 1, example[1], *[0] * 252)
-    (tmp_path / "e.bin").write_bytes(header + struct.pack(f"<{len(example)}H", *example))
-    with pytest.raises(LlmpyError, match=re.escape(f"eval file {tmp_path / 'e.bin'}: example 0: {fault}")):
-        read_evalfile(tmp_path / "e.bin")
+    path = one_example_file(tmp_path / "e.bin", example)
+    with pytest.raises(LlmpyError, match=re.escape(f"eval file {path}: example 0: {fault}")):
+        read_evalfile(path)
 
 
 # --- the jsonl: bad lines, and the download
