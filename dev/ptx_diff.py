@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from llmpy.kernel_options import CI_TARGETS, OPTIONS, WGMMA_SOURCES, WGMMA_TARGET, arch_option, defines
+from llmpy.kernel_options import CI_TARGETS, OPTIONS, arch_option, builds_for, defines
 
 ROOT = Path(__file__).resolve().parents[1]
 _MIRROR = {"gt": "lt", "ge": "le"}
@@ -85,7 +85,7 @@ def main():
         (Path(out_dir) / "old").mkdir()
         for source in sources:
             for arch in args.arch:
-                if source.stem in WGMMA_SOURCES and arch != WGMMA_TARGET:
+                if not builds_for(source.stem, arch):
                     continue
                 old_source = old_dir / source.name
                 if not old_source.exists():

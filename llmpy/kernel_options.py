@@ -24,6 +24,11 @@ WGMMA_SOURCES = ("flash_attention_wgmma",)      # build for WGMMA_TARGET only
 CI_TARGETS = ("sm_80", "sm_86", "sm_89", "sm_90a", "sm_100", "sm_120")
 
 
+def builds_for(source, arch):
+    """Whether kernels/<source>.cu is built for arch: the wgmma sources for WGMMA_TARGET only."""
+    return arch == WGMMA_TARGET or source not in WGMMA_SOURCES
+
+
 def target(compute_capability, override=None):
     """The -arch NVRTC compiles for: override (LLMPY_ARCH: "compute_NN" or "sm_NN[a]") where
     given, else sm_90a on Hopper and the device's own sm_XY elsewhere."""

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from llmpy.kernel_options import (CI_TARGETS, KERNEL_DIR, OPTIONS, WGMMA_SOURCES, WGMMA_TARGET, arch_option,
+from llmpy.kernel_options import (CI_TARGETS, KERNEL_DIR, OPTIONS, WGMMA_TARGET, arch_option, builds_for,
                                   defines)
 from llmpy.launch_config import GENERATIONS, HOPPER, Limits, model_requests
 
@@ -21,7 +21,7 @@ SOURCES = sorted(KERNEL_DIR.glob("*.cu")) + sorted((ROOT / "dev" / "cuda").glob(
 NVCC = shutil.which("nvcc") or next((p for p in ["/usr/local/cuda/bin/nvcc"] if Path(p).exists()), None)
 needs_nvcc = pytest.mark.skipif(NVCC is None, reason="nvcc not found")
 BUILDS = [(source, arch) for source in SOURCES for arch in CI_TARGETS
-          if arch == WGMMA_TARGET or source.stem not in WGMMA_SOURCES]
+          if builds_for(source.stem, arch)]
 
 
 @functools.cache
@@ -67,7 +67,7 @@ LIMITS = [(arch, GENERATIONS[arch]) for arch in CI_TARGETS] + \
 def test_every_launch_fits_the_shared_memory_of_the_gpu(arch, limits, C):
     static = static_shared(arch)
     for (source, kernel), dynamic in model_requests(C, limits, static).items():
-        if source in WGMMA_SOURCES and arch != WGMMA_TARGET:
+        if not builds_for(source, arch):
             continue
         total = static(source, kernel) + dynamic
         assert total <= limits.per_block, f"{kernel}: {total} bytes, limit {limits.per_block}"
