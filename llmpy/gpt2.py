@@ -55,6 +55,12 @@ def carve(xp, specs, align=256):
     return buffer, views
 
 
+def input_layernorm_weights(p, l, L):
+    """(weight, bias) of the layernorm of layer l's input: layer l's ln1, or for l = L (the last
+    layer's output) the final lnf."""
+    return (p["lnfw"], p["lnfb"]) if l == L else (p["ln1w"][l], p["ln1b"][l])
+
+
 # a block's activations, each (L, B, T, ...) in GPT2's buffers (block_forward says what they hold)
 BLOCK_ACTS = ("qkv", "atty", "residual2", "ln2", "ln2_mean", "ln2_rstd", "fch", "fch_gelu", "residual3")
 
@@ -161,11 +167,10 @@ class GPT2:
     def _input_layernorm(self, a, l):
         """(out, mean, rstd, weight, bias) of the layernorm of layer l's input: layer l's ln1,
         or for l = L (the last layer's output) the final lnf."""
-        p = self.params
+        weights = input_layernorm_weights(self.params, l, self.cfg.num_layers)
         if l == self.cfg.num_layers:
-            return a["lnf"], a["lnf_mean"], a["lnf_rstd"], p["lnfw"], p["lnfb"]
-        return (self._layer(a, "ln1", l), a["ln1_mean"][l], a["ln1_rstd"][l], p["ln1w"][l],
-                p["ln1b"][l])
+            return (a["lnf"], a["lnf_mean"], a["lnf_rstd"], *weights)
+        return (self._layer(a, "ln1", l), a["ln1_mean"][l], a["ln1_rstd"][l], *weights)
 
     def acts(self, B, T):
         """Views of the activations for a (B, T) batch within the allocated one: each tensor

@@ -18,7 +18,7 @@ import numpy as np
 
 from llmpy.config import param_shapes
 from llmpy.cpu import attention_mask
-from llmpy.gpt2 import block_forward, carve, split_flat
+from llmpy.gpt2 import block_forward, carve, input_layernorm_weights, split_flat
 
 
 class KVCacheGPT2:
@@ -71,7 +71,7 @@ class KVCacheGPT2:
         inputs = self.inputs[:, :t]
         ops.upload(inputs, np.array([tokens], dtype=np.int32))
         ops.encoder_forward(x[None], inputs, p["wte"], p["wpe"][start:])    # positions start..end-1
-        ops.layernorm_forward(ln, mean, rstd, x, p["ln1w"][0], p["ln1b"][0])
+        ops.layernorm_forward(ln, mean, rstd, x, *input_layernorm_weights(p, 0, L))
         for l in range(L):
             k, v = self.acts["k"][l], self.acts["v"][l]
 
@@ -79,8 +79,8 @@ class KVCacheGPT2:
                 k[start:end] = qkv[:, C:2 * C]
                 v[start:end] = qkv[:, 2 * C:]
                 attention(atty, qkv[:, :C], k[:end], v[:end], start, cfg.num_heads, ops.xp)
-            weight, bias = (p["ln1w"][l + 1], p["ln1b"][l + 1]) if l + 1 < L else (p["lnfw"], p["lnfb"])
-            block_forward(ops, p, l, x, ln, cached_attention, acts, (ln, mean, rstd, weight, bias))
+            block_forward(ops, p, l, x, ln, cached_attention, acts,
+                          (ln, mean, rstd, *input_layernorm_weights(p, l + 1, L)))
         ops.matmul_forward(self.acts["logits"], ln[t - 1:], p["wte"], None)     # tied LM head
 
 
