@@ -29,7 +29,7 @@
 # Needs the Shakespeare shards and the tokenizer cache in dev/data (carry them).
 set -u
 OUT=${OUT:-gpu_round_out}
-mkdir -p "$OUT"
+mkdir -p "$OUT"; rm -f "$OUT/summary.txt"
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
 # the system's python3 runs the scripts, llmpy not installed: each imports the llmpy of the folder it
 # starts in (this checkout; arch's other tree its own)
@@ -39,16 +39,18 @@ sections=${*:-tests emulate resume multigpu rankfault kernels bench emubench qua
 A100="LLMPY_WGMMA=0 LLMPY_ARCH=compute_80 LLMPY_MAX_SHARED_KB=163"
 RTX="LLMPY_WGMMA=0 LLMPY_ARCH=compute_80 LLMPY_MAX_SHARED_KB=99"
 summary=()
+# each line goes to $OUT/summary.txt as it comes, so a round cut short keeps what it had
+note() { summary+=("$1"); echo "$1" >> "$OUT/summary.txt"; }
 
 for s in $sections; do
   case $s in
   tests)
     timeout ${TESTS_TIMEOUT:-300} make test-gpu SYSTEM_PYTHON=1 > "$OUT/test_gpu.log" 2>&1
-    summary+=("test-gpu (rc $?): $(grep -E 'passed|failed' "$OUT/test_gpu.log" | tail -1)") ;;
+    note "test-gpu (rc $?): $(grep -E 'passed|failed' "$OUT/test_gpu.log" | tail -1)" ;;
   emulate)
     for path in A100 RTX; do
       eval "env ${!path} timeout ${TESTS_TIMEOUT:-300} make test-gpu SYSTEM_PYTHON=1" > "$OUT/test_gpu_$path.log" 2>&1
-      summary+=("test-gpu as $path [${!path}] (rc $?): $(grep -E 'passed|failed' "$OUT/test_gpu_$path.log" | tail -1)")
+      note "test-gpu as $path [${!path}] (rc $?): $(grep -E 'passed|failed' "$OUT/test_gpu_$path.log" | tail -1)"
     done ;;
   emubench)
     for path in HOPPER A100 RTX; do
@@ -57,7 +59,7 @@ for s in $sections; do
         eval "env $flags timeout 150 python3 dev/bench.py --B $B --steps 20 --no-torch" > "$OUT/emubench.tmp" 2>&1
         rc=$?
         cat "$OUT/emubench.tmp" >> "$OUT/emubench.log"
-        summary+=("bench $path B=$B (rc $rc): $(grep -E '^llmpy +\|' "$OUT/emubench.tmp" | tail -1)")
+        note "bench $path B=$B (rc $rc): $(grep -E '^llmpy +\|' "$OUT/emubench.tmp" | tail -1)"
       done
     done ;;
   quality)
@@ -66,12 +68,12 @@ for s in $sections; do
       -o /tmp/llmpy_quality -n 40 > "$OUT/quality.log" 2>&1
     rc=$?
     tps=$(grep -E '^step' "$OUT/quality.log" | tail -30 | sed -E 's/.*\| ([0-9]+) tok\/s.*/\1/' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
-    summary+=("quality d12 40 steps (rc $rc): $(grep -E '^val loss' "$OUT/quality.log" | tail -1), median of steps 11-40: $tps tokens/s") ;;
+    note "quality d12 40 steps (rc $rc): $(grep -E '^val loss' "$OUT/quality.log" | tail -1), median of steps 11-40: $tps tokens/s" ;;
   sample)
     for cache in 1 0; do
       timeout 200 python3 sample_gpt2.py -e d12 --prompt "To be, or not to be" -g 256 --top_k 40 \
         --device cuda --kv_cache $cache > "$OUT/sample_kv$cache.log" 2>&1
-      summary+=("sample d12 256 tokens, kv_cache $cache (rc $?): $(grep -i 'tok' "$OUT/sample_kv$cache.log" | tail -1)")
+      note "sample d12 256 tokens, kv_cache $cache (rc $?): $(grep -i 'tok' "$OUT/sample_kv$cache.log" | tail -1)"
     done
     model=/tmp/llmpy_quality/model_00000040.bin
     if [ -f $model ]; then
@@ -80,30 +82,30 @@ for s in $sections; do
           > "$OUT/greedy_$device.log" 2>/dev/null
       done
       same=$(python3 -c "import sys; a, b = (open(f).read() for f in sys.argv[1:]); n = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b))); print('identical' if a == b else f'the same for {n} characters')" "$OUT/greedy_cuda.log" "$OUT/greedy_cpu.log")
-      summary+=("greedy GPU bf16 against CPU fp32, 32 tokens from the quality run: $same")
+      note "greedy GPU bf16 against CPU fp32, 32 tokens from the quality run: $same"
     fi ;;
   faults)
     python3 -c "import numpy as np; from llmpy.shards import write_datafile; t = np.random.default_rng(0).integers(0, 50257, 300000); t[123456] = 60000; write_datafile('/tmp/bad_token.bin', t)" > /dev/null
     start=$(date +%s.%N)
     timeout 200 python3 train_gpt2.py -e d12 -i /tmp/bad_token.bin -b 8 -t 1024 -x 40 -v 0 -s 0 > "$OUT/faults.log" 2>&1
-    summary+=("bad token id (rc $?, $(python3 -c "print(f'{$(date +%s.%N) - $start:.1f}')") s): $(tail -1 "$OUT/faults.log")")
+    note "bad token id (rc $?, $(python3 -c "print(f'{$(date +%s.%N) - $start:.1f}')") s): $(tail -1 "$OUT/faults.log")"
     start=$(date +%s.%N)
     LLMPY_FAULT=stall:step=3:rank=0:seconds=120 timeout 200 python3 train_gpt2.py -e d12 -b 8 -t 1024 -x 8 -v 0 -s 0 \
       --watchdog 5 >> "$OUT/faults.log" 2>&1
-    summary+=("stalled step, --watchdog 5 (rc $?, $(python3 -c "print(f'{$(date +%s.%N) - $start:.1f}')") s): $(grep -i watchdog "$OUT/faults.log" | tail -1)")
+    note "stalled step, --watchdog 5 (rc $?, $(python3 -c "print(f'{$(date +%s.%N) - $start:.1f}')") s): $(grep -i watchdog "$OUT/faults.log" | tail -1)"
     timeout 200 python3 train_gpt2.py -e d48 -b 64 -t 1024 -x 1 -v 0 -s 0 >> "$OUT/faults.log" 2>&1
-    summary+=("d48 -b 64 (rc $?): $(tail -1 "$OUT/faults.log" | cut -c1-200)")
+    note "d48 -b 64 (rc $?): $(tail -1 "$OUT/faults.log" | cut -c1-200)"
     timeout 280 python3 train_gpt2.py -e d48 -b auto -t 1024 -x 2 -v 0 -s 0 >> "$OUT/faults.log" 2>&1
-    summary+=("d48 -b auto (rc $?): $(grep -E '^-b auto: chose|^step +2/' "$OUT/faults.log" | tr '\n' ' ' | cut -c1-250)") ;;
+    note "d48 -b auto (rc $?): $(grep -E '^-b auto: chose|^step +2/' "$OUT/faults.log" | tr '\n' ' ' | cut -c1-250)" ;;
   debug)
     timeout 300 python3 -m dev.debug_model -e d12 -b 4 -t 256 --compare > "$OUT/debug.log" 2>&1
-    summary+=("debug_model --compare (rc $?): $(grep -E '^(activations|gradients)' "$OUT/debug.log" | tr '\n' ' ')") ;;
+    note "debug_model --compare (rc $?): $(grep -E '^(activations|gradients)' "$OUT/debug.log" | tr '\n' ' ')" ;;
   arch)
     ln -sfn "$PWD/dev/data/shakespeare" .carry/before/dev/data/shakespeare 2>/dev/null
     for run in 1 2 3; do
       for tree in .carry/before .; do
         (cd "$tree" && timeout 150 python3 dev/bench.py --steps 20 --no-torch) > "$OUT/arch.tmp" 2>&1
-        summary+=("bench $([ "$tree" = . ] && echo after || echo before) run $run: $(grep -E '^llmpy +\|' "$OUT/arch.tmp" | tail -1)")
+        note "bench $([ "$tree" = . ] && echo after || echo before) run $run: $(grep -E '^llmpy +\|' "$OUT/arch.tmp" | tail -1)"
       done
     done ;;
   resume)
@@ -116,30 +118,30 @@ for s in $sections; do
     timeout 100 python3 dev/vislog.py -o "$OUT/run.png" "$run/main.log" >> "$OUT/resume.log" 2>&1
     # steps 11..20 of the run that never stopped, then of the resumed run: the same lines
     same=$(grep -E '^step +(1[1-9]|20)/' "$OUT/resume.log" | sed -E 's/ \| [0-9.]+ ms.*//' | sort | uniq -c | awk '$1 != 2' | wc -l)
-    summary+=("resume (rc $rc): steps 11-20 differing between the full and the resumed run: $same") ;;
+    note "resume (rc $rc): steps 11-20 differing between the full and the resumed run: $same" ;;
   multigpu)
     if [ "$GPUS" -gt 1 ]; then
       timeout 280 python3 dev/multigpu.py --gpus "$GPUS" > "$OUT/multigpu.log" 2>&1
-      summary+=("multigpu d12 (rc $?)")
+      note "multigpu d12 (rc $?)"
       timeout 280 python3 dev/multigpu.py --gpus "$GPUS" --model d48 --B 8 --check_B 2 --recompute 1 --steps 12 >> "$OUT/multigpu.log" 2>&1
-      summary+=("multigpu d48 (rc $?)")
+      note "multigpu d48 (rc $?)"
     fi ;;
   overlap)
     if [ "$GPUS" -gt 1 ]; then
       export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
       timeout 400 python3 dev/multigpu.py --gpus "$GPUS" --overlap --steps 12 > "$OUT/overlap.log" 2>&1
-      summary+=("overlap d12 NVLink (rc $?)")
+      note "overlap d12 NVLink (rc $?)"
       timeout 60 mpirun -np "$GPUS" --bind-to none python3 dev/allreduce_bench.py >> "$OUT/overlap.log" 2>&1
       for setting in "1 1" "2 2" "4 4"; do
         set -- $setting
         NCCL_P2P_DISABLE=1 NCCL_SHM_DISABLE=1 NCCL_IB_DISABLE=1 NCCL_SOCKET_IFNAME=lo \
           NCCL_SOCKET_NTHREADS=$1 NCCL_NSOCKS_PERTHREAD=$2 \
           timeout 120 mpirun -np "$GPUS" --bind-to none python3 dev/allreduce_bench.py >> "$OUT/overlap.log" 2>&1
-        summary+=("all-reduce over sockets, $1 threads x $2 sockets (rc $?)")
+        note "all-reduce over sockets, $1 threads x $2 sockets (rc $?)"
       done
       timeout 500 python3 dev/multigpu.py --gpus "$GPUS" --overlap --steps 12 --transport socket \
         --socket_threads 1 --sockets 1 >> "$OUT/overlap.log" 2>&1
-      summary+=("overlap d12 over sockets 1x1 (rc $?)")
+      note "overlap d12 over sockets 1x1 (rc $?)"
     fi ;;
   rankfault)
     if [ "$GPUS" -gt 1 ]; then
@@ -153,11 +155,11 @@ for s in $sections; do
       killed=$(date +%s.%N)
       pkill -9 -n -f "^python3 train_gpt2.py"       # the newest rank: not rank 0, which prints
       wait $job
-      summary+=("rank killed in step 4 (rc $?): the job ended $(python3 -c "print(f'{$(date +%s.%N) - $killed:.1f}')") s later; $(grep -ciE 'error|abort' "$OUT/rankfault.log") error lines")
+      note "rank killed in step 4 (rc $?): the job ended $(python3 -c "print(f'{$(date +%s.%N) - $killed:.1f}')") s later; $(grep -ciE 'error|abort' "$OUT/rankfault.log") error lines"
       start=$(date +%s.%N)
       LLMPY_FAULT=stall:step=4:rank=1:seconds=600 timeout 300 $MPIEXEC -n "$GPUS" python3 train_gpt2.py $flags \
         --watchdog 30 >> "$OUT/rankfault.log" 2>&1
-      summary+=("rank 1 stalled in step 4, --watchdog 30 (rc $?, $(python3 -c "print(f'{$(date +%s.%N) - $start:.1f}')") s): $(grep -i watchdog "$OUT/rankfault.log" | tail -1 | cut -c1-200)")
+      note "rank 1 stalled in step 4, --watchdog 30 (rc $?, $(python3 -c "print(f'{$(date +%s.%N) - $start:.1f}')") s): $(grep -i watchdog "$OUT/rankfault.log" | tail -1 | cut -c1-200)"
     fi ;;
   kernels)
     for family in "attention 4 7 10 12 13" matmul layernorm classifier adamw elementwise fp8; do
@@ -166,24 +168,24 @@ for s in $sections; do
       timeout 150 python3 dev/cuda/$1.py "${@:2}" > /tmp/dev_kernel.log 2>&1
       rc=$?
       cat /tmp/dev_kernel.log >> "$OUT/kernels.log"
-      summary+=("dev/cuda/$1.py (rc $rc): $(grep -c FAIL /tmp/dev_kernel.log) checks failed")
+      note "dev/cuda/$1.py (rc $rc): $(grep -c FAIL /tmp/dev_kernel.log) checks failed"
     done ;;
   sizes)
     for size in "d24 32" "d36 16"; do
       set -- $size
       timeout 280 python3 dev/bench.py --model $1 --B $2 --steps 10 --profile >> "$OUT/sizes.log" 2>&1
-      summary+=("bench $1 B=$2 with PyTorch (rc $?)")
+      note "bench $1 B=$2 with PyTorch (rc $?)"
     done
     timeout 240 python3 train_gpt2.py -e d48 -b 32 -t 1024 -r 1 -x 12 -v 0 -s 0 >> "$OUT/sizes.log" 2>&1
-    summary+=("train d48 B=32 -r 1 (rc $?): $(grep -E '^step +12/' "$OUT/sizes.log")") ;;
+    note "train d48 B=32 -r 1 (rc $?): $(grep -E '^step +12/' "$OUT/sizes.log")" ;;
   fp8)
     timeout 200 python3 dev/cuda/fp8.py > "$OUT/fp8.log" 2>&1
-    summary+=("dev/cuda/fp8.py (rc $?): $(grep -c FAIL "$OUT/fp8.log") checks failed") ;;
+    note "dev/cuda/fp8.py (rc $?): $(grep -c FAIL "$OUT/fp8.log") checks failed" ;;
   bench)
     timeout 240 python3 dev/bench.py --steps 30 --profile > "$OUT/bench.log" 2>&1
-    summary+=("bench B=64 (rc $?)")
+    note "bench B=64 (rc $?)"
     timeout 120 python3 dev/bench.py --B 8 --steps 50 --no-torch > "$OUT/bench_b8.log" 2>&1
-    summary+=("bench B=8 (rc $?)") ;;
+    note "bench B=8 (rc $?)" ;;
   esac
 done
 
