@@ -2,6 +2,7 @@
 gradient in exactly one bucket, each bucket final when its reduction starts, the first ones
 started while the backward still has work to do. One process, with a Comm that only records."""
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -31,6 +32,14 @@ def test_buckets_cover_every_gradient_exactly_once(cfg, size, bucket_bytes):
 def test_one_bucket_holding_everything_is_one_range_the_one_call():
     size = num_parameters(TINY) + 40        # with ZeRO-1's padding
     assert buckets.plan(TINY, size, 4, math.inf) == {buckets.EMBEDDINGS: [(0, size)]}
+
+
+def test_a_models_buckets_count_4_bytes_per_fp32_gradient():
+    # a cap of exactly the whole fp32 gradient: one bucket, one range
+    n = num_parameters(TINY)
+    model = GPT2(TINY, cpu, 1, 8, params=random_params(TINY, seed=29), comm=SimpleNamespace(rank=0, world=2),
+                 bucket_bytes=4 * n)
+    assert model.buckets == {buckets.EMBEDDINGS: [(0, n)]}
 
 
 def test_buckets_stay_under_the_cap_unless_one_layer_is_larger():

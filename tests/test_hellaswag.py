@@ -249,6 +249,12 @@ def test_progress_is_called_before_each_forward_of_up_to_B_rows(evalfile):
     assert calls == ["progress", ("forward", 5)] * 4 + ["progress", ("forward", 4)]
 
 
+def test_evaluate_passes_progress_on_to_each_forward(evalfile):
+    calls = []
+    evaluate(chooser(B=5), read_evalfile(evalfile), progress=lambda: calls.append("progress"))
+    assert calls == ["progress"] * 5           # 24 rows, 5 forwards of up to B = 5 rows
+
+
 def test_on_a_terminal_rank_0_draws_a_hellaswag_bar_of_its_batches(evalfile):
     with terminal() as screen:
         evaluate(chooser(B=5), read_evalfile(evalfile), rank=0, world=1)
