@@ -118,6 +118,16 @@ def test_only_the_micro_step_that_reduces_starts_buckets():
     assert len(comm.started) == 3
 
 
+def test_with_zero1_the_buckets_are_reduce_scattered_not_all_reduced():
+    comm = RecordingComm()
+    scattered = []
+    comm.start_reduce_scatter_mean = lambda buf, ranges: scattered.append(ranges)
+    model = GPT2(TINY, cpu, B, T, params=random_params(TINY, seed=3), comm=comm, zero=1, bucket_bytes=60_000)
+    model.zero_grad()
+    model.forward_backward(*random_batch(TINY, B, T, seed=4), reduce=True)
+    assert len(scattered) == len(model.buckets) == 3 and comm.started == []
+
+
 def test_without_buckets_reduce_gradients_is_one_call_after_the_backward():
     model, comm = recording_model(bucket_bytes=None)
     calls = []
@@ -125,3 +135,27 @@ def test_without_buckets_reduce_gradients_is_one_call_after_the_backward():
     model.forward_backward(*random_batch(TINY, B, T, seed=4), reduce=True)
     model.reduce_gradients()
     assert comm.started == [] and calls == [model.grads_flat.size]
+
+
+def test_after_a_micro_step_that_started_buckets_reduce_gradients_waits_and_reduces_nothing_more():
+    model, comm = recording_model()
+    calls = []
+    comm.wait = lambda: calls.append("wait")
+    comm.all_reduce_mean = lambda buf: calls.append("all_reduce_mean")
+    model.forward_backward(*random_batch(TINY, B, T, seed=4), reduce=True)
+    model.reduce_gradients()
+    assert calls == ["wait"]
+
+
+def test_a_step_by_forward_and_backward_after_a_bucketed_one_is_reduced_in_one_call():
+    model, comm = recording_model()
+    model.forward_backward(*random_batch(TINY, B, T, seed=4), reduce=True)
+    model.reduce_gradients()
+    calls = []
+    comm.wait = lambda: calls.append("wait")
+    comm.all_reduce_mean = lambda buf: calls.append("all_reduce_mean")
+    model.zero_grad()
+    model.forward(*random_batch(TINY, B, T, seed=5))
+    model.backward()
+    model.reduce_gradients()
+    assert calls == ["all_reduce_mean"]

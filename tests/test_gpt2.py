@@ -79,6 +79,20 @@ def test_d12_logits_loss_and_all_gradients_match_torch():
     check_model_against_torch(from_descriptor("d12"), B=2, T=32)
 
 
+def test_forward_backward_gives_torchs_loss_and_gradients():
+    # the one call the training program makes per micro-step, at its default loss scale
+    params = random_params(TINY, seed=30)
+    inputs, targets = random_batch(TINY, 3, 16, seed=31)
+    model = GPT2(TINY, cpu, 3, 16, params=params)
+    model.zero_grad()
+    model.forward_backward(inputs, targets)
+    ref = TorchGPT2(TINY, params)
+    loss_ref = ref(inputs, targets)[1]
+    loss_ref.backward()
+    assert abs(model.mean_loss() - loss_ref.item()) < 1e-5 * loss_ref.item()
+    assert_close(model.grads_flat, ref.flat(grads=True), 1e-5, "grads")
+
+
 def test_fresh_model_loss_is_log_vocab():
     """At llm.c's init the logits are small (std ~0.02*sqrt(C)), so the loss starts a little
     above ln(V) = 10.82, as llm.c's first step prints ~11.0."""
