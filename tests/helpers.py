@@ -1,4 +1,6 @@
 """The programs as a user runs them, for the tests that check what they print."""
+import contextlib
+import io
 import subprocess
 import sys
 from pathlib import Path
@@ -13,3 +15,18 @@ def run_program(script, *args, check=True):
     if check:
         assert r.returncode == 0, r.stderr
     return r
+
+
+class Terminal(io.StringIO):
+    """A stand-in for a terminal: the progress bars (llmpy/progress.py) draw only on one."""
+    def isatty(self):
+        return True
+
+
+@contextlib.contextmanager
+def terminal():
+    """stderr as a terminal inside the block; yields what was written to it. (Not a fixture:
+    pytest's capture replaces sys.stderr again when the test's body starts.)"""
+    screen = Terminal()
+    with contextlib.redirect_stderr(screen):
+        yield screen

@@ -2,6 +2,7 @@
 gradient in exactly one bucket, each bucket final when its reduction starts, the first ones
 started while the backward still has work to do. One process, with a Comm that only records."""
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -31,6 +32,14 @@ def test_buckets_cover_every_gradient_exactly_once(cfg, size, bucket_bytes):
 def test_one_bucket_holding_everything_is_one_range_the_one_call():
     size = num_parameters(TINY) + 40        # with ZeRO-1's padding
     assert buckets.plan(TINY, size, 4, math.inf) == {buckets.EMBEDDINGS: [(0, size)]}
+
+
+def test_a_models_buckets_count_4_bytes_per_fp32_gradient():
+    # a cap of exactly the whole fp32 gradient: one bucket, one range
+    n = num_parameters(TINY)
+    model = GPT2(TINY, cpu, 1, 8, params=random_params(TINY, seed=29), comm=SimpleNamespace(rank=0, world=2),
+                 bucket_bytes=4 * n)
+    assert model.buckets == {buckets.EMBEDDINGS: [(0, n)]}
 
 
 def test_buckets_stay_under_the_cap_unless_one_layer_is_larger():
@@ -109,6 +118,16 @@ def test_only_the_micro_step_that_reduces_starts_buckets():
     assert len(comm.started) == 3
 
 
+def test_with_zero1_the_buckets_are_reduce_scattered_not_all_reduced():
+    comm = RecordingComm()
+    scattered = []
+    comm.start_reduce_scatter_mean = lambda buf, ranges: scattered.append(ranges)
+    model = GPT2(TINY, cpu, B, T, params=random_params(TINY, seed=3), comm=comm, zero=1, bucket_bytes=60_000)
+    model.zero_grad()
+    model.forward_backward(*random_batch(TINY, B, T, seed=4), reduce=True)
+    assert len(scattered) == len(model.buckets) == 3 and comm.started == []
+
+
 def test_without_buckets_reduce_gradients_is_one_call_after_the_backward():
     model, comm = recording_model(bucket_bytes=None)
     calls = []
@@ -116,3 +135,27 @@ def test_without_buckets_reduce_gradients_is_one_call_after_the_backward():
     model.forward_backward(*random_batch(TINY, B, T, seed=4), reduce=True)
     model.reduce_gradients()
     assert comm.started == [] and calls == [model.grads_flat.size]
+
+
+def test_after_a_micro_step_that_started_buckets_reduce_gradients_waits_and_reduces_nothing_more():
+    model, comm = recording_model()
+    calls = []
+    comm.wait = lambda: calls.append("wait")
+    comm.all_reduce_mean = lambda buf: calls.append("all_reduce_mean")
+    model.forward_backward(*random_batch(TINY, B, T, seed=4), reduce=True)
+    model.reduce_gradients()
+    assert calls == ["wait"]
+
+
+def test_a_step_by_forward_and_backward_after_a_bucketed_one_is_reduced_in_one_call():
+    model, comm = recording_model()
+    model.forward_backward(*random_batch(TINY, B, T, seed=4), reduce=True)
+    model.reduce_gradients()
+    calls = []
+    comm.wait = lambda: calls.append("wait")
+    comm.all_reduce_mean = lambda buf: calls.append("all_reduce_mean")
+    model.zero_grad()
+    model.forward(*random_batch(TINY, B, T, seed=5))
+    model.backward()
+    model.reduce_gradients()
+    assert calls == ["all_reduce_mean"]

@@ -13,12 +13,14 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
 from llmpy import cpu
+from llmpy.config import num_parameters
 from llmpy.distributed import Comm, launcher
 from llmpy.gpt2 import GPT2
 from llmpy.optim import AdamW, pieces
@@ -225,6 +227,25 @@ def test_plain_data_parallel_over_two_thread_ranks_trains_like_torch_adamw_on_th
     for rank, (norms, losses, params) in enumerate(results):
         assert_close(norms, norms_ref, 1e-5, f"rank {rank} gradient norms")
         assert_close(params, params_ref, 1e-5, f"rank {rank} weights")
+
+
+def three_ranks_model(zero):
+    """Rank 0's model of three processes (GPT2 reads the group's size to lay out its buffers)."""
+    return GPT2(TINY, cpu, 1, 8, params=random_params(TINY, seed=28), comm=SimpleNamespace(rank=0, world=3), zero=zero)
+
+
+def test_zero1_pads_the_flat_buffers_to_the_next_multiple_of_8_elements_per_rank():
+    # equal shards, each a whole number of 16-byte fp32 groups: TINY's parameters rounded up to 3 x 8
+    n = num_parameters(TINY)
+    padded = next(m for m in range(n, n + 24) if m % 24 == 0)
+    assert n % 24 != 0, "TINY needs no padding: the test would not see it"
+    model = three_ranks_model(zero=1)
+    assert model.params_flat.size == model.grads_flat.size == padded
+
+
+def test_without_zero1_the_flat_buffers_hold_exactly_the_parameters():
+    model = three_ranks_model(zero=0)
+    assert model.params_flat.size == model.grads_flat.size == num_parameters(TINY)
 
 
 def test_a_shard_s_pieces_are_the_nonempty_parts_of_the_tensors_it_overlaps():

@@ -12,7 +12,7 @@ import torch
 
 from llmpy import cpu
 from llmpy.config import GPT2Config, PARAM_NAMES, from_descriptor, param_shapes
-from llmpy.gpt2 import GPT2, init_params, split_flat
+from llmpy.gpt2 import GPT2, carve, init_params, split_flat
 from llmpy.optim import AdamW
 from llmpy.testing.compare import assert_close
 from llmpy.testing.torch_gpt2 import TorchGPT2
@@ -77,6 +77,20 @@ def test_tiny_model_logits_loss_and_all_gradients_match_torch():
 
 def test_d12_logits_loss_and_all_gradients_match_torch():
     check_model_against_torch(from_descriptor("d12"), B=2, T=32)
+
+
+def test_forward_backward_gives_torchs_loss_and_gradients():
+    # the one call the training program makes per micro-step, at its default loss scale
+    params = random_params(TINY, seed=30)
+    inputs, targets = random_batch(TINY, 3, 16, seed=31)
+    model = GPT2(TINY, cpu, 3, 16, params=params)
+    model.zero_grad()
+    model.forward_backward(inputs, targets)
+    ref = TorchGPT2(TINY, params)
+    loss_ref = ref(inputs, targets)[1]
+    loss_ref.backward()
+    assert abs(model.mean_loss() - loss_ref.item()) < 1e-5 * loss_ref.item()
+    assert_close(model.grads_flat, ref.flat(grads=True), 1e-5, "grads")
 
 
 def test_fresh_model_loss_is_log_vocab():
@@ -168,6 +182,52 @@ def test_gradient_accumulation_equals_one_big_batch():
 def test_sequence_longer_than_max_seq_len_is_refused():
     with pytest.raises(ValueError, match="max_seq_len"):
         GPT2(TINY, cpu, 1, TINY.max_seq_len + 1)
+
+
+@pytest.mark.parametrize("b, t", [(3, 8), (2, 9)])
+def test_a_batch_larger_than_allocated_in_either_dimension_is_refused(b, t):
+    model = GPT2(TINY, cpu, 2, 8, params=random_params(TINY, seed=23))
+    with pytest.raises(ValueError, match=f"batch {b}x{t} exceeds the allocated 2x8"):
+        model.forward(*random_batch(TINY, b, t, seed=24))
+
+
+# tensors of odd sizes and mixed dtypes, as the activations are
+CARVED = {"a": ((3,), np.float32), "b": ((5, 7), np.uint16), "c": ((65,), np.float32), "d": ((2, 3), np.int32)}
+
+
+def test_carved_views_start_on_256_byte_boundaries_with_their_shapes_and_dtypes():
+    buffer, views = carve(np, CARVED)
+    starts = []
+    for name, (shape, dtype) in CARVED.items():
+        assert views[name].shape == shape and views[name].dtype == dtype
+        starts.append(views[name].ctypes.data - buffer.ctypes.data)
+        assert starts[-1] % 256 == 0, name
+    assert len(set(starts)) == len(starts)
+
+
+def test_a_carved_buffer_pads_each_view_by_less_than_256_bytes():
+    buffer, views = carve(np, CARVED)
+    assert buffer.nbytes < sum(v.nbytes for v in views.values()) + 256 * len(views)
+
+
+def test_a_fresh_models_weights_are_decided_by_its_seed():
+    fresh = lambda seed: GPT2(TINY, cpu, 1, 8, seed=seed).params_flat
+    assert np.array_equal(fresh(5), fresh(5)) and not np.array_equal(fresh(5), fresh(6))
+
+
+def test_weights_and_gradients_are_fp32_on_the_cpu():
+    model = GPT2(TINY, cpu, 1, 8, params=random_params(TINY, seed=27))
+    assert model.params_flat.dtype == model.grads_flat.dtype == np.float32
+
+
+def test_by_default_the_forward_keeps_every_layers_gelu_output():
+    # no recompute unless asked (llm.c's -r): each layer's fch_gelu is GELU (tanh form) of its fch
+    model = GPT2(TINY, cpu, 2, 16, params=random_params(TINY, seed=25))
+    model.forward(*random_batch(TINY, 2, 16, seed=26))
+    fch, fch_gelu = (model.acts(2, 16)[name].astype(np.float64) for name in ("fch", "fch_gelu"))
+    assert fch_gelu.shape[0] == TINY.num_layers
+    gelu = 0.5 * fch * (1 + np.tanh(np.sqrt(2 / np.pi) * (fch + 0.044715 * fch ** 3)))
+    assert_close(fch_gelu, gelu, 1e-6, "fch_gelu")
 
 
 @pytest.mark.parametrize("recompute", [1, 2])

@@ -11,13 +11,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from dev.data.hellaswag import read_jsonl, render, write_evalfile
 from llmpy import LlmpyError, cpu
 from llmpy.config import GPT2Config, param_shapes
 from llmpy.gpt2 import GPT2, init_params, split_flat
-from llmpy.hellaswag import check_fits, ending_losses, evaluate, rank_slice, read_evalfile
+from llmpy.hellaswag import Example, check_fits, ending_losses, evaluate, rank_slice, read_evalfile
+from llmpy.testing.torch_gpt2 import TorchGPT2
 from llmpy.tokenizer import get_tokenizer
+from tests.helpers import terminal
+from tests.test_gpt2 import TINY, random_params
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "tests" / "data" / "hellaswag_sample.jsonl"
@@ -193,6 +197,81 @@ def test_a_token_id_equal_to_the_vocabulary_size_is_refused_and_one_below_passes
     # without a path the message names the eval file generically
     assert str(e.value) == ("eval file: example 0, ending 1: token id 97 at position 1 is not in the "
                             "model's vocabulary of 97 (ids 0-96)")
+
+
+def torch_ending_means(params, examples):
+    """The reference: each ending's row (context + ending, less its last token) alone through
+    the torch model in float64, its per-token cross-entropy -log softmax(logits)[target]
+    averaged over the positions that predict the ending's tokens."""
+    ref = TorchGPT2(TINY, params)
+    means = []
+    with torch.no_grad():
+        for ex in examples:
+            means.append([])
+            for ending in ex.endings:
+                tokens = ex.context + ending
+                logits, _ = ref([tokens[:-1]])
+                losses = -torch.log_softmax(logits[0], dim=-1)[torch.arange(len(tokens) - 1), tokens[1:]]
+                means[-1].append(losses[len(ex.context) - 1:].mean().item())
+    return means
+
+
+def random_examples(rng, n, context_lengths, ending_lengths):
+    token = lambda k: [int(t) for t in rng.integers(0, TINY.vocab_size, k)]
+    return [Example(i, 0, token(rng.choice(context_lengths)), [token(rng.choice(ending_lengths)) for _ in range(4)])
+            for i in range(n)]
+
+
+def test_ending_losses_are_torchs_token_losses_averaged_over_each_ending(rng):
+    # a random model reads every token (the chooser ignores them); rows of mixed lengths, three
+    # to a forward, so that short rows share a batch with longer ones. fp32 against fp64: 1e-5
+    params = random_params(TINY, seed=21)
+    examples = random_examples(rng, 5, range(1, 9), range(1, 8))
+    ours = ending_losses(GPT2(TINY, cpu, 3, TINY.max_seq_len, params=params), examples)
+    np.testing.assert_allclose(ours, torch_ending_means(params, examples), rtol=0, atol=1e-5)
+
+
+def test_an_example_whose_longest_row_is_exactly_T_is_scored(rng):
+    params = random_params(TINY, seed=22)
+    T = TINY.max_seq_len
+    ex = Example(0, 0, [int(t) for t in rng.integers(0, TINY.vocab_size, 10)],
+                 [[int(t) for t in rng.integers(0, TINY.vocab_size, k)] for k in (T + 1 - 10, 1, 3, 2)])
+    ours = ending_losses(GPT2(TINY, cpu, 4, T, params=params), [ex])
+    np.testing.assert_allclose(ours, torch_ending_means(params, [ex]), rtol=0, atol=1e-5)
+
+
+def test_progress_is_called_before_each_forward_of_up_to_B_rows(evalfile):
+    # the sample's 6 examples are 24 rows: 5 forwards of B = 5 rows, the last of 4
+    model, calls = chooser(B=5), []
+    forward = model.forward
+    model.forward = lambda inputs, targets: (calls.append(("forward", len(inputs))), forward(inputs, targets))
+    ending_losses(model, read_evalfile(evalfile), progress=lambda: calls.append("progress"))
+    assert calls == ["progress", ("forward", 5)] * 4 + ["progress", ("forward", 4)]
+
+
+def test_evaluate_passes_progress_on_to_each_forward(evalfile):
+    calls = []
+    evaluate(chooser(B=5), read_evalfile(evalfile), progress=lambda: calls.append("progress"))
+    assert calls == ["progress"] * 5           # 24 rows, 5 forwards of up to B = 5 rows
+
+
+def test_on_a_terminal_rank_0_draws_a_hellaswag_bar_of_its_batches(evalfile):
+    with terminal() as screen:
+        evaluate(chooser(B=5), read_evalfile(evalfile), rank=0, world=1)
+    # tqdm's first frame, before any batch: 24 rows are 5 batches of B = 5
+    assert screen.getvalue().split("\r")[1] == "HellaSwag:   0%|          | 0/5 [00:00<?, ?batch/s]"
+
+
+def test_other_ranks_draw_no_bar(evalfile):
+    with terminal() as screen:
+        evaluate(chooser(), read_evalfile(evalfile), rank=1, world=2)
+    assert screen.getvalue() == ""
+
+
+def test_ending_losses_draws_no_bar_unless_asked(evalfile):
+    with terminal() as screen:
+        ending_losses(chooser(), read_evalfile(evalfile))
+    assert screen.getvalue() == ""
 
 
 # --- bad eval files: one line naming the file and the fault

@@ -15,16 +15,21 @@ decimals (5e-7 absolute of a loss of ~4.6) and the norm 4 (5e-5 absolute).
 import contextlib
 import io
 import re
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
 import train_gpt2
+from llmpy import cpu
+from llmpy.dataloader import DataLoader
+from llmpy.gpt2 import GPT2
 from llmpy.shards import write_datafile
 from llmpy.checkpoint import read_model, read_state, write_model
 from llmpy.testing.compare import assert_close
 from llmpy.testing.torch_gpt2 import TorchGPT2
+from tests.helpers import terminal
 from tests.test_gpt2 import TINY, random_params
 
 B, T, STEPS, LR, WD, CLIP = 2, 16, 7, 1e-3, 0.1, 1.0     # CLIP: train_gpt2.py's, as llm.c's
@@ -132,3 +137,30 @@ def test_checkpoint_adamw_moments_are_torchs_after_the_last_step(run):
         theirs = np.concatenate([opt.state[p][key].reshape(-1).numpy()
                                  for tensors in ref.ordered() for p in tensors])
         assert_close(ours, theirs, 1e-5, key)
+
+
+# --- the val loss's progress bar (train_gpt2.evaluate, called directly)
+
+def val_evaluation(tmp_path, rank=0, world=1):
+    """(model, loader) of the tiny model and a val shard for train_gpt2.evaluate, the loader
+    process `rank`'s of `world`."""
+    write_datafile(tmp_path / "val.bin", np.random.default_rng(13).integers(0, TINY.vocab_size, VAL_TOKENS))
+    model = GPT2(TINY, cpu, B, T, params=random_params(TINY, seed=14))
+    return model, DataLoader(str(tmp_path / "val.bin"), B, T, rank, world, vocab_size=TINY.vocab_size)
+
+
+def test_on_a_terminal_rank_0_draws_a_val_loss_bar_of_its_batches(tmp_path):
+    model, loader = val_evaluation(tmp_path)
+    with terminal() as screen:
+        train_gpt2.evaluate(model, loader, VAL_BATCHES, lambda: None)
+    # tqdm's first frame, before any batch
+    assert screen.getvalue().split("\r")[1] == "val loss:   0%|          | 0/3 [00:00<?, ?batch/s]"
+
+
+def test_other_ranks_draw_no_val_loss_bar(tmp_path):
+    # the second of two processes, its loader reading its share of each batch
+    model, loader = val_evaluation(tmp_path, rank=1, world=2)
+    model.comm = SimpleNamespace(rank=1, world=2, sum=lambda total: 2 * total)
+    with terminal() as screen:
+        train_gpt2.evaluate(model, loader, VAL_BATCHES, lambda: None)
+    assert screen.getvalue() == ""
