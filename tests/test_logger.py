@@ -53,3 +53,6 @@ def test_the_closing_line_counts_this_runs_steps_and_tokens_and_gives_the_last_a
                      r"\(best 3\.250000\) \| HellaSwag 0\.250000", summary.line(5))
     assert m and int(m[1]) in (299, 300)
     assert train_gpt2.RunSummary(0, 1000).line(0).startswith("done: 0 steps, 0 tokens in 0s (0 tok/s)")
+    short = train_gpt2.RunSummary(0, 1000)          # under a second: still tokens over its seconds
+    short.t0 -= 0.5
+    assert 1900 <= int(re.search(r"\(([\d,]+) tok/s\)", short.line(1))[1].replace(",", "")) <= 2000
