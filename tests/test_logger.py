@@ -1,6 +1,10 @@
-"""main.log (llmpy/logger.py): llm.c's lines, resume, and the progress display's ETA."""
+"""main.log (llmpy/logger.py): llm.c's lines, resume, and the progress display's ETA; the run's
+closing line (train_gpt2.RunSummary)."""
+import re
+
 import pytest
 
+import train_gpt2
 from llmpy.logger import Logger, format_eta
 
 
@@ -37,3 +41,18 @@ def test_without_a_folder_nothing_is_written(tmp_path):
                                             (3720, "1h02m"), (86399, "23h59m"), (183600, "2d03h"), (-3, "0s")])
 def test_eta_is_shown_in_the_two_largest_units(seconds, shown):
     assert format_eta(seconds) == shown
+
+
+def test_the_closing_line_counts_this_runs_steps_and_tokens_and_gives_the_last_and_best_val_loss():
+    summary = train_gpt2.RunSummary(2, 1000)        # resumed at step 2, 1,000 tokens a step
+    summary.t0 -= 10.0                               # ten seconds ago
+    for loss in (3.5, 3.25, 3.375):
+        summary.val(loss)
+    summary.hellaswag = 0.25
+    m = re.fullmatch(r"done: 3 steps, 3,000 tokens in 10s \((\d+) tok/s\) \| val loss 3\.375000 "
+                     r"\(best 3\.250000\) \| HellaSwag 0\.250000", summary.line(5))
+    assert m and int(m[1]) in (299, 300)
+    assert train_gpt2.RunSummary(0, 1000).line(0).startswith("done: 0 steps, 0 tokens in 0s (0 tok/s)")
+    short = train_gpt2.RunSummary(0, 1000)          # under a second: still tokens over its seconds
+    short.t0 -= 0.5
+    assert 1900 <= int(re.search(r"\(([\d,]+) tok/s\)", short.line(1))[1].replace(",", "")) <= 2000

@@ -1,3 +1,5 @@
+import train_gpt2
+from llmpy import cpu
 from llmpy.config import from_descriptor
 from llmpy.mfu import flops_per_token, mfu, peak_flops
 
@@ -30,3 +32,21 @@ def test_mfu_on_an_a100_uses_its_312_tflops():
     tokens, seconds = 65536, 0.25
     expected = (6 * 124_475_904 + 6 * 12 * 768 * 1024) * tokens / seconds / 312e12
     assert abs(mfu(from_descriptor("d12"), 1024, tokens, seconds, "NVIDIA A100-SXM4-80GB") - expected) <= 1e-12
+
+
+class GPU:
+    """What the step line's MFU column asks of a backend: whether it reports MFU, and its name."""
+    reports_mfu = True
+
+    def __init__(self, name):
+        self.name = name
+
+    def device_name(self):
+        return self.name
+
+
+def test_the_step_lines_mfu_column_is_llm_c_s_percentage_on_a_gpu_n_a_on_an_unknown_one_none_on_the_cpu():
+    d12, tokens, seconds = from_descriptor("d12"), 524288, 0.75     # 56.77% on an H200 (above)
+    assert train_gpt2.mfu_column(d12, 1024, tokens, seconds, GPU("NVIDIA H200")) == " | 56.8% bf16 MFU"
+    assert train_gpt2.mfu_column(d12, 1024, tokens, seconds, GPU("Some Future GPU")) == " | n/a MFU"
+    assert train_gpt2.mfu_column(d12, 1024, tokens, seconds, cpu) == ""

@@ -71,3 +71,27 @@ def test_resumed_adamw_has_the_saved_step_count_and_moments(saved):
     np.testing.assert_array_equal(optimizer.m, before["m"])
     np.testing.assert_array_equal(optimizer.v, before["v"])
 
+
+
+class Said:
+    """The one thing say_schedule_changes asks of the communicator: rank 0's lines."""
+    def __init__(self):
+        self.lines = []
+
+    def say(self, line):
+        self.lines.append(line)
+
+
+def test_a_resumed_run_names_every_schedule_flag_it_changed_with_the_checkpoints_value():
+    then = train_gpt2.parse_args(["-k", "cosine", "-l", "1e-3", "-u", "10", "-q", "1.0", "-c", "0.0"])
+    now = train_gpt2.parse_args(["-k", "wsd", "-l", "2e-3", "-u", "20", "-q", "0.1", "-c", "0.1"])
+    comm = Said()
+    train_gpt2.say_schedule_changes(comm, {"schedule": train_gpt2.schedule(then, 100)},
+                                    train_gpt2.schedule(now, 200), 50)
+    assert comm.lines == ["-y 1: resuming with -k wsd (was cosine), -l 0.002 (was 0.001), -u 20 (was 10), "
+                          "-q 0.1 (was 1.0), -c 0.1 (was 0.0), -x 200 (was 100): from step 50 on, the learning "
+                          "rate and weight decay follow this run's flags"]
+    comm = Said()
+    train_gpt2.say_schedule_changes(comm, {"schedule": train_gpt2.schedule(now, 200)},
+                                    train_gpt2.schedule(now, 200), 50)
+    assert comm.lines == []
