@@ -260,6 +260,7 @@ def test_hellaswag_accuracy_is_printed_and_logged_every_v_steps(chooser_run, tmp
     assert r.stdout.count("HellaSwag: 4/6 = 0.666667") == 2            # steps 1 and 2, not 0
     log = (tmp_path / "out" / "main.log").read_text().splitlines()
     assert [line for line in log if "eval:" in line] == ["s:1 eval:0.666667", "s:2 eval:0.666667"]
+    assert re.search(r"^done: 2 steps, .* \| HellaSwag 0\.666667$", r.stdout, re.M)     # the closing line
 
 
 def test_sample_continues_the_prompt(chooser_run):
