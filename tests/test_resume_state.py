@@ -11,6 +11,7 @@ from llmpy.shards import write_datafile
 from llmpy import cpu
 from llmpy.checkpoint import checkpoint_paths, read_state
 from llmpy.dataloader import DataLoader
+from llmpy.distributed import Comm
 from llmpy.gpt2 import GPT2
 from llmpy.optim import AdamW
 from llmpy.outlier import OutlierDetector
@@ -73,25 +74,15 @@ def test_resumed_adamw_has_the_saved_step_count_and_moments(saved):
 
 
 
-class Said:
-    """The one thing say_schedule_changes asks of the communicator: rank 0's lines."""
-    def __init__(self):
-        self.lines = []
-
-    def say(self, line):
-        self.lines.append(line)
-
-
-def test_a_resumed_run_names_every_schedule_flag_it_changed_with_the_checkpoints_value():
+def test_a_resumed_run_names_every_schedule_flag_it_changed_with_the_checkpoints_value(capsys):
     then = train_gpt2.parse_args(["-k", "cosine", "-l", "1e-3", "-u", "10", "-q", "1.0", "-c", "0.0"])
     now = train_gpt2.parse_args(["-k", "wsd", "-l", "2e-3", "-u", "20", "-q", "0.1", "-c", "0.1"])
-    comm = Said()
+    comm = Comm(cpu)                    # one process: rank 0, which says the group's lines
     train_gpt2.say_schedule_changes(comm, {"schedule": train_gpt2.schedule(then, 100)},
                                     train_gpt2.schedule(now, 200), 50)
-    assert comm.lines == ["-y 1: resuming with -k wsd (was cosine), -l 0.002 (was 0.001), -u 20 (was 10), "
-                          "-q 0.1 (was 1.0), -c 0.1 (was 0.0), -x 200 (was 100): from step 50 on, the learning "
-                          "rate and weight decay follow this run's flags"]
-    comm = Said()
+    assert capsys.readouterr().out == ("-y 1: resuming with -k wsd (was cosine), -l 0.002 (was 0.001), -u 20 "
+                                       "(was 10), -q 0.1 (was 1.0), -c 0.1 (was 0.0), -x 200 (was 100): from "
+                                       "step 50 on, the learning rate and weight decay follow this run's flags\n")
     train_gpt2.say_schedule_changes(comm, {"schedule": train_gpt2.schedule(now, 200)},
                                     train_gpt2.schedule(now, 200), 50)
-    assert comm.lines == []
+    assert capsys.readouterr().out == ""
