@@ -2,7 +2,9 @@
 accumulation (llmpy/cuda/matmul.py, llmpy/cuda/cublaslt.py); the earlier versions on cuBLAS's
 gemm and bias kernels of ours (dev/cuda/matmul.cu).
 
-    python dev/cuda/matmul.py [version...]     # check against llmpy/cpu.py, then time
+    python dev/cuda/matmul.py [version...] [--C 768] [--N 65536]   # check, then time
+
+--C and --N set the model width and B*T (GPT-2 124M at B=64 unless given; d24 is --C 1024).
 
 Forward, out = inp @ W^T + bias, at every shape (they differ in how the bias gets in):
   1  the gemm, then a bias-add kernel over out (llm.c's first version): out is read and written
@@ -35,13 +37,15 @@ fc's bias gradient (the column sums of dfch, the fcproj backward's dinp):
  10  cuBLASLt's DGELU_BGRAD epilogue sums dfch's rows while the dinp product writes it, into a
      vector that a small kernel adds to dbias, against version 7 and our dbias kernel over dfch
 The dweight product alone: cuBLAS's gemm against cuBLASLt under each split-K reduction mask,
-with and without BGRADB. cuBLASLt's ranked algorithms: each product at each shape timed with
-the heuristic's first few choices (llmpy takes the first), to see what it leaves on the table.
-Shapes: GPT-2 124M's four matmuls at B*T = 65536 rows, and the LM head (Vp = 50304, no bias).
+with and without BGRADB. cuBLASLt's ranked algorithms: each product at each shape (and fcproj's
+dinp with the DGELU epilogue, as the model runs it) timed with the heuristic's first few choices
+(llmpy takes the first), to see what it leaves on the table.
+Shapes: GPT-2's four matmuls at width C and B*T = N rows, and the LM head (Vp = 50304, no bias).
 TFLOP/s counts 2*N*C*OC per gemm (forward one, backward two); docs/performance.md has cuBLAS alone at
 ~630-770 on the H200. torch.addmm/matmul run on the same tensors where torch is installed.
 """
 import functools
+import sys
 
 import cupy as cp
 import numpy as np
@@ -54,11 +58,25 @@ from common import OP_N, OP_T, gemm
 from llmpy.cuda import cublaslt, elementwise, matmul
 from llmpy.cuda.runtime import ceil_div, workspace
 
-N = 64 * 1024         # B*T rows, timed
+
+
+def option(name, default):
+    """--name value on the command line, taken out of sys.argv (the rest are versions)."""
+    if name not in sys.argv:
+        return default
+    at = sys.argv.index(name)
+    value = int(sys.argv[at + 1])
+    del sys.argv[at:at + 2]
+    return value
+
+
+N = option("--N", 64 * 1024)      # B*T rows, timed
+C = option("--C", 768)
 CHECK_N = 2 * 128     # rows checked against NumPy
-C, Vp = 768, 50304
+Vp = 50304
 SHAPES = [("qkv", C, 3 * C, True), ("attproj", C, C, True), ("fc", C, 4 * C, True),
           ("fcproj", 4 * C, C, True), ("lm_head", C, Vp, False)]   # (name, C in, OC out, bias)
+GELU_INPUT = "fcproj"             # the matmul whose dinp goes through GELU's backward
 ROWS_PER_CHUNK = (64, 128, 256, 512, 1024)
 CHOICES = 4                       # cuBLASLt heuristic's algorithms timed per product
 # bf16 outputs of fp32 dot products: one rounding, <= 2^-8 of each value; 1e-2 of the tensor's
@@ -299,7 +317,7 @@ def time_or_dash(fn):
 
 
 def ranked_rows(rng):
-    """Each of llmpy's three products at each shape, timed with the heuristic's first CHOICES
+    """Each of llmpy's products at each shape, timed with the heuristic's first CHOICES
     algorithms (a '-' where it offers fewer)."""
     rows = []
     for name, c, oc, has_bias in SHAPES:
@@ -318,6 +336,11 @@ def ranked_rows(rng):
             "dweight": lambda i: cublaslt.matmul(OP_N, OP_T, c, oc, N, inp, c, dout, oc, dweight,
                                                  c, dweight_epilogue, sums if has_bias else None,
                                                  accumulate=True, choice=i)}
+        if name == GELU_INPUT:
+            pre_gelu = tiled(rng, N, c)
+            products["dinp+dgelu"] = lambda i: cublaslt.matmul(
+                OP_N, OP_N, c, N, oc, weight, c, dout, oc, dinp, c, cublaslt.EPILOGUE_DGELU,
+                aux=pre_gelu, choice=i)
         for product, run in products.items():
             rows.append((name, product, *(time_or_dash(lambda: run(i)) for i in range(CHOICES))))
     return rows
