@@ -65,7 +65,8 @@ def fit(build, B, recompute, release=lambda: None, say=print):
 def advice(device, B, T, recompute, total_batch, error):
     """The one-line message for an out-of-memory error without -b auto."""
     detail = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+    more_recompute = {0: "-r 1 (recompute GELU in the backward) or -r 2 (also LayerNorm), ",
+                      1: "-r 2 (recompute LayerNorm too), "}.get(recompute, "")
     return (f"out of memory on {device} with -b {B} -t {T} -r {recompute} ({detail}): "
-            f"try -r 1 (recompute GELU in the backward) or -r 2 (also LayerNorm), a smaller -b "
-            f"with -d {total_batch} to keep the total batch by gradient accumulation, "
-            f"or -b auto to let train_gpt2.py choose")
+            f"try {more_recompute}a smaller -b with -d {total_batch} to keep the total batch by "
+            f"gradient accumulation, or -b auto to let train_gpt2.py choose")

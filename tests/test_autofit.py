@@ -1,4 +1,6 @@
 """Out of memory at start: recognising it, and -b auto's ladder of retries (llmpy/autofit.py)."""
+import re
+
 import pytest
 
 from llmpy import LlmpyError
@@ -71,8 +73,16 @@ def test_fit_gives_up_with_one_line_when_nothing_fits():
         fit(build, 4, 0, say=lambda _: None)
 
 
-def test_advice_names_recompute_smaller_batch_with_the_total_and_auto():
+def test_advice_names_the_run_smaller_batch_with_the_total_and_auto():
     text = advice("NVIDIA H200", 64, 1024, 0, 524288, MemoryError("Out of memory\nallocating"))
     assert "\n" not in text
-    for words in ("out of memory on NVIDIA H200", "-b 64 -t 1024 -r 0", "-r 1", "-r 2", "-d 524288", "-b auto"):
+    for words in ("out of memory on NVIDIA H200", "-b 64 -t 1024 -r 0", "-d 524288", "-b auto"):
         assert words in text
+
+
+@pytest.mark.parametrize("recompute, offered", [(0, ["-r 1", "-r 2"]), (1, ["-r 2"]), (2, [])])
+def test_advice_offers_only_more_recompute_than_the_run_has(recompute, offered):
+    text = advice("NVIDIA H100", 32, 1024, recompute, 524288, MemoryError("Out of memory"))
+    suggestions = text.split(": try ", 1)[1]
+    assert re.findall(r"-r \d", suggestions) == offered
+    assert "smaller -b" in suggestions and "-b auto" in suggestions
