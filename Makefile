@@ -73,7 +73,7 @@ bench: $(INSTALL)
 MUTATE_JOBS ?= 2
 mutate: $(INSTALL)
 	$(PY) -m pip install -q -r requirements-mutate.txt
-	$(PY) -m mutmut run --max-children $(MUTATE_JOBS) $(MUTANTS)
+	PYTHONPATH=. $(PY) -m mutmut run --max-children $(MUTATE_JOBS) $(MUTANTS)
 	$(PY) -m mutmut results
 
 clean:

@@ -1,3 +1,7 @@
+import os
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -22,3 +26,31 @@ def tiny_run(tmp_path):
     write_model(tmp_path / "tiny.bin", TINY, random_params(TINY, seed=0))
     return ["-e", tmp_path / "tiny.bin", "-i", tmp_path / "train.bin", "-j", tmp_path / "val.bin",
             "-b", 2, "-t", 16, "-s", 0]
+
+
+# mutmut (make mutate) learns which tests reach which function from the calls it sees in the
+# pytest process while MUTANT_UNDER_TEST is "stats"; the tests that run a program as a subprocess
+# reach it in another process. There, tests/mutmut_child/sitecustomize.py writes what each one
+# reached to a file, and these hooks credit it to the test that started the process, before
+# mutmut's own teardown hook files the test's calls.
+MUTMUT_CHILD = Path(__file__).parent / "mutmut_child"
+
+
+def collecting_mutmut_stats():
+    return os.environ.get("MUTANT_UNDER_TEST") == "stats"
+
+
+def pytest_runtest_setup(item):
+    if collecting_mutmut_stats() and "LLMPY_MUTMUT_HITS" not in os.environ:
+        os.environ["LLMPY_MUTMUT_HITS"] = tempfile.mkdtemp(prefix="mutmut_hits_")
+        os.environ["LLMPY_MUTMUT_ROOT"] = os.getcwd()
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(MUTMUT_CHILD), os.environ.get("PYTHONPATH")]))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item):
+    if collecting_mutmut_stats() and "LLMPY_MUTMUT_HITS" in os.environ:
+        from mutmut.state import state
+        for report in Path(os.environ["LLMPY_MUTMUT_HITS"]).glob("*.txt"):
+            state()._stats.update(report.read_text().split())
+            report.unlink()

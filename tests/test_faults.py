@@ -54,7 +54,8 @@ def start(tmp_path, flags, env=None):
         command += [*([":"] if rank else []), "-n", "1", "-wdir", str(tmp_path / f"rank{rank}"),
                     sys.executable, str(ROOT / "train_gpt2.py"), "--device", "cpu", *map(str, flags)]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+                            env={**os.environ, **(env or {}),
+                                 "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))})
 
 
 def descendants(pid):
