@@ -1,5 +1,6 @@
-"""How a single-process run stops: the watchdog's limits and a stalled step, SIGINT and SIGTERM with one
-line saying where to resume, kill -9 in the middle of a checkpoint write, a bad fault switch."""
+"""How a single-process run stops: the watchdog's limits, the phases it is told of, and a stalled step,
+SIGINT and SIGTERM with one line saying where to resume, kill -9 in the middle of a checkpoint write,
+a bad fault switch."""
 import os
 import signal
 import subprocess
@@ -8,8 +9,11 @@ import time
 
 import pytest
 
+import train_gpt2
+from llmpy import cpu
+from llmpy.distributed import Comm
 from llmpy.watchdog import Watchdog
-from tests.test_train import ROOT, assert_one_line_error, losses
+from tests.test_train import ROOT, assert_one_line_error, chooser_run, losses   # noqa: F401 -- a fixture
 
 
 def test_auto_limit_is_20_median_steps_but_at_least_5_minutes_and_15_before_the_first_step():
@@ -47,6 +51,35 @@ def wait(process, bound, what):
         pytest.fail(f"{what}: not ended within {bound} s")
     print(f"\n{what}: exit status {process.returncode} after {time.monotonic() - t0:.1f} s")
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+class PhaseLog(Watchdog):
+    """The watchdog without its thread (timeout 0), keeping every phase it is told of."""
+    def __init__(self):
+        super().__init__(timeout=0)
+        self.phases = []
+
+    def beat(self, step, what, slow=False):
+        super().beat(step, what, slow)
+        if not self.phases or self.phases[-1] != (step, what, slow):     # a phase per batch: once
+            self.phases.append((step, what, slow))
+
+
+def test_the_watchdog_is_told_each_phase_with_its_step_and_whether_it_is_slow(chooser_run, tmp_path, capsys):
+    # 2 steps of 2 micro-steps; the val loss at steps 0 and 2, HellaSwag, a sample and a checkpoint at step 2
+    flags = [*chooser_run, "-x", 2, "-d", 2 * 4 * 32, "-v", 2, "-m", 2, "-h", 1, "-s", 2, "-g", 2, "-n", 2,
+             "-o", tmp_path / "out"]
+    watchdog = PhaseLog()
+    train_gpt2.train(train_gpt2.parse_args(["--device", "cpu", *map(str, flags)]), cpu, Comm(cpu), watchdog)
+    step_phases = ["micro-step 1/2's forward and backward", "micro-step 2/2's forward and backward",
+                   "the loss all-reduce (every process)", "the gradient all-reduce (every process)",
+                   "the gradient norm and the update"]
+    assert watchdog.phases == [
+        (0, "the val loss", True),
+        *[(1, what, False) for what in step_phases],
+        *[(2, what, False) for what in step_phases],
+        (2, "the val loss", True), (2, "HellaSwag", True), (2, "the HellaSwag counts' all-reduce", True),
+        (2, "sampling", True), (2, "the checkpoint write", True)]
 
 
 def test_a_stalled_step_ends_the_run_with_one_line_naming_it(tiny_run, tmp_path):
