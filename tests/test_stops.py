@@ -2,6 +2,7 @@
 SIGINT and SIGTERM with one line saying where to resume, kill -9 in the middle of a checkpoint write,
 a bad fault switch."""
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -80,6 +81,15 @@ def test_the_watchdog_is_told_each_phase_with_its_step_and_whether_it_is_slow(ch
         *[(2, what, False) for what in step_phases],
         (2, "the val loss", True), (2, "HellaSwag", True), (2, "the HellaSwag counts' all-reduce", True),
         (2, "sampling", True), (2, "the checkpoint write", True)]
+
+
+def test_the_watchdog_learns_each_steps_time_for_its_automatic_limit(tiny_run, capsys):
+    watchdog = PhaseLog()
+    train_gpt2.train(train_gpt2.parse_args(["--device", "cpu", *map(str, [*tiny_run, "-x", 3, "-v", 0])]),
+                     cpu, Comm(cpu), watchdog)
+    printed = [float(ms) for ms in re.findall(r"\| ([0-9.]+) ms \|", capsys.readouterr().out)]
+    assert len(printed) == 3
+    assert [round(seconds * 1000, 2) for seconds in watchdog.durations] == printed
 
 
 def test_a_stalled_step_ends_the_run_with_one_line_naming_it(tiny_run, tmp_path):
