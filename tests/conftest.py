@@ -30,9 +30,10 @@ def tiny_run(tmp_path):
 
 # mutmut (make mutate) learns which tests reach which function from the calls it sees in the
 # pytest process while MUTANT_UNDER_TEST is "stats"; the tests that run a program as a subprocess
-# reach it in another process. There, tests/mutmut_child/sitecustomize.py writes what each one
-# reached to a file, and these hooks credit it to the test that started the process, before
-# mutmut's own teardown hook files the test's calls.
+# reach it in another process, and run its mutants there. tests/mutmut_child/sitecustomize.py
+# handles both in the subprocess; these hooks put it on the subprocesses' path under mutmut, and
+# credit what each one reached to the test that started it, before mutmut's own teardown hook
+# files the test's calls.
 MUTMUT_CHILD = Path(__file__).parent / "mutmut_child"
 
 
@@ -41,10 +42,12 @@ def collecting_mutmut_stats():
 
 
 def pytest_runtest_setup(item):
+    path = os.environ.get("PYTHONPATH", "")
+    if os.environ.get("MUTANT_UNDER_TEST") and str(MUTMUT_CHILD) not in path.split(os.pathsep):
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(MUTMUT_CHILD), path]))
     if collecting_mutmut_stats() and "LLMPY_MUTMUT_HITS" not in os.environ:
         os.environ["LLMPY_MUTMUT_HITS"] = tempfile.mkdtemp(prefix="mutmut_hits_")
         os.environ["LLMPY_MUTMUT_ROOT"] = os.getcwd()
-        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(MUTMUT_CHILD), os.environ.get("PYTHONPATH")]))
 
 
 @pytest.hookimpl(tryfirst=True)
