@@ -71,24 +71,31 @@ def test_shard_counts_split_a_range_at_the_shard_boundaries():
 
 class RecordingComm(Comm):
     """Two ranks in name; records the whole gradient buffer as it is when each bucket's
-    reduction starts, and reduces nothing."""
+    all-reduce starts, each bucket reduce-scatter's ranges, and the waits and one-call
+    all-reduces (with the size reduced) in order; reduces nothing."""
 
     def __init__(self):
         super().__init__(cpu)
         self.world = 2
-        self.started = []
+        self.started, self.scattered, self.calls = [], [], []
 
     def start_all_reduce_mean(self, buf, ranges):
         self.started.append((ranges, buf.copy()))
 
+    def start_reduce_scatter_mean(self, buf, ranges):
+        self.scattered.append(ranges)
+
     def wait(self):
-        pass
+        self.calls.append("wait")
+
+    def all_reduce_mean(self, buf):
+        self.calls.append(("all_reduce_mean", buf.size))
 
 
-def recording_model(bucket_bytes=60_000):
+def recording_model(bucket_bytes=60_000, zero=0):
     comm = RecordingComm()
     model = GPT2(TINY, cpu, B, T, params=random_params(TINY, seed=3), comm=comm,
-                 bucket_bytes=bucket_bytes)
+                 bucket_bytes=bucket_bytes, zero=zero)
     model.zero_grad()
     return model, comm
 
@@ -119,43 +126,32 @@ def test_only_the_micro_step_that_reduces_starts_buckets():
 
 
 def test_with_zero1_the_buckets_are_reduce_scattered_not_all_reduced():
-    comm = RecordingComm()
-    scattered = []
-    comm.start_reduce_scatter_mean = lambda buf, ranges: scattered.append(ranges)
-    model = GPT2(TINY, cpu, B, T, params=random_params(TINY, seed=3), comm=comm, zero=1, bucket_bytes=60_000)
-    model.zero_grad()
+    model, comm = recording_model(zero=1)
     model.forward_backward(*random_batch(TINY, B, T, seed=4), reduce=True)
-    assert len(scattered) == len(model.buckets) == 3 and comm.started == []
+    assert len(comm.scattered) == len(model.buckets) == 3 and comm.started == []
 
 
 def test_without_buckets_reduce_gradients_is_one_call_after_the_backward():
     model, comm = recording_model(bucket_bytes=None)
-    calls = []
-    comm.all_reduce_mean = lambda buf: calls.append(buf.size)
     model.forward_backward(*random_batch(TINY, B, T, seed=4), reduce=True)
     model.reduce_gradients()
-    assert comm.started == [] and calls == [model.grads_flat.size]
+    assert comm.started == [] and comm.calls == [("all_reduce_mean", model.grads_flat.size)]
 
 
 def test_after_a_micro_step_that_started_buckets_reduce_gradients_waits_and_reduces_nothing_more():
     model, comm = recording_model()
-    calls = []
-    comm.wait = lambda: calls.append("wait")
-    comm.all_reduce_mean = lambda buf: calls.append("all_reduce_mean")
     model.forward_backward(*random_batch(TINY, B, T, seed=4), reduce=True)
     model.reduce_gradients()
-    assert calls == ["wait"]
+    assert comm.calls == ["wait"]
 
 
 def test_a_step_by_forward_and_backward_after_a_bucketed_one_is_reduced_in_one_call():
     model, comm = recording_model()
     model.forward_backward(*random_batch(TINY, B, T, seed=4), reduce=True)
     model.reduce_gradients()
-    calls = []
-    comm.wait = lambda: calls.append("wait")
-    comm.all_reduce_mean = lambda buf: calls.append("all_reduce_mean")
+    comm.calls.clear()
     model.zero_grad()
     model.forward(*random_batch(TINY, B, T, seed=5))
     model.backward()
     model.reduce_gradients()
-    assert calls == ["all_reduce_mean"]
+    assert comm.calls == [("all_reduce_mean", model.grads_flat.size)]
