@@ -7,6 +7,7 @@ import pytest
 
 from llmpy.shards import write_datafile
 from llmpy.checkpoint import write_model
+from tests.helpers import path_first
 from tests.test_gpt2 import TINY, random_params
 
 
@@ -44,7 +45,7 @@ def collecting_mutmut_stats():
 def pytest_runtest_setup(item):
     path = os.environ.get("PYTHONPATH", "")
     if os.environ.get("MUTANT_UNDER_TEST") and str(MUTMUT_CHILD) not in path.split(os.pathsep):
-        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(MUTMUT_CHILD), path]))
+        os.environ["PYTHONPATH"] = path_first(MUTMUT_CHILD, path)
     if collecting_mutmut_stats() and "LLMPY_MUTMUT_HITS" not in os.environ:
         os.environ["LLMPY_MUTMUT_HITS"] = tempfile.mkdtemp(prefix="mutmut_hits_")
         os.environ["LLMPY_MUTMUT_ROOT"] = os.getcwd()

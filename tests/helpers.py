@@ -1,6 +1,7 @@
 """The programs as a user runs them, for the tests that check what they print."""
 import contextlib
 import io
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,11 @@ def run_program(script, *args, check=True):
     if check:
         assert r.returncode == 0, r.stderr
     return r
+
+
+def path_first(folder, pythonpath):
+    """A PYTHONPATH that searches folder first, then pythonpath's folders (if any)."""
+    return os.pathsep.join(filter(None, [str(folder), pythonpath]))
 
 
 class Terminal(io.StringIO):
