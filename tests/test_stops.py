@@ -12,6 +12,7 @@ import pytest
 
 import train_gpt2
 from llmpy import cpu
+from llmpy.checkpoint import checkpoint_paths
 from llmpy.distributed import Comm
 from llmpy.watchdog import Watchdog
 from tests.test_train import ROOT, assert_one_line_error, chooser_run, losses   # noqa: F401 -- a fixture
@@ -148,6 +149,8 @@ def test_kill_9_in_the_middle_of_a_checkpoint_write_resumes_like_a_run_that_neve
     deadline = time.monotonic() + 60
     while not (out / "model_00000004.bin").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
+    time.sleep(1.0)                 # stalled after the model file: a second later, still no state file
+    assert not os.path.exists(checkpoint_paths(str(out), 4, rank=0)[1])
     process.kill()                                       # SIGKILL: no handler, no clean-up
     wait(process, 60, "SIGKILL in checkpoint 4's write")
     assert (out / "DONE_00000002").exists() and not (out / "DONE_00000004").exists()

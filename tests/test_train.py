@@ -264,9 +264,9 @@ def test_hellaswag_accuracy_is_printed_and_logged_every_v_steps(chooser_run, tmp
     assert re.search(r"^done: 2 steps, .* \| HellaSwag 0\.666667$", r.stdout, re.M)     # the closing line
 
 
-def test_sample_continues_the_prompt(chooser_run):
-    r = run(*chooser_run, "-x", 1, "-v", 0, "-s", 1, "-g", 3, "--prompt", "A man", "--top_k", 1)
-    assert "generating:\n---\nA man banana banana banana\n---" in r.stdout
+def test_sample_continues_the_prompt_after_each_s_steps_not_before_the_first(chooser_run):
+    r = run(*chooser_run, "-x", 2, "-v", 0, "-s", 1, "-g", 3, "--prompt", "A man", "--top_k", 1)
+    assert r.stdout.count("generating:\n---\nA man banana banana banana\n---") == 2     # steps 1 and 2
 
 
 def test_auto_batch_without_memory_pressure_takes_the_whole_total_batch(tiny_run):
