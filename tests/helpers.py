@@ -23,6 +23,13 @@ def path_first(folder, pythonpath):
     return os.pathsep.join(filter(None, [str(folder), pythonpath]))
 
 
+def child_env(**variables):
+    """The environment of a process that runs the repository's code (mpiexec's ranks, a script
+    started from another folder): this one's, with `variables`, and the repository first on
+    PYTHONPATH, keeping what was there (under `make mutate`, the folder that runs the mutant)."""
+    return {**os.environ, **variables, "PYTHONPATH": path_first(ROOT, os.environ.get("PYTHONPATH"))}
+
+
 class Terminal(io.StringIO):
     """A stand-in for a terminal: the progress bars (llmpy/progress.py) draw only on one."""
     def isatty(self):

@@ -1,10 +1,10 @@
 """dev/allreduce_bench.py under mpiexec on the CPU: rank 0 alone states the all-reduce's time and
 bus bandwidth, and a single process is told to start several."""
-import os
 import re
 import subprocess
 import sys
 
+from tests.helpers import child_env
 from tests.test_distributed import MPIEXEC, needs_mpi
 from tests.test_train import ROOT
 
@@ -15,7 +15,7 @@ LINE = re.compile(r"^all-reduce of 4\.0 MB over 2 ranks \(cpu\): [\d.]+ ms, algo
 def bench(*launcher):
     return subprocess.run([*launcher, sys.executable, "dev/allreduce_bench.py", "--device", "cpu", "--mb", "4",
                            "--reps", "3"], capture_output=True, text=True, cwd=ROOT, timeout=120,
-                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+                          env=child_env())
 
 
 @needs_mpi

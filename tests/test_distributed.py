@@ -26,6 +26,7 @@ from llmpy.gpt2 import GPT2
 from llmpy.optim import AdamW, pieces
 from llmpy.testing.compare import assert_close
 from llmpy.testing.torch_gpt2 import TorchGPT2
+from tests.helpers import child_env
 from tests.test_gpt2 import TINY, random_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,7 +64,7 @@ def single_process(rows):
 
 def two_ranks(tmp_path, zero):
     out = tmp_path / f"zero{zero}.npz"
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = child_env()
     r = subprocess.run([mpiexec(), "-n", "2", sys.executable, "-m", "tests.dp_worker", str(out), str(zero)],
                        capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
     assert r.returncode == 0, r.stderr
@@ -260,7 +261,7 @@ def test_a_shard_s_pieces_are_the_nonempty_parts_of_the_tensors_it_overlaps():
 
 def mpirun(n, *args, check=True):
     from tests.test_train import ROOT as root
-    env = dict(os.environ, PYTHONPATH=str(root))
+    env = child_env()
     r = subprocess.run([mpiexec(), "-n", str(n), sys.executable, str(root / "train_gpt2.py"),
                         "--device", "cpu", *map(str, args)], capture_output=True, text=True,
                        cwd=root, env=env, timeout=300)

@@ -16,7 +16,7 @@ import pytest
 
 from llmpy.shards import write_datafile
 from llmpy.checkpoint import write_model
-from tests.helpers import path_first
+from tests.helpers import child_env
 from tests.test_distributed import MPIEXEC, needs_mpi
 from tests.test_gpt2 import TINY, random_params
 
@@ -55,7 +55,7 @@ def start(tmp_path, flags, env=None):
         command += [*([":"] if rank else []), "-n", "1", "-wdir", str(tmp_path / f"rank{rank}"),
                     sys.executable, str(ROOT / "train_gpt2.py"), "--device", "cpu", *map(str, flags)]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **(env or {}), "PYTHONPATH": path_first(ROOT, os.environ.get("PYTHONPATH"))})
+                            env=child_env(**(env or {})))
 
 
 def descendants(pid):

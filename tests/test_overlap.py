@@ -4,12 +4,12 @@ With two ranks each element's mean is (a + b) / 2 whatever the call that carries
 runs must agree bit for bit: the printed losses and norms, the model file and every rank's
 optimizer state. Also a launch from a hostfile, and the flags' bad values."""
 import filecmp
-import os
 import subprocess
 import sys
 
 import pytest
 
+from tests.helpers import child_env
 from tests.test_distributed import MPIEXEC, mpirun, needs_mpi
 from tests.test_train import ROOT, STEP_LINE, assert_one_line_error, run
 
@@ -67,7 +67,7 @@ def test_a_single_process_says_nothing_of_the_reduction(tiny_run):
 def test_a_hostfile_naming_localhost_twice_launches_the_two_processes(tiny_run, tmp_path):
     hosts = tmp_path / "hosts"
     hosts.write_text("localhost:1\nlocalhost:1\n")
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = child_env()
     args = [*tiny_run, *ACCUMULATE, "-z", 1]
     r = subprocess.run([MPIEXEC, "-f", str(hosts), "-n", "2", sys.executable, str(ROOT / "train_gpt2.py"),
                         "--device", "cpu", *map(str, args)], capture_output=True, text=True, cwd=ROOT,
