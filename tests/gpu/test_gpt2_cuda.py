@@ -127,35 +127,54 @@ def test_recomputed_layernorms_give_the_same_gradient_bits():
     assert np.array_equal(*grads)
 
 
+# full batches, a smaller one (a second graph), and two micro-steps of gradient accumulation
+# (a third): ((b, t), loss scale) of each forward_backward
+GRAPH_STEPS = [((4, 16), 1.0), ((4, 16), 1.0), ((2, 9), 1.0), ((4, 16), 1.0), ((2, 9), 1.0),
+               ((4, 16), 0.5), ((4, 16), 0.5), ((4, 16), 0.5), ((4, 16), 0.5)]
+
+
+def graph_run(params, graphs):
+    """GRAPH_STEPS through forward_backward (graphs) or forward and backward (eager), with an
+    update after each step; each micro-step's mean loss and gradient bits."""
+    model = GPT2(TINY, cuda, 4, 16, params=params)
+    optimizer = AdamW(model, params)
+    steps = []
+    for i, ((b, t), scale) in enumerate(GRAPH_STEPS):
+        inputs, targets = random_batch(TINY, b, t, seed=200 + i)
+        if scale == 1.0 or i % 2 == 1:
+            model.zero_grad()
+        if graphs:
+            model.forward_backward(inputs, targets, loss_scale=scale)
+        else:
+            model.forward(inputs, targets, loss_scale=scale)
+            model.backward()
+        steps.append((model.mean_loss(), cuda.to_host(model.grads_flat).view(np.uint16)))
+        if scale == 1.0 or i % 2 == 0:
+            optimizer.update(1e-3)
+    return steps
+
+
 def test_graph_replays_give_the_bits_of_eager_steps():
     # forward_backward captures one CUDA graph per batch shape and loss scale on its first call
-    # and replays it after: each step must see its new batch and the updated weights. Steps: full
-    # batches, a smaller one (a second graph), and two micro-steps of gradient accumulation.
+    # and replays it after: each step must see its new batch and the updated weights
     params = random_params(TINY, seed=19)
-    schedule = [((4, 16), 1.0), ((4, 16), 1.0), ((2, 9), 1.0), ((4, 16), 1.0), ((2, 9), 1.0),
-                ((4, 16), 0.5), ((4, 16), 0.5), ((4, 16), 0.5), ((4, 16), 0.5)]
-    runs = []
-    for graphs in (False, True):
-        model = GPT2(TINY, cuda, 4, 16, params=params)
-        optimizer = AdamW(model, params)
-        steps = []
-        for i, ((b, t), scale) in enumerate(schedule):
-            inputs, targets = random_batch(TINY, b, t, seed=200 + i)
-            if scale == 1.0 or i % 2 == 1:
-                model.zero_grad()
-            if graphs:
-                model.forward_backward(inputs, targets, loss_scale=scale)
-            else:
-                model.forward(inputs, targets, loss_scale=scale)
-                model.backward()
-            steps.append((model.mean_loss(), cuda.to_host(model.grads_flat).view(np.uint16)))
-            if scale == 1.0 or i % 2 == 0:
-                optimizer.update(1e-3)
-        runs.append(steps)
-    assert len(runs[1]) == len(schedule)
-    for i, ((loss, grads), (loss_g, grads_g)) in enumerate(zip(*runs)):
+    eager, graphs = graph_run(params, graphs=False), graph_run(params, graphs=True)
+    assert len(graphs) == len(GRAPH_STEPS)
+    for i, ((loss, grads), (loss_g, grads_g)) in enumerate(zip(eager, graphs)):
         assert loss == loss_g, f"step {i}"
         assert np.array_equal(grads, grads_g), f"step {i}"
+
+
+def test_each_batch_shape_and_loss_scale_is_captured_once_then_replayed(monkeypatch):
+    # capturing again at every step would run each step eagerly and pay for a capture besides
+    captured = []
+
+    def capture(fn):
+        captured.append(fn)
+        return cuda.Graph(fn)
+    monkeypatch.setattr(cuda, "capture", capture)
+    graph_run(random_params(TINY, seed=19), graphs=True)
+    assert len(captured) == 3
 
 
 def test_update_clipping_on_the_device_takes_the_step_of_a_host_norm():
@@ -184,3 +203,23 @@ def test_master_weights_start_from_the_fp32_weights_not_their_bf16_copy():
     master = cuda.to_host(AdamW(model, params).master)
     assert not np.array_equal(cuda.to_host(model.params_flat).astype(np.float32), params), "nothing rounded"
     assert np.array_equal(master, params)
+
+
+@pytest.mark.parametrize("zero", [0, 1])
+def test_params_fp32_are_the_fp32_master_weights_not_their_bf16_copy(zero):
+    # after updates, the weights as fp32 are the master copy; with ZeRO-1 (one process here: its
+    # shard is the whole padded buffer) gathered from the shards, cut to the parameters
+    params = random_params(TINY, seed=23)
+    model = GPT2(TINY, cuda, 4, 16, params=params, zero=zero)
+    optimizer = AdamW(model, params)
+    for seed in (24, 25):
+        model.zero_grad()
+        model.forward(*random_batch(TINY, 4, 16, seed=seed))
+        model.backward()
+        optimizer.update(1e-3)
+    n = params.size
+    weights = optimizer.params_fp32()
+    assert weights.dtype == np.float32 and weights.shape == (n,)
+    assert np.array_equal(weights, cuda.to_host(optimizer.master)[:n])
+    assert not np.array_equal(weights, params), "no update taken"
+    assert not np.array_equal(weights, cuda.to_host(model.params_flat[:n]).astype(np.float32)), "nothing rounded"
