@@ -50,7 +50,7 @@ def batch_size(text):
         raise argparse.ArgumentTypeError(f"invalid value {text!r}: an integer or auto") from None
 
 
-def parse_args(argv):
+def arg_parser():
     p = Parser(prog="train_gpt2.py", add_help=False, allow_abbrev=False,
                formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                description="Train GPT-2 with llmpy (llm.c's flags).")
@@ -112,7 +112,7 @@ def parse_args(argv):
         help="HellaSwag eval file (made by dev/data/hellaswag.py)")
     arg("-s", dest="sample_every", type=int, default=20, help="sample every N steps (0: never)")
     arg("-g", dest="gen_tokens", type=int, default=64, help="tokens to sample")
-    arg("--prompt", default=None, help="sample continuations of this text (default: from <|endoftext|>)")
+    arg("--prompt", default=None, help="sample continuations of this text (none: from <|endoftext|>)")
     arg("--temperature", type=float, default=1.0, help="sampling temperature")
     arg("--top_k", type=int, default=0, help="sample from the K most likely tokens only (0: all)")
     # debugging, device
@@ -121,10 +121,14 @@ def parse_args(argv):
     arg("--seed", type=int, default=42, help="seed for a fresh model's weights and for sampling")
     arg("--max_skips", type=int, default=16,
         help="stop the run when this many updates in a row were skipped (non-finite or -sl/-sg; 0: never)")
-    arg("--watchdog", type=float, default=-1, help="end the job when a step makes no progress for this "
+    arg("--watchdog", type=float, default=-1.0, help="end the job when a step makes no progress for this "
         "many seconds (-1: 20x the median step time, at least 300; 0: never); start-up, evaluation and "
         "checkpoint writes get at least 900")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv):
+    return arg_parser().parse_args(argv)
 
 
 def check_args(args):

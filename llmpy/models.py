@@ -11,7 +11,7 @@ from llmpy.hf import HF_MODELS, load_hf_gpt2
 MODEL_HELP = ("llm.c model file, a descriptor for a fresh model (" + ", ".join(DESCRIPTORS) + "), OpenAI's "
               "GPT-2 from the Hugging Face cache (" + ", ".join(HF_MODELS) + "), a Hugging Face GPT-2 folder, "
               "or a train_gpt2.py -o folder (its newest complete checkpoint)")
-HF_DIR_HELP = "with -e gpt2*: folder with its config.json and model.safetensors (default: the Hugging Face cache)"
+HF_DIR_HELP = "with -e gpt2*: folder with its config.json and model.safetensors (none: the Hugging Face cache)"
 
 
 def load_model_params(spec, hf_dir=None):
