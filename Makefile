@@ -69,11 +69,13 @@ bench: $(INSTALL)
 	$(PY) dev/bench.py
 
 # mutation testing (slow: not part of `make test` or CI), configured in setup.cfg; the score and
-# every surviving mutant are in tests/README.md. MUTANTS narrows it, e.g. MUTANTS='llmpy.cpu*'
+# every surviving mutant are in tests/README.md. MUTANTS narrows it, e.g. MUTANTS='llmpy.cpu*'.
+# Bytecode is written even where PYTHONDONTWRITEBYTECODE is set: without it every process a test
+# starts compiles mutants/train_gpt2.py (~7 MB with its mutants) again, ~7 s each.
 MUTATE_JOBS ?= 2
 mutate: $(INSTALL)
 	$(PY) -m pip install -q -r requirements-mutate.txt
-	PYTHONPATH=. $(PY) -m mutmut run --max-children $(MUTATE_JOBS) $(MUTANTS)
+	env -u PYTHONDONTWRITEBYTECODE PYTHONPATH=. $(PY) -m mutmut run --max-children $(MUTATE_JOBS) $(MUTANTS)
 	$(PY) -m mutmut results
 
 clean:
