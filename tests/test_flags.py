@@ -80,7 +80,8 @@ def test_each_flags_help_is_the_reviewed_text_in_order():
     assert parser.description == "Train GPT-2 with llmpy (llm.c's flags)."
 
 
-def test_help_lists_every_flag_with_its_default_and_exits(capsys):
+def test_help_lists_every_flag_with_its_default_and_exits(monkeypatch, capsys):
+    monkeypatch.setenv("COLUMNS", "100")          # argparse wraps at the terminal's width
     with pytest.raises(SystemExit) as done:
         train_gpt2.parse_args(["--help"])
     printed = capsys.readouterr().out
