@@ -130,6 +130,14 @@ def test_an_error_nccl_reports_ends_the_job_at_once_after_aborting_the_communica
                              "while waiting for the gradient all-reduce; ending the job")
 
 
+def test_the_default_watchdog_lets_a_slow_step_finish(tiny_run, tmp_path):
+    # -1, the automatic limit: 15 minutes until a step time is known, then 20 median steps, at least 5
+    process = start(tiny_run, tmp_path, "-x", 3, fault="stall:step=2:rank=0:seconds=2")
+    r = wait(process, 60, "a 2-second step 2 under the default --watchdog")
+    assert r.returncode == 0, r.stderr
+    assert "step    3/3 |" in r.stdout
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_stops_the_run_with_one_line_saying_where_to_resume(tiny_run, tmp_path, signum):
     process = start(tiny_run, tmp_path, "-x", 4, "--watchdog", 0, fault="stall:step=3:rank=0")
