@@ -3,6 +3,7 @@ model trains in, the state file with any master weights, then its DONE marker an
 write it refuses (a NaN or inf about to be saved): one line naming the tensor and the newest
 complete checkpoint, no file of the refused step left, the complete one untouched."""
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,6 +25,11 @@ def save_again(out_dir, run, step=LATER):
 
 def files(out_dir, step):
     return [p for p in checkpoint_paths(str(out_dir), step, rank=0) if os.path.exists(p)]
+
+
+def contents(out_dir, step):
+    """The bytes of each file of the checkpoint of `step` there is."""
+    return {p: Path(p).read_bytes() for p in files(out_dir, step)}
 
 
 def test_a_checkpoint_is_the_fp32_model_file_the_state_and_its_done_marker_then_a_line(tmp_path, capsys):
@@ -64,14 +70,14 @@ def poison(run, what):
                                          ("master weights", "master weights")])
 def test_a_non_finite_value_refuses_the_checkpoint_naming_it_and_the_newest_complete_one(tmp_path, what, named):
     _, run, _ = save_run(tmp_path)
-    kept = {p: open(p, "rb").read() for p in files(tmp_path, STEP)}
+    kept = contents(tmp_path, STEP)
     poison(run, what)
     with pytest.raises(LlmpyError) as refused:
         save_again(tmp_path, run)
     assert str(refused.value) == (f"checkpoint {LATER} not written (the newest complete one is step {STEP}): "
                                   f"step {LATER}: {named} holds inf at element 7: NaN and inf are not trainable values")
     assert files(tmp_path, LATER) == [] and complete_checkpoint_steps(str(tmp_path)) == [STEP]
-    assert {p: open(p, "rb").read() for p in files(tmp_path, STEP)} == kept
+    assert contents(tmp_path, STEP) == kept
 
 
 def test_a_refused_first_checkpoint_says_there_is_no_complete_one_yet(tmp_path):
@@ -86,9 +92,9 @@ def test_a_refused_first_checkpoint_says_there_is_no_complete_one_yet(tmp_path):
 def test_a_refused_rewrite_of_a_complete_checkpoint_keeps_its_files(tmp_path):
     # a run that fell back from an unreadable newest checkpoint writes that step again
     _, run, _ = save_run(tmp_path)
-    kept = {p: open(p, "rb").read() for p in files(tmp_path, STEP)}
+    kept = contents(tmp_path, STEP)
     poison(run, "AdamW m")
     with pytest.raises(LlmpyError, match=rf"^checkpoint {STEP} not written \(the newest complete one is step {STEP}\)"):
         save_again(tmp_path, run, step=STEP)
-    assert {p: open(p, "rb").read() for p in files(tmp_path, STEP)} == kept
+    assert contents(tmp_path, STEP) == kept
     assert complete_checkpoint_steps(str(tmp_path)) == [STEP]

@@ -72,11 +72,15 @@ def test_a_flag_is_never_abbreviated():
         train_gpt2.parse_args(["--temp", "0.5"])
 
 
+def reviewed_helps():
+    """Each flag's help, in the parser's order, as reviewed: a change to one shows in review there."""
+    return json.loads((ROOT / "tests" / "data" / "train_gpt2_flags.json").read_text())
+
+
 def test_each_flags_help_is_the_reviewed_text_in_order():
-    # tests/data/train_gpt2_flags.json holds them: a change to one shows in review as a change there
     parser = train_gpt2.arg_parser()
     helps = [(" ".join(action.option_strings), action.help) for action in parser._actions]
-    assert helps == list(json.loads((ROOT / "tests" / "data" / "train_gpt2_flags.json").read_text()).items())
+    assert helps == list(reviewed_helps().items())
     assert parser.description == "Train GPT-2 with llmpy (llm.c's flags)."
 
 
@@ -86,7 +90,7 @@ def test_help_lists_every_flag_with_its_default_and_exits(monkeypatch, capsys):
         train_gpt2.parse_args(["--help"])
     printed = capsys.readouterr().out
     assert done.value.code == 0 and printed.startswith("usage: train_gpt2.py [--help] [-i TRAIN_DATA]")
-    for flag, _ in json.loads((ROOT / "tests" / "data" / "train_gpt2_flags.json").read_text()).items():
+    for flag in reviewed_helps():
         assert f"{flag} " in printed, flag
     assert "sequence length (default: 1024)" in printed
 

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 import train_gpt2
-from llmpy import JobError
+from llmpy import JobError, cpu
 from llmpy.config import from_descriptor
 from llmpy.logger import Logger
 from llmpy.watchdog import Watchdog
@@ -137,13 +137,6 @@ class Device(GPU):
         return 3 * 2**30
 
 
-class CPU:
-    reports_mfu = False
-
-    def memory_in_use(self):
-        return None
-
-
 @pytest.fixture
 def clock(monkeypatch):
     clock = Clock()
@@ -165,7 +158,7 @@ def report(t, clock, step, ends_after):
 
 
 def test_the_step_line_is_llm_c_s_with_the_step_time_tokens_per_second_and_eta(tmp_path, clock):
-    t = stepper(tmp_path, CPU())
+    t = stepper(tmp_path, cpu)
     clock.now = 100.0
     report(t, clock, 0, 2.0)
     assert t.comm.said == [("step    1/10 | loss 2.500000 | norm 1.2500 | lr 3.00e-04 | 2000.00 ms | "
@@ -175,7 +168,7 @@ def test_the_step_line_is_llm_c_s_with_the_step_time_tokens_per_second_and_eta(t
 
 
 def test_the_eta_is_the_steps_left_times_the_mean_step_since_the_first_ended(tmp_path, clock):
-    t = stepper(tmp_path, CPU())
+    t = stepper(tmp_path, cpu)
     for step, seconds in enumerate([2.0, 1.0, 3.0]):
         report(t, clock, step, seconds)
     # after step 2: 8 steps left at 1 s (the first step's 2 s, with its start-up, left out);
@@ -186,7 +179,7 @@ def test_the_eta_is_the_steps_left_times_the_mean_step_since_the_first_ended(tmp
 
 
 def test_a_resumed_runs_eta_counts_the_steps_it_has_done_itself(tmp_path, clock):
-    t = stepper(tmp_path, CPU(), start=5, num_steps=20)
+    t = stepper(tmp_path, cpu, start=5, num_steps=20)
     report(t, clock, 5, 4.0)
     report(t, clock, 6, 2.0)
     assert t.comm.said[1][0].startswith("step    7/20 |") and t.comm.said[1][0].endswith("| eta 26s")  # 13 x 2 s
