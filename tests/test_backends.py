@@ -1,7 +1,8 @@
 """Which backend a run takes, and what it says: a machine whose nvidia-smi lists a GPU never
-trains on the CPU without a line saying why; a GPU older than Ampere or a driver older than the
-installed CuPy is named with what is needed. The CPU CI has no CuPy: a fake nvidia-smi on PATH
-makes it such a machine for real; the device queries' answers are passed in directly."""
+trains on the CPU without a line saying why, unless --device cpu asked for it; a GPU older than
+Ampere or a driver older than the installed CuPy is named with what is needed. The CPU CI has no
+CuPy: a fake nvidia-smi on PATH makes it such a machine for real; the device queries' answers are
+passed in directly."""
 import subprocess
 import sys
 
@@ -21,6 +22,12 @@ def test_auto_on_a_gpu_machine_without_usable_cuda_says_why_before_the_cpu(tiny_
     assert r.returncode == 0, r.stderr
     warning = [line for line in r.stderr.splitlines() if line.startswith("warning:")]
     assert len(warning) == 1 and "NVIDIA L4" in warning[0] and "training on the CPU" in warning[0]
+    assert 1 in losses(r.stdout)
+
+
+def test_device_cpu_on_a_gpu_machine_trains_on_the_cpu_without_a_warning(tiny_run, tmp_path):
+    r = train(tiny_run, fake_nvidia_smi(tmp_path / "bin", "12.4", gpus=("NVIDIA L4",)), device="cpu")
+    assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
     assert 1 in losses(r.stdout)
 
 

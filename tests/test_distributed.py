@@ -311,6 +311,20 @@ def test_resuming_with_another_number_of_processes_is_an_error(tiny_run, tmp_pat
     assert r.returncode != 0 and "as many" in r.stderr and "Traceback" not in r.stderr
 
 
+@needs_mpi
+def test_rank_0_alone_writes_main_log(tiny_run, tmp_path):
+    mpirun(2, *tiny_run, "-x", 2, "-v", 0, "-o", tmp_path / "out")
+    log = (tmp_path / "out" / "main.log").read_text().splitlines()
+    assert [line.split()[0] for line in log] == ["s:1", "s:2"]
+
+
+@needs_mpi
+def test_auto_batch_with_two_processes_is_a_one_line_error(tiny_run):
+    r = mpirun(2, *tiny_run, "-b", "auto", "-x", 1, check=False)
+    assert r.returncode == 1
+    assert r.stderr.strip() == "error: -b auto runs in a single process; with 2, give -b"
+
+
 def test_open_mpi_launcher_with_mpich_library_is_a_one_line_error(tiny_run):
     """Open MPI's mpirun marks its ranks with OMPI_COMM_WORLD_SIZE; mpi4py here loads MPICH (the
     mpich wheel), whose start-up would abort every rank: one line says which launcher to use."""

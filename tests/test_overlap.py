@@ -54,6 +54,13 @@ def test_one_bucket_holding_everything_gives_the_bits_of_one_call(tiny_run):
 
 
 @needs_mpi
+def test_the_reduction_line_counts_two_buckets_in_the_plural(tiny_run):
+    # the tiny model's 0.11 MiB of gradients in buckets of up to 0.1 MiB
+    r = mpirun(2, *tiny_run, "-x", 1, "-v", 0, "--bucket_mb", 0.1)
+    assert "gradient reduction: 2 buckets of up to 0.1 MiB, started during the backward" in r.stdout
+
+
+@needs_mpi
 def test_overlap_is_on_by_default_with_several_processes(tiny_run):
     r = mpirun(2, *tiny_run, "-x", 1, "-v", 0)
     assert "1 bucket of up to 25 MiB, started during the backward" in r.stdout

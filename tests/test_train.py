@@ -238,6 +238,13 @@ def test_a_step_that_makes_the_weights_non_finite_writes_no_checkpoint_and_prune
         "DONE_00000002", "main.log", "model_00000002.bin", "state_00000002_00000.bin"]
 
 
+def test_seed_draws_a_fresh_model_s_weights(tiny_run):
+    # step 1's loss is the fresh weights' on the first batch
+    seven, seven_again, eight = (losses(run(*tiny_run, "-e", "d6", "-x", 1, "-v", 0, "--seed", seed).stdout)[1]
+                                 for seed in (7, 7, 8))
+    assert seven == seven_again != eight
+
+
 def test_without_thresholds_no_update_is_skipped(spike_run):
     assert "skipping" not in run(*spike_run).stdout
 
@@ -258,6 +265,7 @@ def chooser_run(tmp_path):
 
 def test_hellaswag_accuracy_is_printed_and_logged_every_v_steps(chooser_run, tmp_path):
     r = run(*chooser_run, "-x", 2, "-v", 1, "-m", 1, "-s", 0, "-h", 1, "-o", tmp_path / "out")
+    assert re.search(r"^batch: .* \| val 1 batches \| HellaSwag 6 examples$", r.stdout, re.M)
     assert r.stdout.count("HellaSwag: 4/6 = 0.666667") == 2            # steps 1 and 2, not 0
     log = (tmp_path / "out" / "main.log").read_text().splitlines()
     assert [line for line in log if "eval:" in line] == ["s:1 eval:0.666667", "s:2 eval:0.666667"]
@@ -267,6 +275,19 @@ def test_hellaswag_accuracy_is_printed_and_logged_every_v_steps(chooser_run, tmp
 def test_sample_continues_the_prompt_after_each_s_steps_not_before_the_first(chooser_run):
     r = run(*chooser_run, "-x", 2, "-v", 0, "-s", 1, "-g", 3, "--prompt", "A man", "--top_k", 1)
     assert r.stdout.count("generating:\n---\nA man banana banana banana\n---") == 2     # steps 1 and 2
+
+
+def test_seed_picks_the_samples(tmp_path):
+    write_datafile(tmp_path / "train.bin", np.random.default_rng(0).integers(0, 50257, 3000))
+    write_model(tmp_path / "m.bin", TINY_GPT2_VOCAB, random_params(TINY_GPT2_VOCAB, seed=0))
+
+    def sample(seed):       # at temperature 1 over the whole vocabulary
+        r = run("-e", tmp_path / "m.bin", "-i", tmp_path / "train.bin", "-b", 2, "-t", 16, "-x", 1, "-v", 0,
+                "-s", 1, "-g", 8, "--seed", seed)
+        return re.findall(r"generating:\n---\n(.*?)\n---", r.stdout, re.S)
+
+    three, three_again, four = sample(3), sample(3), sample(4)
+    assert len(three) == 1 and three == three_again != four
 
 
 def test_auto_batch_without_memory_pressure_takes_the_whole_total_batch(tiny_run):
@@ -350,6 +371,11 @@ def test_truncated_model_file_is_an_error(tiny_run, tmp_path):
     path = tmp_path / "tiny.bin"
     path.write_bytes(path.read_bytes()[:-100])
     assert_one_line_error(run(*tiny_run, check=False), str(path), "truncated")
+
+
+def test_train_data_shorter_than_one_step_is_an_error(tiny_run):
+    r = run(*tiny_run, "-d", 4096, "-v", 0, check=False)
+    assert_one_line_error(r, f"-i {tiny_run[3]}: 4,000 tokens, less than one step of 4,096; use -x or a smaller -d")
 
 
 def test_missing_data_file_is_an_error(tiny_run, tmp_path):
