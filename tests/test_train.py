@@ -295,12 +295,23 @@ def test_auto_batch_without_memory_pressure_takes_the_whole_total_batch(tiny_run
     assert "-b auto: chose B=4 -r 0" in r.stdout and "total 64 tokens = 1 micro-steps" in r.stdout
 
 
-LIMITED = """import resource, runpy, sys
-import train_gpt2  # every module imported before the limit
+def test_auto_batch_resumed_starts_at_the_checkpoint_s_b(tiny_run, tmp_path):
+    # B=2 chosen by hand; -b auto alone would take the whole total batch, B=4
+    run(*tiny_run, "-d", 64, "-x", 2, "-v", 0, "-o", tmp_path / "out", "-n", 2)
+    r = run(*tiny_run, "-b", "auto", "-d", 64, "-x", 3, "-v", 0, "-o", tmp_path / "out", "-y", 1)
+    assert "-b auto: chose B=2 -r 0" in r.stdout and "resumed from step 2" in r.stdout
+
+
+# every module imported, and the script compiled, before the limit: what the limit leaves is the
+# run's (the compiler's memory would depend on the script's size: make mutate's is 7 MB)
+LIMITED = """import resource, sys
+import train_gpt2
+with open({script!r}) as f:
+    script = compile(f.read(), {script!r}, 'exec')
 vm = int([l for l in open('/proc/self/status') if l.startswith('VmSize')][0].split()[1]) * 1024
 resource.setrlimit(resource.RLIMIT_AS, (vm + {headroom} * 2**20,) * 2)
 sys.argv = ['train_gpt2.py'] + sys.argv[1:]
-runpy.run_path({script!r}, run_name='__main__')
+exec(script, {{'__name__': '__main__', '__file__': {script!r}}})
 """
 
 
