@@ -6,6 +6,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from llmpy.checkpoint import write_model
 from llmpy.config import GPT2Config
 from tests.test_gpt2 import TINY, random_params
@@ -95,10 +97,12 @@ def test_resuming_with_another_schedule_says_which_flags_changed(tiny_run, tmp_p
             "weight decay follow this run's flags") in r.stdout
 
 
-def test_max_steps_at_or_below_the_resumed_step_is_an_error(tiny_run, tmp_path):
-    run(*tiny_run, "-x", 2, "-v", 0, "-o", tmp_path / "out", "-n", 2)
-    assert_one_line_error(run(*tiny_run, "-x", 2, "-v", 0, "-o", tmp_path / "out", "-y", 1, check=False),
-                          "-x 2: the checkpoint in", "is at step 2 already")
+@pytest.mark.parametrize("x, steps, said", [(2, 2, "-x 2: "), (-1, 125, "-x -1 (one epoch: 125 steps): ")])
+def test_max_steps_at_or_below_the_resumed_step_is_an_error(tiny_run, tmp_path, x, steps, said):
+    # one epoch: 4,000 tokens // 32 a step
+    run(*tiny_run, "-x", steps, "-v", 0, "-o", tmp_path / "out", "-n", steps)
+    assert_one_line_error(run(*tiny_run, "-x", x, "-v", 0, "-o", tmp_path / "out", "-y", 1, check=False),
+                          said + "the checkpoint in", f"is at step {steps} already; give a larger -x to train on")
 
 
 # --- fallback
