@@ -97,6 +97,10 @@ def arg_parser():
         help="skip the update when the grad norm's z-score over the last 64 steps exceeds this (0: off)")
     arg("-r", dest="recompute", type=int, default=0, choices=(0, 1, 2),
         help="recompute in the backward to save memory: 0 none, 1 GELU, 2 GELU and LayerNorm")
+    arg("--fp8", type=int, default=0, choices=(0, 1),
+        help="1: the blocks' linear layers (qkv, attproj, fc, fcproj) in FP8 on a GPU with FP8 tensor "
+        "cores (compute capability 8.9+): E4M3 activations and weights, E5M2 gradients, delayed "
+        "per-tensor scales")
     arg("-z", dest="zero", type=int, default=0, choices=(0, 1),
         help="ZeRO stage with several processes: 1 shards AdamW state and master weights")
     arg("--overlap", type=int, default=1, choices=(0, 1),
@@ -197,7 +201,8 @@ def build_model(args, cfg, ops, params, B, comm):
     both (see llmpy/autofit.py). Returns (model, optimizer, B, recompute)."""
     def build(b, recompute):
         model = GPT2(cfg, ops, b, args.T, params=params, recompute=recompute, comm=comm,
-                     zero=args.zero, bucket_bytes=args.bucket_mb * 2**20 if args.overlap else None)
+                     zero=args.zero, bucket_bytes=args.bucket_mb * 2**20 if args.overlap else None,
+                     fp8=args.fp8)
         optimizer = AdamW(model, params, beta1=args.beta1, beta2=args.beta2, eps=args.eps,
                           weight_decay=args.weight_decay, grad_clip=args.grad_clip)
         if args.B == "auto":      # one forward/backward at full size finds what the first step needs
@@ -588,7 +593,7 @@ def setup(args, ops, comm, watchdog):
 
     say(f"model: L={cfg.num_layers} C={cfg.channels} NH={cfg.num_heads} maxT={cfg.max_seq_len} "
           f"V={cfg.vocab_size} Vp={cfg.padded_vocab_size} | {params.size:,} parameters | "
-          f"device {ops.device_name()} | recompute {recompute}"
+          f"device {ops.device_name()} | recompute {recompute}" + (" | FP8 linear layers" if args.fp8 else "")
         + (f" | {comm.world} processes, ZeRO-{args.zero}" if comm.world > 1 else ""))
     say("memory: " + " | ".join(f"{k} {v / 2**20:,.0f} MiB" for k, v in memory_report(model, optimizer).items()))
     if comm.world > 1:

@@ -4,6 +4,10 @@
     python dev/bench.py --model d24 --B 32 --steps 20
     python dev/bench.py --profile             # also: where one llmpy step's time goes, per kernel
 
+On a GPU with FP8 tensor cores (Ada, Hopper) llmpy runs twice, bf16 and --fp8 1 (`--no-fp8`: bf16
+only); the FP8 run's MFU counts its FLOPs against the bf16 peak, as every other row's, and once
+more against the FP8 peak (twice the bf16 one).
+
 Each side trains from the same fresh weights on the Shakespeare shards; the first --warmup steps
 (NVRTC/torch.compile, cuBLAS heuristics) are not timed; the rest are timed one step each with
 CUDA events and the median is reported. PyTorch runs as a tuned user would run it:
@@ -15,7 +19,7 @@ from collections import defaultdict
 
 import cupy as cp
 
-from llmpy import cuda
+from llmpy import backends, cuda
 from llmpy.config import from_descriptor
 from llmpy.dataloader import DataLoader
 from llmpy.gpt2 import GPT2, init_params
@@ -29,8 +33,8 @@ LLM_C_FIGURES = ("llm.c on an H200, d12 B=64 T=1024 (docs/performance.md): ~115 
                  "with cuDNN flash attention; ~170 ms, ~382K with its own attention kernels")
 
 
-def bench_llmpy(cfg, params, loader, args):
-    model = GPT2(cfg, cuda, args.B, args.T, params=params)
+def bench_llmpy(cfg, params, loader, args, fp8=0):
+    model = GPT2(cfg, cuda, args.B, args.T, params=params, fp8=fp8)
     optimizer = AdamW(model, params)
     losses = []
 
@@ -117,6 +121,7 @@ def main():
     p.add_argument("--profile", action="store_true",
                    help="per-kernel time breakdown of llmpy's steps (CUPTI through torch.profiler)")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
+    p.add_argument("--no-fp8", action="store_true", help="skip llmpy's --fp8 1 run")
     p.add_argument("--curve-every", type=int, default=10, help="loss table: every N-th step")
     args = p.parse_args()
 
@@ -126,28 +131,41 @@ def main():
     device = cuda.device_name()
     rows = []
     t0 = time.time()
-    ms, memory, losses = bench_llmpy(cfg, params, DataLoader(args.data, args.B, args.T, vocab_size=cfg.vocab_size), args)
-    rows.append(("llmpy", ms, memory, losses))
-    cp.get_default_memory_pool().free_all_blocks()      # the model is gone: room for PyTorch
-    print(f"llmpy done in {time.time() - t0:.0f} s", flush=True)
+    fp8_runs = [0] if args.no_fp8 or backends.fp8_capability_problem(
+        device, cp.cuda.Device().compute_capability) else [0, 1]
+    for fp8 in fp8_runs:
+        name = "llmpy fp8" if fp8 else "llmpy"
+        ms, memory, losses = bench_llmpy(cfg, params, DataLoader(args.data, args.B, args.T, vocab_size=cfg.vocab_size),
+                                         args, fp8=fp8)
+        rows.append((name, ms, memory, losses))
+        cp.get_default_memory_pool().free_all_blocks()      # the model is gone: room for the next
+        print(f"{name} done in {time.time() - t0:.0f} s", flush=True)
     if not args.no_torch:
         ms, memory, losses = bench_torch(cfg, params, DataLoader(args.data, args.B, args.T, vocab_size=cfg.vocab_size), args)
         rows.append(("pytorch", ms, memory, losses))
 
     print(f"\n{args.model}, B={args.B}, T={args.T}, {device}, median of {args.steps} steps after {args.warmup}")
-    if len(rows) == 2:      # same weights, same batches, same lr: the loss curves should agree
-        print("\nstep | llmpy loss | pytorch loss")
+    if len(rows) > 1:       # same weights, same batches, same lr: the loss curves should agree
+        print("\nstep | " + " | ".join(f"{name} loss" for name, *_ in rows))
         for i in range(0, len(rows[0][3]), args.curve_every):
-            print(f"{i + 1:4d} | {rows[0][3][i]:10.4f} | {rows[1][3][i]:12.4f}")
+            print(f"{i + 1:4d} | " + " | ".join(f"{losses[i]:{len(name) + 5}.4f}" for name, _, _, losses in rows))
     print(f"\n{args.model}, B={args.B}, T={args.T}, {device}, median of {args.steps} steps after {args.warmup}")
-    print(f"{'system':8s} | {'ms/step':>8s} | {'tokens/s':>10s} | {'MFU':>6s} | {'peak GiB':>8s} | last loss")
+    print(f"{'system':9s} | {'ms/step':>8s} | {'tokens/s':>10s} | {'MFU':>6s} | {'peak GiB':>8s} | last loss")
     for name, ms, memory, losses in rows:
         fraction = mfu(cfg, args.T, tokens, ms / 1000, device)
         mfu_text = "n/a" if fraction is None else f"{100 * fraction:.1f}%"
-        print(f"{name:8s} | {ms:8.2f} | {tokens / ms * 1000:10.0f} | {mfu_text:>6s} | "
+        print(f"{name:9s} | {ms:8.2f} | {tokens / ms * 1000:10.0f} | {mfu_text:>6s} | "
               f"{memory / 2**30:8.2f} | {losses[-1]:.4f}")
-    if len(rows) == 2:
-        print(f"llmpy / pytorch throughput: {rows[1][1] / rows[0][1]:.3f}x")
+    times = {name: ms for name, ms, _, _ in rows}
+    if "llmpy fp8" in times:
+        fraction = mfu(cfg, args.T, tokens, times["llmpy fp8"] / 1000, device)
+        if fraction is not None:
+            print(f"llmpy fp8 MFU against the FP8 peak (2x bf16's): {50 * fraction:.1f}%")
+        print(f"llmpy fp8 / bf16 throughput: {times['llmpy'] / times['llmpy fp8']:.3f}x")
+    if "pytorch" in times:
+        for name in ("llmpy", "llmpy fp8"):
+            if name in times:
+                print(f"{name} / pytorch throughput: {times['pytorch'] / times[name]:.3f}x")
     if (args.model, args.B, args.T) == ("d12", 64, 1024):
         print(LLM_C_FIGURES)
 

@@ -9,6 +9,7 @@ from llmpy import LlmpyError, cpu
 from llmpy.kernel_options import MIN_CAPABILITY
 
 REINSTALL = "run `make clean install` on this machine"
+FP8_MIN_CAPABILITY = 89     # FP8 tensor cores: Ada and Hopper
 
 
 def load(device):
@@ -52,6 +53,15 @@ def capability_problem(name, capability):
     return (f"{name} has compute capability {capability[:-1]}.{capability[-1]}; llmpy's kernels "
             f"need {MIN_CAPABILITY // 10}.{MIN_CAPABILITY % 10} or newer (A100, A10, L4, RTX 30xx "
             "and later)")
+
+
+def fp8_capability_problem(name, capability):
+    """Why --fp8 1 cannot run on a GPU of this compute capability, or None: cuBLASLt's FP8
+    products need FP8 tensor cores (Ada and Hopper: 8.9 and newer)."""
+    if int(capability) >= FP8_MIN_CAPABILITY:
+        return None
+    return (f"{name} has compute capability {capability[:-1]}.{capability[-1]}; FP8 matmuls need "
+            f"{FP8_MIN_CAPABILITY // 10}.{FP8_MIN_CAPABILITY % 10} or newer (L4, L40S, RTX 40xx, H100, H200)")
 
 
 def cupy_build():

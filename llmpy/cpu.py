@@ -14,7 +14,7 @@ import sys
 
 import numpy as np
 
-from llmpy import fused
+from llmpy import LlmpyError, fused
 from llmpy.optim import clip_factor  # noqa: F401 -- the optimizer's formula, this backend's op
 
 xp = np
@@ -46,6 +46,11 @@ def device_name():
 def memory_in_use():
     """Bytes the backend holds on its device; None where that is not tracked (host memory)."""
     return None
+
+
+def fp8_linears(cfg, params, B, T):
+    raise LlmpyError("--fp8 1: the CPU has no FP8 tensor cores; it needs a GPU of compute "
+                     "capability 8.9 or newer (L4, L40S, RTX 40xx, H100, H200)")
 
 
 capture = None              # no graphs to capture a sequence of ops into: they run as called

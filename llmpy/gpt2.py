@@ -91,7 +91,7 @@ class GPT2:
     """A GPT-2 for micro-batches of up to B sequences of up to T tokens on one backend."""
 
     def __init__(self, cfg, ops, B, T, params=None, seed=42, recompute=0, comm=None, zero=0,
-                 bucket_bytes=None):
+                 bucket_bytes=None, fp8=0):
         if T > cfg.max_seq_len:
             raise ValueError(f"T={T} is larger than the model's max_seq_len {cfg.max_seq_len}")
         self.cfg, self.ops, self.B, self.T = cfg, ops, B, T
@@ -114,6 +114,10 @@ class GPT2:
         self.grads_flat = xp.zeros(padded, dtype=ops.param_dtype)
         self.params = split_flat(self.params_flat, shapes)
         self.grads = split_flat(self.grads_flat, shapes)
+        # fp8=1: the blocks run on the backend's FP8 ops (llmpy/cuda/fp8_linear.py), whose matmuls
+        # of the four linear layers are FP8 and whose every other op is the backend's
+        self.fp8 = ops.fp8_linears(cfg, self.params, B, T) if fp8 else None
+        self.block_ops = self.fp8 or ops
         # with several processes and bucket_bytes, the gradients are reduced in buckets of at
         # most that size, each started as soon as the backward has finished it (overlap);
         # otherwise in one call after the backward
@@ -194,6 +198,7 @@ class GPT2:
         buffer is overwritten by dlogits = loss_scale/(b*t) * (softmax - onehot) for backward.
         loss_scale is 1/grad_accum_steps when gradients are accumulated over micro-steps."""
         self._load_batch(inputs, targets)
+        self._fp8_calibrate(loss_scale)
         self._forward(targets is not None, loss_scale)
 
     def _load_batch(self, inputs, targets):
@@ -208,10 +213,12 @@ class GPT2:
             self.ops.upload(self.targets[:b, :t], targets)
 
     def _forward(self, with_targets, loss_scale):
-        ops, cfg, p = self.ops, self.cfg, self.params
+        ops, cfg, p = self.block_ops, self.cfg, self.params
         b, t = self.batch_shape
         a = self.acts(b, t)
         NH = cfg.num_heads
+        if self.fp8:
+            self.fp8.start_forward()
 
         ops.encoder_forward(a["encoded"], self.inputs_bt, p["wte"], p["wpe"])
         # the first layernorm; every later one is fused with the residual add that feeds it
@@ -271,7 +278,7 @@ class GPT2:
     def _backward_layers(self, reduce):
         """The backward down to dresidual, the gradient of the embeddings' sum; with `reduce`,
         each bucket's reduction starts as soon as the layers it holds are done."""
-        ops, cfg, p, g = self.ops, self.cfg, self.params, self.grads
+        ops, cfg, p, g = self.block_ops, self.cfg, self.params, self.grads
         b, t = self.batch_shape
         a = self.acts(b, t)
         NH = cfg.num_heads
@@ -346,6 +353,7 @@ class GPT2:
         if graph is not None:
             graph.launch()
         else:
+            self._fp8_calibrate(loss_scale)
             self._forward(True, loss_scale)
             self._backward_layers(reduce)
             if self.ops.capture is not None:   # the eager run made every workspace and plan
@@ -354,6 +362,19 @@ class GPT2:
         if reduce:
             self._start_reduction(buckets.EMBEDDINGS)
         self._reducing = reduce
+
+    def _fp8_calibrate(self, loss_scale):
+        """With FP8, each cast's scale comes from its tensor's largest |x| in the passes before
+        (llmpy/fp8.py): before the first pass, one forward and backward of this batch records
+        them (against the targets buffer as it stands: only magnitudes count), its gradients
+        dropped."""
+        if self.fp8 is None or self.fp8.calibrated:
+            return
+        grads = self.grads_flat.copy()
+        self._forward(True, loss_scale)
+        self._backward_layers(reduce=False)
+        self.grads_flat[...] = grads
+        self.fp8.calibrated = True
 
     def _captured(self, loss_scale, reduce):
         self._forward(True, loss_scale)

@@ -6,7 +6,7 @@ passed in directly."""
 import subprocess
 import sys
 
-from llmpy.backends import capability_problem, driver_problem
+from llmpy.backends import capability_problem, driver_problem, fp8_capability_problem
 from tests.test_install import fake_nvidia_smi, no_nvidia_smi
 from tests.test_train import ROOT, losses
 
@@ -65,6 +65,20 @@ def test_gpus_older_than_ampere_are_named_with_the_requirement():
 def test_ampere_and_newer_gpus_pass_the_capability_gate():
     for capability in ("80", "86", "89", "90", "100", "120"):
         assert capability_problem("GPU", capability) is None
+
+
+def test_fp8_on_the_cpu_is_a_one_line_error(tiny_run):
+    r = train([*tiny_run, "--fp8", "1"], no_nvidia_smi(), device="cpu")
+    assert r.returncode == 1 and r.stderr.startswith("error: --fp8 1: the CPU has no FP8 tensor cores")
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_fp8_needs_ada_or_hopper_and_names_the_gpu_that_is_older():
+    problem = fp8_capability_problem("NVIDIA A100-SXM4-80GB", "80")
+    assert problem.startswith("NVIDIA A100-SXM4-80GB has compute capability 8.0") and "8.9 or newer" in problem
+    assert fp8_capability_problem("NVIDIA A10", "86") is not None
+    for capability in ("89", "90", "100", "120"):
+        assert fp8_capability_problem("GPU", capability) is None
 
 
 def test_a_driver_older_than_cupys_cuda_says_to_reinstall():

@@ -14,7 +14,7 @@ DEFAULTS = {
     "model": "d12", "hf_dir": None, "out_dir": None, "checkpoint_every": 0, "checkpoints_keep": 0, "major_every": 0,
     "resume": 0, "B": 4, "T": 1024, "total_batch": -1, "max_steps": -1, "shuffle": 1, "schedule": "cosine",
     "lr": 3e-4, "warmup": 0, "final_lr_frac": 1.0, "weight_decay": 0.0, "beta1": 0.9, "beta2": 0.95, "eps": 1e-8,
-    "grad_clip": 1.0, "skip_lossz": 0.0, "skip_gradz": 0.0, "recompute": 0, "zero": 0, "overlap": 1,
+    "grad_clip": 1.0, "skip_lossz": 0.0, "skip_gradz": 0.0, "recompute": 0, "fp8": 0, "zero": 0, "overlap": 1,
     "bucket_mb": 25.0, "val_every": 20, "val_batches": 20, "hellaswag": 0, "sample_every": 20, "gen_tokens": 64,
     "prompt": None, "temperature": 1.0, "top_k": 0, "overfit": 0, "device": "auto", "seed": 42, "max_skips": 16,
     "watchdog": -1.0,
@@ -39,7 +39,8 @@ def test_the_defaults_are_the_readmes():
     ("-l", "1e-3", "lr", 1e-3), ("-u", "5", "warmup", 5), ("-q", "0.1", "final_lr_frac", 0.1),
     ("-c", "0.1", "weight_decay", 0.1), ("--beta1", "0.8", "beta1", 0.8), ("--beta2", "0.99", "beta2", 0.99),
     ("--eps", "1e-6", "eps", 1e-6), ("--grad_clip", "0.5", "grad_clip", 0.5), ("-sl", "5", "skip_lossz", 5.0),
-    ("-sg", "6", "skip_gradz", 6.0), ("-r", "2", "recompute", 2), ("-z", "1", "zero", 1),
+    ("-sg", "6", "skip_gradz", 6.0), ("-r", "2", "recompute", 2), ("--fp8", "1", "fp8", 1),
+    ("-z", "1", "zero", 1),
     ("--overlap", "0", "overlap", 0), ("--bucket_mb", "1.5", "bucket_mb", 1.5), ("-v", "5", "val_every", 5),
     ("-m", "-1", "val_batches", -1), ("-h", "1", "hellaswag", 1), ("--hellaswag", "h.bin", "hellaswag_file", "h.bin"),
     ("-s", "3", "sample_every", 3), ("-g", "8", "gen_tokens", 8), ("--prompt", "Hi", "prompt", "Hi"),
@@ -53,7 +54,7 @@ def test_each_flag_sets_its_setting_with_its_type(flag, value, setting, parsed):
 
 
 CHOICES = {"-y": ["0", "1"], "--shuffle": ["0", "1"], "-k": ["cosine", "linear", "constant", "wsd"],
-           "-r": ["0", "1", "2"], "-z": ["0", "1"], "--overlap": ["0", "1"], "-h": ["0", "1"], "-a": ["0", "1"],
+           "-r": ["0", "1", "2"], "--fp8": ["0", "1"], "-z": ["0", "1"], "--overlap": ["0", "1"], "-h": ["0", "1"], "-a": ["0", "1"],
            "--device": ["auto", "cpu", "cuda"]}
 
 

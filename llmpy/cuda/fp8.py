@@ -11,7 +11,7 @@ Activations and weights are E4M3, gradients E5M2; every operand comes with its s
 (a device fp32 scalar), which the product multiplies in. In cuBLASLt's column-major terms each
 is D (m, n) = A^T B with A and B the row-major copies above read as column-major."""
 from llmpy import fp8
-from llmpy.cuda import cublaslt
+from llmpy.cuda import cublaslt, matmul
 from llmpy.cuda.cublaslt import CUDA_R_8F_E4M3, CUDA_R_8F_E5M2, OP_N, OP_T
 from llmpy.cuda.runtime import ceil_div, launch
 from llmpy.launch_config import KNOBS
@@ -45,23 +45,29 @@ def update_scales(scale, scale_inv, history, amax, fmt, margin=0):
            tensors, length, fmt.max, 2.0 ** -margin)
 
 
-def _product(D, m, n, k, A, a_fmt, a_inv, B, b_fmt, b_inv, accumulate=False, fast_accum=False):
-    cublaslt.matmul(OP_T, OP_N, m, n, k, A, k, B, k, D, m, accumulate=accumulate,
-                    fp8=(CUDA_TYPES[a_fmt], a_inv, CUDA_TYPES[b_fmt], b_inv),
+def _product(D, m, n, k, A, a_fmt, a_inv, B, b_fmt, b_inv, accumulate=False, fast_accum=False,
+             epilogue=cublaslt.EPILOGUE_DEFAULT, bias=None, aux=None):
+    cublaslt.matmul(OP_T, OP_N, m, n, k, A, k, B, k, D, m, epilogue, bias, aux,
+                    accumulate=accumulate, fp8=(CUDA_TYPES[a_fmt], a_inv, CUDA_TYPES[b_fmt], b_inv),
                     fast_accum=fast_accum)
 
 
-def forward(out, inp, inp_inv, weight, weight_inv, fast_accum=True):
-    """out (N, OC) bf16 = inp (N, C) E4M3 . weight (OC, C) E4M3 over C."""
+def forward(out, inp, inp_inv, weight, weight_inv, fast_accum=True, bias=None, pre_gelu=None):
+    """out (N, OC) bf16 = inp (N, C) E4M3 . weight (OC, C) E4M3 over C, with llmpy/cuda/matmul.py's
+    epilogues: + bias (OC, bf16); with pre_gelu, pre_gelu = the sum and out = gelu(pre_gelu)."""
     (N, C), OC = inp.shape, weight.shape[0]
+    epilogue = matmul.FORWARD_EPILOGUES[bias is not None, pre_gelu is not None]
     _product(out, OC, N, C, weight, fp8.E4M3, weight_inv, inp, fp8.E4M3, inp_inv,
-             fast_accum=fast_accum)
+             fast_accum=fast_accum, epilogue=epilogue, bias=bias, aux=pre_gelu)
 
 
-def backward_inp(dinp, dout, dout_inv, weight_t, weight_inv):
-    """dinp (N, C) bf16 = dout (N, OC) E5M2 . weight_t (C, OC) E4M3 over OC."""
+def backward_inp(dinp, dout, dout_inv, weight_t, weight_inv, pre_gelu=None):
+    """dinp (N, C) bf16 = dout (N, OC) E5M2 . weight_t (C, OC) E4M3 over OC; with pre_gelu (laid
+    out as dinp), times gelu'(pre_gelu) in the epilogue (the fcproj backward's)."""
     (N, OC), C = dout.shape, weight_t.shape[0]
-    _product(dinp, C, N, OC, weight_t, fp8.E4M3, weight_inv, dout, fp8.E5M2, dout_inv)
+    epilogue = cublaslt.EPILOGUE_DEFAULT if pre_gelu is None else cublaslt.EPILOGUE_DGELU
+    _product(dinp, C, N, OC, weight_t, fp8.E4M3, weight_inv, dout, fp8.E5M2, dout_inv,
+             epilogue=epilogue, aux=pre_gelu)
 
 
 def backward_weight(dweight, dout_t, dout_inv, inp_t, inp_inv):

@@ -5,17 +5,22 @@ forward stores each activation ~10 times per layer over 12 layers, and the error
 random walk, to ~1e-2 of a tensor's scale for logits and gradients — llm.c's test_gpt2cu accepts
 the same order. A wrong formula gives errors of order 1, so the checks still bite.
 """
+import cupy as cp
 import numpy as np
 import pytest
 import torch
 
-from llmpy import cpu, cuda
+from llmpy import backends, cpu, cuda
 from llmpy.config import GPT2Config, PARAM_NAMES, from_descriptor, param_shapes
 from llmpy.gpt2 import GPT2, split_flat
 from llmpy.optim import AdamW
 from llmpy.testing.compare import rel_error
 from llmpy.testing.torch_gpt2 import TorchGPT2
 from tests.test_gpt2 import random_batch, random_params
+
+NEEDS_FP8 = pytest.mark.skipif(
+    backends.fp8_capability_problem(cuda.device_name(), cp.cuda.Device().compute_capability) is not None,
+    reason="no FP8 tensor cores")
 
 # small, with GPT-2's head size of 64 (the flash attention kernel's)
 TINY = GPT2Config(max_seq_len=64, vocab_size=97, padded_vocab_size=128, num_layers=2,
@@ -133,10 +138,10 @@ GRAPH_STEPS = [((4, 16), 1.0), ((4, 16), 1.0), ((2, 9), 1.0), ((4, 16), 1.0), ((
                ((4, 16), 0.5), ((4, 16), 0.5), ((4, 16), 0.5), ((4, 16), 0.5)]
 
 
-def graph_run(params, graphs):
+def graph_run(params, graphs, fp8=0):
     """GRAPH_STEPS through forward_backward (graphs) or forward and backward (eager), with an
     update after each step; each micro-step's mean loss and gradient bits."""
-    model = GPT2(TINY, cuda, 4, 16, params=params)
+    model = GPT2(TINY, cuda, 4, 16, params=params, fp8=fp8)
     optimizer = AdamW(model, params)
     steps = []
     for i, ((b, t), scale) in enumerate(GRAPH_STEPS):
@@ -154,11 +159,13 @@ def graph_run(params, graphs):
     return steps
 
 
-def test_graph_replays_give_the_bits_of_eager_steps():
+@pytest.mark.parametrize("fp8", [0, pytest.param(1, marks=NEEDS_FP8)], ids=["bf16", "fp8"])
+def test_graph_replays_give_the_bits_of_eager_steps(fp8):
     # forward_backward captures one CUDA graph per batch shape and loss scale on its first call
-    # and replays it after: each step must see its new batch and the updated weights
+    # and replays it after: each step must see its new batch and the updated weights (and with
+    # FP8, the scales and weight casts of each pass: (2, 9)'s 18 rows run the bf16 products)
     params = random_params(TINY, seed=19)
-    eager, graphs = graph_run(params, graphs=False), graph_run(params, graphs=True)
+    eager, graphs = graph_run(params, graphs=False, fp8=fp8), graph_run(params, graphs=True, fp8=fp8)
     assert len(graphs) == len(GRAPH_STEPS)
     for i, ((loss, grads), (loss_g, grads_g)) in enumerate(zip(eager, graphs)):
         assert loss == loss_g, f"step {i}"
