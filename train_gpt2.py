@@ -98,9 +98,9 @@ def arg_parser():
     arg("-r", dest="recompute", type=int, default=0, choices=(0, 1, 2),
         help="recompute in the backward to save memory: 0 none, 1 GELU, 2 GELU and LayerNorm")
     arg("--fp8", type=int, default=0, choices=(0, 1),
-        help="1: the blocks' linear layers (qkv, attproj, fc, fcproj) in FP8 on a GPU with FP8 tensor "
-        "cores (compute capability 8.9+): E4M3 activations and weights, E5M2 gradients, delayed "
-        "per-tensor scales")
+        help="1: the blocks' linear layers (qkv, attproj, fc, fcproj) in FP8: E4M3 activations and "
+        "weights, E5M2 gradients, delayed per-tensor scales (a GPU needs compute capability 8.9+, "
+        "the CPU emulates it)")
     arg("-z", dest="zero", type=int, default=0, choices=(0, 1),
         help="ZeRO stage with several processes: 1 shards AdamW state and master weights")
     arg("--overlap", type=int, default=1, choices=(0, 1),

@@ -14,7 +14,8 @@ import sys
 
 import numpy as np
 
-from llmpy import LlmpyError, fused
+from llmpy import fused
+from llmpy.fp8_linear import Fp8Linears
 from llmpy.optim import clip_factor  # noqa: F401 -- the optimizer's formula, this backend's op
 
 xp = np
@@ -49,8 +50,9 @@ def memory_in_use():
 
 
 def fp8_linears(cfg, params, B, T):
-    raise LlmpyError("--fp8 1: the CPU has no FP8 tensor cores; it needs a GPU of compute "
-                     "capability 8.9 or newer (L4, L40S, RTX 40xx, H100, H200)")
+    """--fp8 1 emulated: the blocks' matmuls on FP8 values (llmpy/cpu_fp8.py)."""
+    from llmpy import cpu_fp8       # here: it runs this module's GELU
+    return Fp8Linears(sys.modules[__name__], cpu_fp8, cfg, params, B, T)
 
 
 capture = None              # no graphs to capture a sequence of ops into: they run as called

@@ -12,19 +12,20 @@ import ml_dtypes
 import numpy as np
 
 from llmpy import LlmpyError, backends, fused
+from llmpy.fp8_linear import Fp8Linears
 from llmpy.cuda.adamw import adamw_update, clip_factor, clip_scale, global_norm_squared  # noqa: F401
 from llmpy.cuda.classifier import classifier_forward_backward  # noqa: F401
 from llmpy.cuda.elementwise import gelu_backward, gelu_forward, residual_forward  # noqa: F401
 from llmpy.cuda.flash_attention import (attention_backward, attention_backward_sums,  # noqa: F401
                                         attention_forward, attention_saved)
 from llmpy.cuda.encoder import encoder_backward, encoder_forward  # noqa: F401
-from llmpy.cuda.fp8_linear import Fp8Linears
 from llmpy.cuda.layernorm import (layernorm_backward, layernorm_backward_sums,  # noqa: F401
                                    layernorm_forward, residual_layernorm_forward)
 from llmpy.cuda.matmul import bias_backward, matmul_backward, matmul_forward  # noqa: F401
 # cuBLASLt's epilogues compute the tanh GELU of kernels/gelu.cu: with another activation there,
 # drop this line (the fused ops then run the matmul and that kernel) or pick its epilogue
 from llmpy.cuda.matmul import gelu_matmul_backward, matmul_gelu_forward  # noqa: F401
+from llmpy.cuda import fp8 as fp8_kernels
 from llmpy.cuda.runtime import SYNC, Graph
 
 # the fused ops of llmpy/fused.py: each one imported above is our kernel or epilogue for it; any
@@ -63,7 +64,7 @@ def fp8_linears(cfg, params, B, T):
     problem = backends.fp8_capability_problem(device_name(), cp.cuda.Device().compute_capability)
     if problem:
         raise LlmpyError(f"--fp8 1: {problem}")
-    return Fp8Linears(sys.modules[__name__], cfg, params, B, T)
+    return Fp8Linears(sys.modules[__name__], fp8_kernels, cfg, params, B, T)
 
 
 # what a CUDA fault raises, for train_gpt2.py to turn into one line (a kernel's fault surfaces at

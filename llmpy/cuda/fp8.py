@@ -10,6 +10,8 @@ each product reads the copy of its operands that is stored that way:
 Activations and weights are E4M3, gradients E5M2; every operand comes with its scale's inverse
 (a device fp32 scalar), which the product multiplies in. In cuBLASLt's column-major terms each
 is D (m, n) = A^T B with A and B the row-major copies above read as column-major."""
+import numpy as np
+
 from llmpy import fp8
 from llmpy.cuda import cublaslt, matmul
 from llmpy.cuda.cublaslt import CUDA_R_8F_E4M3, CUDA_R_8F_E5M2, OP_N, OP_T
@@ -19,6 +21,11 @@ from llmpy.launch_config import KNOBS
 CAST_BLOCK = 512
 TILE, TILE_ROWS = KNOBS["fp8"]["TILE"], KNOBS["fp8"]["TILE_ROWS"]
 CUDA_TYPES = {fp8.E4M3: CUDA_R_8F_E4M3, fp8.E5M2: CUDA_R_8F_E5M2}
+BYTE = np.uint8             # an FP8 value as stored: its byte
+
+
+def address(a):
+    return a.data.ptr
 
 
 def cast(out, amax, inp, scale, fmt):

@@ -14,7 +14,7 @@ import torch
 
 from llmpy import backends, cuda, fp8
 from llmpy.config import PARAM_NAMES, from_descriptor, param_shapes
-from llmpy.cuda.fp8_linear import LINEARS
+from llmpy.fp8_linear import LINEARS
 from llmpy.gpt2 import GPT2, split_flat
 from llmpy.optim import AdamW
 from llmpy.testing.torch_gpt2 import TorchGPT2

@@ -1,5 +1,6 @@
 """--fp8 1: the four linear layers of every block (qkv, attproj, fc, fcproj) in FP8, forward and
-backward (llmpy/cuda/fp8.py's three products), everything else as bf16 as before.
+backward, everything else as before: on a GPU, llmpy/cuda/fp8.py's casts and cuBLASLt products;
+on the CPU, llmpy/cpu_fp8.py's NumPy emulation of the same numbers (llmpy/fp8.py's rounding).
 
 Fp8Linears is an ops for llmpy/gpt2.py: its matmul ops (matmul_forward, matmul_gelu_forward,
 matmul_backward, gelu_matmul_backward) run in FP8 when the weight is one of the blocks' four,
@@ -17,16 +18,15 @@ scale = max_of_format / max(history). Before the first pass the model runs one c
 (GPT2._fp8_calibrate): with no history yet, every scale would be 1, which flushes gradients of
 1e-6 to zero in E5M2.
 
-Rows not a multiple of 32 (a sampling context) run in bf16: cuBLASLt's FP8 wants sizes that are
-multiples of 16, and the cast-transpose tiles of 32 rows. The bias gradients, the GELU epilogues
-and the master weights are as in bf16."""
+Rows not a multiple of 32 (a sampling context) run the backend's own matmuls: cuBLASLt's FP8
+wants sizes that are multiples of 16, and the cast-transpose tiles of 32 rows (the CPU keeps the
+same rule). The bias gradients, the GELU epilogues and the master weights are as without FP8.
+
+`kernels` is the backend's FP8 module: cast, cast_transpose, update_scales, forward,
+backward_inp, backward_weight, TILE, and BYTE, the dtype FP8 values are stored in."""
 from collections import namedtuple
 
-import cupy as cp
-import numpy as np
-
 from llmpy import fp8
-from llmpy.cuda import fp8 as cuda_fp8
 
 HISTORY = 16                # passes of largest |x| kept per tensor (Transformer Engine's recipe)
 LINEARS = ("qkvw", "attprojw", "fcw", "fcprojw")
@@ -34,8 +34,9 @@ Scale = namedtuple("Scale", "scale inv amax")      # one tensor's, each a 1-elem
 
 
 class Fp8Linears:
-    def __init__(self, backend, cfg, params, B, T):
-        self._backend = backend
+    def __init__(self, backend, kernels, cfg, params, B, T):
+        self._backend, self._kernels = backend, kernels
+        xp, byte = backend.xp, kernels.BYTE
         L, C = cfg.num_layers, cfg.channels
         # one slot per (layer, linear): its weight's address finds it. E4M3 tensors: slots'
         # inputs at [0, 4L), weights at [4L, 8L); E5M2: slots' output gradients at [0, 4L)
@@ -43,16 +44,16 @@ class Fp8Linears:
         for l in range(L):
             for name in LINEARS:
                 weight = params[name][l]
-                self.slots[weight.data.ptr] = len(self.weights)
+                self.slots[kernels.address(weight)] = len(self.weights)
                 OC, Cin = weight.shape
-                self.weights.append((weight, cp.empty((OC, Cin), np.uint8), cp.empty((Cin, OC), np.uint8)))
+                self.weights.append((weight, xp.empty((OC, Cin), byte), xp.empty((Cin, OC), byte)))
         n = len(self.weights)
-        self.e4m3 = _Scales(2 * n)
-        self.e5m2 = _Scales(n)
+        self.e4m3 = _Scales(xp, kernels, 2 * n)
+        self.e5m2 = _Scales(xp, kernels, n)
         # scratch for one linear at a time: the FP8 input and output gradient and their transposes
         widest = B * T * 4 * C
-        self.x, self.x_t = cp.empty(widest, np.uint8), cp.empty(widest, np.uint8)
-        self.d, self.d_t = cp.empty(widest, np.uint8), cp.empty(widest, np.uint8)
+        self.x, self.x_t = xp.empty(widest, byte), xp.empty(widest, byte)
+        self.d, self.d_t = xp.empty(widest, byte), xp.empty(widest, byte)
         self.calibrated = False
 
     def __getattr__(self, name):
@@ -66,7 +67,7 @@ class Fp8Linears:
         n = len(self.weights)
         for i, (weight, q, q_t) in enumerate(self.weights):
             s = self.e4m3.at(n + i)
-            cuda_fp8.cast_transpose(q, q_t, s.amax, weight, s.scale, fp8.E4M3)
+            self._kernels.cast_transpose(q, q_t, s.amax, weight, s.scale, fp8.E4M3)
 
     # ------------------------------------------------------------------------------------------
     # the model's matmul ops
@@ -99,15 +100,15 @@ class Fp8Linears:
 
     def _slot(self, inp, weight):
         rows = inp.size // weight.shape[1]
-        return None if rows % cuda_fp8.TILE else self.slots.get(weight.data.ptr)
+        return None if rows % self._kernels.TILE else self.slots.get(self._kernels.address(weight))
 
     def _forward(self, slot, out, inp, bias, pre_gelu):
         weight, w, _ = self.weights[slot]
         OC, C = weight.shape
         N = inp.size // C
         x, xs, ws = self.x[:N * C].reshape(N, C), self.e4m3.at(slot), self.e4m3.at(len(self.weights) + slot)
-        cuda_fp8.cast(x, xs.amax, inp, xs.scale, fp8.E4M3)
-        cuda_fp8.forward(out.reshape(N, OC), x, xs.inv, w, ws.inv, bias=bias,
+        self._kernels.cast(x, xs.amax, inp, xs.scale, fp8.E4M3)
+        self._kernels.forward(out.reshape(N, OC), x, xs.inv, w, ws.inv, bias=bias,
                          pre_gelu=None if pre_gelu is None else pre_gelu.reshape(N, OC))
 
     def _backward(self, slot, dinp, dweight, dbias, dout, inp, pre_gelu):
@@ -118,25 +119,26 @@ class Fp8Linears:
             self._backend.bias_backward(dbias, dout)
         xs, ws, ds = self.e4m3.at(slot), self.e4m3.at(len(self.weights) + slot), self.e5m2.at(slot)
         d, d_t = self.d[:N * OC].reshape(N, OC), self.d_t[:N * OC].reshape(OC, N)
-        cuda_fp8.cast_transpose(d, d_t, ds.amax, dout.reshape(N, OC), ds.scale, fp8.E5M2)
-        cuda_fp8.backward_inp(dinp.reshape(N, C), d, ds.inv, w_t, ws.inv,
+        self._kernels.cast_transpose(d, d_t, ds.amax, dout.reshape(N, OC), ds.scale, fp8.E5M2)
+        self._kernels.backward_inp(dinp.reshape(N, C), d, ds.inv, w_t, ws.inv,
                               pre_gelu=None if pre_gelu is None else pre_gelu.reshape(N, C))
         x, x_t = self.x[:N * C].reshape(N, C), self.x_t[:N * C].reshape(C, N)
-        cuda_fp8.cast_transpose(x, x_t, xs.amax, inp.reshape(N, C), xs.scale, fp8.E4M3)
-        cuda_fp8.backward_weight(dweight, d_t, ds.inv, x_t, xs.inv)
+        self._kernels.cast_transpose(x, x_t, xs.amax, inp.reshape(N, C), xs.scale, fp8.E4M3)
+        self._kernels.backward_weight(dweight, d_t, ds.inv, x_t, xs.inv)
 
 
 class _Scales:
     """The scales of `n` tensors of one format: scale, its inverse (cuBLASLt multiplies the
     product by it), this pass's largest |x| and the history; scales start at 1."""
 
-    def __init__(self, n):
-        self.scale, self.inv = cp.ones(n, np.float32), cp.ones(n, np.float32)
-        self.amax, self.history = cp.zeros(n, np.float32), cp.zeros((n, HISTORY), np.float32)
+    def __init__(self, xp, kernels, n):
+        self._kernels = kernels
+        self.scale, self.inv = xp.ones(n, xp.float32), xp.ones(n, xp.float32)
+        self.amax, self.history = xp.zeros(n, xp.float32), xp.zeros((n, HISTORY), xp.float32)
 
     def at(self, i):
         return Scale(self.scale[i:i + 1], self.inv[i:i + 1], self.amax[i:i + 1])
 
     def update(self, fmt):
-        cuda_fp8.update_scales(self.scale, self.inv, self.history, self.amax, fmt)
+        self._kernels.update_scales(self.scale, self.inv, self.history, self.amax, fmt)
 

@@ -1,0 +1,105 @@
+"""--fp8 1 in the model (llmpy/fp8_linear.py), on the CPU's emulation (llmpy/cpu_fp8.py): the
+model's loss and gradients against PyTorch in fp64, each cast's recorded amax against the tensor
+it cast, the scales against their histories, the calibrating pass, the rows that stay out of FP8.
+tests/gpu/test_fp8_model.py checks the GPU's.
+
+Tolerances: an E4M3 operand is rounded to 2^-4 relative at worst (E5M2: 2^-3), so each FP8
+product's outputs carry ~5% (gradients ~8%) relative noise: a loss, the mean over many positions,
+stays within ~1%, and a weight's gradient, summed over B*T rows, keeps its direction (cosine >
+0.98). A wrong scale, slot or transpose moves the loss by far more and the cosine towards 0."""
+import numpy as np
+import pytest
+import torch
+
+from llmpy import cpu, fp8
+from llmpy.config import PARAM_NAMES, param_shapes
+from llmpy.fp8_linear import LINEARS
+from llmpy.gpt2 import GPT2, split_flat
+from llmpy.testing.torch_gpt2 import TorchGPT2
+from tests.test_gpt2 import TINY, random_batch, random_params
+from tests.test_train import losses, run
+
+B, T = 4, 16
+INPUTS = ("ln1", "atty", "ln2", "fch_gelu")      # each linear layer's input, in LINEARS' order
+
+
+def cosine(a, b):
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    return a @ b / (np.linalg.norm(a) * np.linalg.norm(b))
+
+
+def fp8_model(seed):
+    params = random_params(TINY, seed=seed)
+    inputs, targets = random_batch(TINY, B, T, seed=seed + 1)
+    model = GPT2(TINY, cpu, B, T, params=params, fp8=1)
+    model.zero_grad()
+    model.forward_backward(inputs, targets)     # the calibrating pass, then the first pass
+    return model, params, inputs, targets
+
+
+def test_fp8_loss_and_gradients_match_torch_fp64():
+    model, params, inputs, targets = fp8_model(seed=41)
+    ref = TorchGPT2(TINY, params, dtype=torch.float64)
+    _, loss_ref = ref(inputs, targets)
+    loss_ref.backward()
+    assert model.mean_loss() != pytest.approx(loss_ref.item(), rel=1e-5), "FP8 rounding shows"
+    assert model.mean_loss() == pytest.approx(loss_ref.item(), rel=1e-2)
+    grads = split_flat(model.grads_flat, param_shapes(TINY))
+    grads_ref = split_flat(ref.flat(grads=True), param_shapes(TINY))
+    for name in PARAM_NAMES:
+        assert cosine(grads[name], grads_ref[name]) > 0.98, name
+
+
+def test_the_calibrating_pass_leaves_no_gradient_behind():
+    model, params, inputs, targets = fp8_model(seed=43)
+    exact = GPT2(TINY, cpu, B, T, params=params)
+    exact.zero_grad()
+    exact.forward_backward(inputs, targets)
+    for name in LINEARS:
+        ratio = np.linalg.norm(model.grads[name]) / np.linalg.norm(exact.grads[name])
+        assert ratio == pytest.approx(1, abs=0.05), name      # 2 if both passes had accumulated
+
+
+def test_each_cast_records_its_tensors_largest_value_and_scales_follow_the_history():
+    model, *_ = fp8_model(seed=45)
+    e4m3, e5m2 = model.fp8.e4m3, model.fp8.e5m2
+    slots = len(model.fp8.weights)
+    acts = model.acts(B, T)
+    for l in range(TINY.num_layers):
+        for j, (name, inp) in enumerate(zip(LINEARS, INPUTS)):
+            # this pass's largest |x| of the input and of the weight, not yet pushed
+            assert e4m3.amax[4 * l + j] == np.abs(acts[inp][l]).max(), (inp, l)
+            assert e4m3.amax[slots + 4 * l + j] == np.abs(model.params[name][l]).max(), (name, l)
+    # the scales this pass cast with: fmt.max over each history's largest (the calibrating pass's)
+    np.testing.assert_array_equal(e4m3.scale, np.float32(fp8.E4M3.max) / e4m3.history.max(axis=1))
+    assert np.all(e5m2.amax > 0), "every output gradient was cast"
+    np.testing.assert_array_equal(e5m2.scale, np.float32(fp8.E5M2.max) / e5m2.history.max(axis=1))
+
+
+def test_a_pass_casts_with_the_scales_of_the_passes_before():
+    # the cast of layer 0's qkv input (its ln1, the same in every pass of one batch) uses
+    # E4M3.max / the largest |ln1| of the calibrating pass: the FP8 values the product ran on
+    model, *_ = fp8_model(seed=47)
+    ln1 = model.acts(B, T)["ln1"][0].reshape(B * T, -1)
+    scale = np.float32(fp8.E4M3.max) / np.abs(ln1).max()
+    qkv = model.acts(B, T)["qkv"][0].reshape(B * T, -1)
+    w = model.fp8.weights[0][0]
+    expected = fp8.scaled_matmul(ln1, scale, fp8.E4M3, w.T, np.float32(fp8.E4M3.max) / np.abs(w).max(),
+                                 fp8.E4M3) + model.params["qkvb"][0]
+    np.testing.assert_allclose(qkv, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_rows_not_a_multiple_of_32_run_the_backends_matmuls():
+    params = random_params(TINY, seed=49)
+    context = [3, 1, 4, 1, 5]
+    logits = [GPT2(TINY, cpu, B, T, params=params, fp8=f).next_logits(context) for f in (0, 1)]
+    np.testing.assert_array_equal(*logits)
+
+
+def test_fp8_training_on_the_cpu_says_so_and_stays_near_fp32(tiny_run):
+    fp32, fp8_run = (run(*tiny_run, "-x", 4, "-v", 0, "--fp8", f, "--device", "cpu") for f in (0, 1))
+    assert "| FP8 linear layers" in fp8_run.stdout and "FP8" not in fp32.stdout
+    a, b = losses(fp32.stdout), losses(fp8_run.stdout)
+    assert a.keys() == b.keys() == {1, 2, 3, 4}
+    for step in a:
+        assert b[step] != a[step] and float(b[step]) == pytest.approx(float(a[step]), rel=2e-2), step
