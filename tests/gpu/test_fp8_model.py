@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from llmpy import backends, cuda, fp8
+from llmpy import backends, cpu, cuda, fp8
 from llmpy.config import PARAM_NAMES, from_descriptor, param_shapes
 from llmpy.fp8_linear import LINEARS
 from llmpy.gpt2 import GPT2, split_flat
@@ -73,6 +73,20 @@ def test_each_cast_records_its_tensors_largest_value_and_scales_follow_the_histo
     assert np.all(grad_amax > 0), "every output gradient was cast"
     np.testing.assert_array_equal(grad_scale, np.float32(fp8.E5M2.max) / grad_history.max(axis=1))
     assert np.all(grad_scale > 1e3), "gradients of ~1e-4 and less are scaled up"
+
+
+def test_the_gpus_fp8_loss_is_the_cpu_emulations():
+    # llmpy/cpu_fp8.py computes the same FP8 numbers in fp32 with NumPy: the two differ as the bf16
+    # and fp32 models do (tests/gpu/test_gpt2_cuda.py), plus the FP8 codes that rounding flips
+    params = random_params(D12, seed=37)
+    inputs, targets = random_batch(D12, B, T, seed=38)
+    losses = []
+    for ops in (cpu, cuda):
+        model = GPT2(D12, ops, B, T, params=params, fp8=1)
+        model.forward_backward(inputs, targets)
+        losses.append(model.mean_loss())
+    print(f"fp8 loss: cpu {losses[0]:.5f} gpu {losses[1]:.5f}")
+    assert abs(losses[0] - losses[1]) < 1e-2 * losses[0]
 
 
 def fp8_or_bf16_losses(params, fp8_on, steps=8):
