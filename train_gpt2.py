@@ -379,6 +379,8 @@ def resume_checkpoint(state, model, optimizer, loader, rng, detectors):
     for name, detector in detectors.items():
         if name in extra.get("outlier", {}):
             detector.load_state(extra["outlier"][name])
+    if model.fp8 and "fp8" in extra:
+        model.fp8.load_state(extra["fp8"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -690,6 +692,8 @@ def checkpoint(t, step):
              "shuffle": int(t.train_loader.shuffle),
              "outlier": {name: d.state() for name, d in t.detectors.items()},
              "schedule": schedule(args, t.num_steps)}
+    if model.fp8:           # this process's FP8 scales and their history: resumed, the casts go on
+        extra["fp8"] = model.fp8.state()
     save_checkpoint(args.out_dir, step, model, t.optimizer, t.train_loader, t.rng, extra, t.fault)
     if t.comm.rank == 0:
         prune_checkpoints(args.out_dir, args.checkpoints_keep, args.major_every)

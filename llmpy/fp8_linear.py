@@ -26,6 +26,8 @@ same rule). The bias gradients, the GELU epilogues and the master weights are as
 backward_inp, backward_weight, TILE, and BYTE, the dtype FP8 values are stored in."""
 from collections import namedtuple
 
+import numpy as np
+
 from llmpy import fp8
 
 HISTORY = 16                # passes of largest |x| kept per tensor (Transformer Engine's recipe)
@@ -58,6 +60,15 @@ class Fp8Linears:
 
     def __getattr__(self, name):
         return getattr(self._backend, name)
+
+    def state(self):
+        """The scales' state, JSON-able, for a checkpoint: a resumed run casts as this one would."""
+        return {"e4m3": self.e4m3.state(self._backend), "e5m2": self.e5m2.state(self._backend)}
+
+    def load_state(self, state):
+        self.e4m3.load_state(self._backend, state["e4m3"])
+        self.e5m2.load_state(self._backend, state["e5m2"])
+        self.calibrated = True
 
     def start_forward(self):
         """The scales from every tensor's history, this pass's casts of the weights (their largest
@@ -141,4 +152,13 @@ class _Scales:
 
     def update(self, fmt):
         self._kernels.update_scales(self.scale, self.inv, self.history, self.amax, fmt)
+
+    ARRAYS = ("scale", "inv", "amax", "history")
+
+    def state(self, backend):
+        return {name: backend.to_host(getattr(self, name)).tolist() for name in self.ARRAYS}
+
+    def load_state(self, backend, state):
+        for name in self.ARRAYS:
+            getattr(self, name)[...] = backend.to_device(np.asarray(state[name], np.float32))
 

@@ -103,3 +103,15 @@ def test_fp8_training_on_the_cpu_says_so_and_stays_near_fp32(tiny_run):
     assert a.keys() == b.keys() == {1, 2, 3, 4}
     for step in a:
         assert b[step] != a[step] and float(b[step]) == pytest.approx(float(a[step]), rel=2e-2), step
+
+
+def test_a_resumed_fp8_run_prints_the_same_losses_bit_for_bit(tiny_run, tmp_path):
+    # the checkpoint keeps each process's scales, their histories and the pass's amax: resumed,
+    # the casts go on as in the run that never stopped (a fresh calibration would not)
+    flags = [*tiny_run, "-x", 6, "-v", 2, "-m", 1, "-l", 1e-3, "-o", tmp_path / "out", "-n", 3, "--fp8", 1,
+             "--device", "cpu"]
+    full = losses(run(*flags).stdout)
+    (tmp_path / "out" / "DONE_00000006").unlink()         # as if killed after step 3's checkpoint
+    resumed = run(*flags, "-y", 1)
+    assert "resumed from step 3" in resumed.stdout
+    assert losses(resumed.stdout) == {k: full[k] for k in (4, 5, 6)}
