@@ -104,3 +104,12 @@ def test_a_tensor_without_a_usable_history_keeps_its_scale():
 def test_the_newest_amax_goes_in_front_and_the_oldest_drops_out():
     history = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], np.float32)
     np.testing.assert_array_equal(fp8.push_amax(history, [9.0, 8.0]), [[9, 1, 2], [8, 4, 5]])
+
+
+def test_values_are_rounded_as_their_fp32_values_as_the_gpus_casts_do():
+    # the GPU casts fp32 values (from bf16) times an fp32 scale: an input with more precision is
+    # its fp32 value first. 1.0625 + 1e-12 is the E4M3 tie 1.0625 in fp32 (ties go to even: 1.0),
+    # and 1 + 0.99 * 2^-24 is 1.0 in fp32, so its product with 1.0625 is that tie again, where
+    # the exact product lies just above it (1.125)
+    assert fp8.round_to(fp8.E4M3, np.float64(1.0625) + 1e-12) == 1.0
+    assert fp8.quantize(fp8.E4M3, np.float64(1 + 0.99 * 2.0 ** -24), 1.0625) == 1.0

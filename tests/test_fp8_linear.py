@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from llmpy import cpu, fp8
+from llmpy import cpu, cpu_fp8, fp8
 from llmpy.config import PARAM_NAMES, param_shapes
 from llmpy.fp8_linear import LINEARS
 from llmpy.gpt2 import GPT2, split_flat
@@ -115,3 +115,67 @@ def test_a_resumed_fp8_run_prints_the_same_losses_bit_for_bit(tiny_run, tmp_path
     resumed = run(*flags, "-y", 1)
     assert "resumed from step 3" in resumed.stdout
     assert losses(resumed.stdout) == {k: full[k] for k in (4, 5, 6)}
+
+
+def test_the_fp8_buffers_hold_the_kernels_dtypes():
+    # the GPU's kernels take the scales, inverses, amax and histories as fp32 and the FP8
+    # operands as bytes: what the CPU's emulation stores them as must follow the same contract
+    model, *_ = fp8_model(seed=51)
+    linears = model.fp8
+    for scales in (linears.e4m3, linears.e5m2):
+        assert {a.dtype for a in (scales.scale, scales.inv, scales.amax, scales.history)} == {np.dtype(np.float32)}
+    byte = cpu_fp8.BYTE
+    assert {a.dtype for _, q, q_t in linears.weights for a in (q, q_t)} == {np.dtype(byte)}
+    assert {a.dtype for a in (linears.x, linears.x_t, linears.d, linears.d_t)} == {np.dtype(byte)}
+
+
+@pytest.mark.parametrize("l", range(TINY.num_layers))
+def test_every_linear_layers_forward_is_the_product_of_its_fp8_operands(l):
+    # qkv, attproj, fc (with its GELU), fcproj: each output from its input and weight as cast
+    # with the scales of the calibrating pass, + bias, by llmpy/fp8.py's reference product
+    model, *_ = fp8_model(seed=53)
+    acts, p = model.acts(B, T), model.params
+    slots = len(model.fp8.weights)
+    history = model.fp8.e4m3.history
+    outputs = {"qkvw": acts["qkv"][l], "fcw": acts["fch"][l]}
+    for j, (name, inp) in enumerate(zip(LINEARS, INPUTS)):
+        if name not in outputs:       # attproj and fcproj write into the residual sums
+            continue
+        x = acts[inp][l].reshape(B * T, -1)
+        w = p[name][l]
+        x_scale = np.float32(fp8.E4M3.max) / history[4 * l + j].max()
+        w_scale = np.float32(fp8.E4M3.max) / history[slots + 4 * l + j].max()
+        expected = fp8.scaled_matmul(x, x_scale, fp8.E4M3, w.T, w_scale, fp8.E4M3) + p[name[:-1] + "b"][l]
+        np.testing.assert_allclose(outputs[name].reshape(B * T, -1), expected, rtol=1e-5, atol=1e-5)
+    gelu = np.empty_like(acts["fch"][l])
+    cpu.gelu_forward(gelu, acts["fch"][l])
+    np.testing.assert_array_equal(acts["fch_gelu"][l], gelu)
+
+
+def test_rows_not_a_multiple_of_32_train_on_the_backends_matmuls():
+    params = random_params(TINY, seed=55)
+    inputs, targets = random_batch(TINY, 1, 5, seed=56)
+    grads = []
+    for f in (0, 1):
+        model = GPT2(TINY, cpu, B, T, params=params, fp8=f)
+        model.zero_grad()
+        model.forward_backward(inputs, targets)
+        grads.append(model.grads_flat.copy())
+    np.testing.assert_array_equal(*grads)
+
+
+@pytest.mark.parametrize("op", ["matmul_backward", "gelu_matmul_backward"])
+def test_the_fp8_backward_ops_take_a_bias_gradient_as_the_contract_says(op):
+    # the model takes the projections' bias gradients elsewhere (llmpy/fused.py's *_sums), but an
+    # op given dbias adds dout's column sums to it, in FP8 as in the backend's own
+    model, *_ = fp8_model(seed=57)
+    rng = np.random.default_rng(58)
+    weight = model.params["fcprojw"][0] if op == "gelu_matmul_backward" else model.params["qkvw"][0]
+    OC, IC = weight.shape
+    for rows in (B * T, 5):                 # FP8, and the backend's own
+        dout = rng.normal(size=(rows, OC)).astype(np.float32)
+        inp = rng.normal(size=(rows, IC)).astype(np.float32)
+        dinp, dweight, dbias = np.zeros((rows, IC), np.float32), np.zeros_like(weight), np.ones(OC, np.float32)
+        extra = (inp,) if op == "gelu_matmul_backward" else ()
+        getattr(model.fp8, op)(dinp, dweight, dbias, dout, inp, weight, *extra)
+        np.testing.assert_allclose(dbias, 1 + dout.sum(axis=0), rtol=1e-5, atol=1e-5)
