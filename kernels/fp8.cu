@@ -102,9 +102,11 @@ extern "C" __global__ void cast_transpose_e5m2(fp8* out, fp8* out_t, float* amax
 // into the front of its history (length values, newest first), reset it for the next step, and
 // set scale = fmt_max / max(history) * margin_factor (margin_factor = 2^-margin) with
 // scale_inv = 1 / scale for cuBLASLt; a history with no positive finite maximum keeps the scale.
-extern "C" __global__ void fp8_update_scales(float* scale, float* scale_inv, float* history,
-                                             float* amax, int tensors, int length, float fmt_max,
-                                             float margin_factor) {
+// Tensor t's inverse is scale_inv[t * inv_stride]: cuBLASLt reads each through a scale pointer,
+// which must be 16-byte aligned as its matrices are (so the model keeps one every 4 floats).
+extern "C" __global__ void fp8_update_scales(float* scale, float* scale_inv, int inv_stride,
+                                             float* history, float* amax, int tensors, int length,
+                                             float fmt_max, float margin_factor) {
     int t = blockIdx.x * blockDim.x + threadIdx.x;
     if (t >= tensors) return;
     float* h = history + (size_t)t * length;
@@ -120,6 +122,6 @@ extern "C" __global__ void fp8_update_scales(float* scale, float* scale_inv, flo
     if (finite && largest > 0.0f) {
         float s = fmt_max / largest * margin_factor;
         scale[t] = s;
-        scale_inv[t] = 1.0f / s;
+        scale_inv[(size_t)t * inv_stride] = 1.0f / s;
     }
 }

@@ -28,10 +28,11 @@ def cast_transpose(out, out_t, amax, inp, scale, fmt):
 
 
 def update_scales(scale, scale_inv, history, amax, fmt, margin=0):
-    """This pass's amax pushed into each history, the scales from the histories, amax reset."""
+    """This pass's amax pushed into each history, the scales from the histories, amax reset;
+    scale_inv as the GPU's: each tensor's inverse the first value of its row."""
     history[...] = fp8.push_amax(history, amax)
     scale[...] = fp8.next_scales(history, fmt, scale, margin)
-    scale_inv[...] = np.float32(1) / scale
+    scale_inv.reshape(scale.size, -1)[:, 0] = np.float32(1) / scale
     amax[...] = 0
 
 

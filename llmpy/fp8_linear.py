@@ -140,15 +140,19 @@ class Fp8Linears:
 
 class _Scales:
     """The scales of `n` tensors of one format: scale, its inverse (cuBLASLt multiplies the
-    product by it), this pass's largest |x| and the history; scales start at 1."""
+    product by it), this pass's largest |x| and the history; scales start at 1. Each inverse
+    starts a row of INV_STRIDE floats: cuBLASLt reads it through a scale pointer, which must be
+    16-byte aligned (a pointer 4 bytes into an array made cublasLtMatmul refuse the product)."""
+
+    INV_STRIDE = 4
 
     def __init__(self, xp, kernels, n):
         self._kernels = kernels
-        self.scale, self.inv = xp.ones(n, xp.float32), xp.ones(n, xp.float32)
+        self.scale, self.inv = xp.ones(n, xp.float32), xp.ones((n, self.INV_STRIDE), xp.float32)
         self.amax, self.history = xp.zeros(n, xp.float32), xp.zeros((n, HISTORY), xp.float32)
 
     def at(self, i):
-        return Scale(self.scale[i:i + 1], self.inv[i:i + 1], self.amax[i:i + 1])
+        return Scale(self.scale[i:i + 1], self.inv[i, :1], self.amax[i:i + 1])
 
     def update(self, fmt):
         self._kernels.update_scales(self.scale, self.inv, self.history, self.amax, fmt)

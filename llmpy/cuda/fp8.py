@@ -46,10 +46,12 @@ def cast_transpose(out, out_t, amax, inp, scale, fmt):
 def update_scales(scale, scale_inv, history, amax, fmt, margin=0):
     """After a step, for every tensor of one format: push its amax into its history (tensors,
     length) and set its scale and inverse from the history (llmpy/fp8.py: push_amax, then
-    next_scales); amax is reset to 0 for the next step."""
+    next_scales); amax is reset to 0 for the next step. scale_inv (tensors) or (tensors, k):
+    tensor t's inverse is its row's first value (k = 4 puts each on its own 16 bytes, as
+    cuBLASLt's scale pointers need)."""
     tensors, length = history.shape
-    launch("fp8", "fp8_update_scales", ceil_div(tensors, 128), 128, scale, scale_inv, history, amax,
-           tensors, length, fmt.max, 2.0 ** -margin)
+    launch("fp8", "fp8_update_scales", ceil_div(tensors, 128), 128, scale, scale_inv,
+           scale_inv.size // tensors, history, amax, tensors, length, fmt.max, 2.0 ** -margin)
 
 
 def _product(D, m, n, k, A, a_fmt, a_inv, B, b_fmt, b_inv, accumulate=False, fast_accum=False,
