@@ -5,10 +5,9 @@ on the CPU, llmpy/cpu_fp8.py's NumPy emulation of the same numbers (llmpy/fp8.py
 Fp8Linears is an ops for llmpy/gpt2.py: its matmul ops (matmul_forward, matmul_gelu_forward,
 matmul_backward, gelu_matmul_backward) run in FP8 when the weight is one of the blocks' four,
 and every other op, the LM head's matmul among them, is the backend's own. Per tensor:
-    input of each linear (ln1, atty, ln2, fch_gelu)  E4M3, cast in the forward (N, C), and cast
-                                                      with its transpose (C, N) again in the
-                                                      backward for dweight (no FP8 copy is kept
-                                                      from the forward: no memory per layer)
+    input of each linear (ln1, atty, ln2, fch_gelu)  E4M3, cast with its transpose (C, N) in the
+                                                      forward; the transpose is kept per layer
+                                                      for the backward's dweight product
     weight                                            E4M3 with its transpose, cast at the start
                                                       of every forward from the bf16 params
     output gradient (dout)                            E5M2 with its transpose, in the backward
@@ -52,10 +51,13 @@ class Fp8Linears:
         n = len(self.weights)
         self.e4m3 = _Scales(xp, kernels, 2 * n)
         self.e5m2 = _Scales(xp, kernels, n)
-        # scratch for one linear at a time: the FP8 input and output gradient and their transposes
+        # scratch for one linear at a time: the FP8 input and output gradient, the latter's transpose
         widest = B * T * 4 * C
-        self.x, self.x_t = xp.empty(widest, byte), xp.empty(widest, byte)
+        self.x = xp.empty(widest, byte)
         self.d, self.d_t = xp.empty(widest, byte), xp.empty(widest, byte)
+        # each linear's FP8 input transposed, from its forward to its backward's dweight product:
+        # B*T*7C bytes a layer (3.9 GiB for d12 at B=64) for one cast pass fewer in the backward
+        self.x_t = [xp.empty(B * T * w.shape[1], byte) for w, _, _ in self.weights]
         self.calibrated = False
 
     def __getattr__(self, name):
@@ -118,7 +120,8 @@ class Fp8Linears:
         OC, C = weight.shape
         N = inp.size // C
         x, xs, ws = self.x[:N * C].reshape(N, C), self.e4m3.at(slot), self.e4m3.at(len(self.weights) + slot)
-        self._kernels.cast(x, xs.amax, inp, xs.scale, fp8.E4M3)
+        x_t = self.x_t[slot][:N * C].reshape(C, N)
+        self._kernels.cast_transpose(x, x_t, xs.amax, inp.reshape(N, C), xs.scale, fp8.E4M3)
         self._kernels.forward(out.reshape(N, OC), x, xs.inv, w, ws.inv, bias=bias,
                          pre_gelu=None if pre_gelu is None else pre_gelu.reshape(N, OC))
 
@@ -133,8 +136,7 @@ class Fp8Linears:
         self._kernels.cast_transpose(d, d_t, ds.amax, dout.reshape(N, OC), ds.scale, fp8.E5M2)
         self._kernels.backward_inp(dinp.reshape(N, C), d, ds.inv, w_t, ws.inv,
                               pre_gelu=None if pre_gelu is None else pre_gelu.reshape(N, C))
-        x, x_t = self.x[:N * C].reshape(N, C), self.x_t[:N * C].reshape(C, N)
-        self._kernels.cast_transpose(x, x_t, xs.amax, inp.reshape(N, C), xs.scale, fp8.E4M3)
+        x_t = self.x_t[slot][:N * C].reshape(C, N)
         self._kernels.backward_weight(dweight, d_t, ds.inv, x_t, xs.inv)
 
 

@@ -126,7 +126,7 @@ def test_the_fp8_buffers_hold_the_kernels_dtypes():
         assert {a.dtype for a in (scales.scale, scales.inv, scales.amax, scales.history)} == {np.dtype(np.float32)}
     byte = cpu_fp8.BYTE
     assert {a.dtype for _, q, q_t in linears.weights for a in (q, q_t)} == {np.dtype(byte)}
-    assert {a.dtype for a in (linears.x, linears.x_t, linears.d, linears.d_t)} == {np.dtype(byte)}
+    assert {a.dtype for a in (linears.x, *linears.x_t, linears.d, linears.d_t)} == {np.dtype(byte)}
 
 
 @pytest.mark.parametrize("l", range(TINY.num_layers))
