@@ -14,8 +14,10 @@ and every other op, the LM head's matmul among them, is the backend's own. Per t
 Scales are llmpy/fp8.py's delayed ones: each cast records its tensor's largest |x|, and the
 start of every forward pass pushes those into each tensor's history of HISTORY passes and sets
 scale = max_of_format / max(history). Before the first pass the model runs one calibrating pass
-(GPT2._fp8_calibrate): with no history yet, every scale would be 1, which flushes gradients of
-1e-6 to zero in E5M2.
+(GPT2._fp8_calibrate, with `calibrated` False) on the backend's own products, whose casts only
+measure each tensor: with no history yet every scale would be 1, which flushes gradients of 1e-6
+to zero in E5M2, and an FP8 pass at those scales would measure the gradients it had flushed (a
+first step's gradient norm half the bf16 one, on an H100).
 
 Rows not a multiple of 32 (a sampling context) run the backend's own matmuls: cuBLASLt's FP8
 wants sizes that are multiples of 16, and the cast-transpose tiles of 32 rows (the CPU keeps the
@@ -98,44 +100,70 @@ class Fp8Linears:
         self._forward(slot, out, inp, bias, pre_gelu)
 
     def matmul_backward(self, dinp, dweight, dbias, dout, inp, weight):
-        slot = self._slot(inp, weight)
+        slot = self._slot(inp, weight, dout)
         if slot is None:
             return self._backend.matmul_backward(dinp, dweight, dbias, dout, inp, weight)
-        self._backward(slot, dinp, dweight, dbias, dout, inp, None)
+        self._backward(slot, dinp, dweight, dbias, dout, None)
 
     def gelu_matmul_backward(self, dinp, dweight, dbias, dout, inp, weight, pre_gelu):
-        slot = self._slot(inp, weight)
+        slot = self._slot(inp, weight, dout)
         if slot is None:
             return self._backend.gelu_matmul_backward(dinp, dweight, dbias, dout, inp, weight, pre_gelu)
-        self._backward(slot, dinp, dweight, dbias, dout, inp, pre_gelu)
+        self._backward(slot, dinp, dweight, dbias, dout, pre_gelu)
 
     # ------------------------------------------------------------------------------------------
 
-    def _slot(self, inp, weight):
+    def _slot(self, inp, weight, dout=None):
+        """The product's slot where it runs in FP8, None where the backend runs it: rows not a
+        multiple of TILE, a weight not one of the blocks' four, and the calibrating pass, whose
+        casts only measure the operand this product casts (the input forward, dout backward)."""
         rows = inp.size // weight.shape[1]
-        return None if rows % self._kernels.TILE else self.slots.get(self._kernels.address(weight))
+        slot = None if rows % self._kernels.TILE else self.slots.get(self._kernels.address(weight))
+        if slot is None or self.calibrated:
+            return slot
+        if dout is None:
+            self._cast_input(slot, inp)
+        else:
+            self._cast_gradient(slot, dout)
+        return None
+
+    def _cast_input(self, slot, inp):
+        """inp as E4M3 (N, C) into the scratch, and transposed into the slot's kept x_t."""
+        C = self.weights[slot][0].shape[1]
+        N = inp.size // C
+        x, x_t = self.x[:N * C].reshape(N, C), self.x_t[slot][:N * C].reshape(C, N)
+        s = self.e4m3.at(slot)
+        self._kernels.cast_transpose(x, x_t, s.amax, inp.reshape(N, C), s.scale, fp8.E4M3)
+        return x, x_t
+
+    def _cast_gradient(self, slot, dout):
+        """dout as E5M2 (N, OC) and transposed, into the scratch."""
+        OC = self.weights[slot][0].shape[0]
+        N = dout.size // OC
+        d, d_t = self.d[:N * OC].reshape(N, OC), self.d_t[:N * OC].reshape(OC, N)
+        s = self.e5m2.at(slot)
+        self._kernels.cast_transpose(d, d_t, s.amax, dout.reshape(N, OC), s.scale, fp8.E5M2)
+        return d, d_t
 
     def _forward(self, slot, out, inp, bias, pre_gelu):
         weight, w, _ = self.weights[slot]
         OC, C = weight.shape
         N = inp.size // C
-        x, xs, ws = self.x[:N * C].reshape(N, C), self.e4m3.at(slot), self.e4m3.at(len(self.weights) + slot)
-        x_t = self.x_t[slot][:N * C].reshape(C, N)
-        self._kernels.cast_transpose(x, x_t, xs.amax, inp.reshape(N, C), xs.scale, fp8.E4M3)
+        x, _ = self._cast_input(slot, inp)
+        xs, ws = self.e4m3.at(slot), self.e4m3.at(len(self.weights) + slot)
         self._kernels.forward(out.reshape(N, OC), x, xs.inv, w, ws.inv, bias=bias,
-                         pre_gelu=None if pre_gelu is None else pre_gelu.reshape(N, OC))
+                              pre_gelu=None if pre_gelu is None else pre_gelu.reshape(N, OC))
 
-    def _backward(self, slot, dinp, dweight, dbias, dout, inp, pre_gelu):
+    def _backward(self, slot, dinp, dweight, dbias, dout, pre_gelu):
         weight, _, w_t = self.weights[slot]
         OC, C = weight.shape
-        N = inp.size // C
+        N = dout.size // OC
         if dbias is not None:
             self._backend.bias_backward(dbias, dout)
         xs, ws, ds = self.e4m3.at(slot), self.e4m3.at(len(self.weights) + slot), self.e5m2.at(slot)
-        d, d_t = self.d[:N * OC].reshape(N, OC), self.d_t[:N * OC].reshape(OC, N)
-        self._kernels.cast_transpose(d, d_t, ds.amax, dout.reshape(N, OC), ds.scale, fp8.E5M2)
+        d, d_t = self._cast_gradient(slot, dout)
         self._kernels.backward_inp(dinp.reshape(N, C), d, ds.inv, w_t, ws.inv,
-                              pre_gelu=None if pre_gelu is None else pre_gelu.reshape(N, C))
+                                   pre_gelu=None if pre_gelu is None else pre_gelu.reshape(N, C))
         x_t = self.x_t[slot][:N * C].reshape(C, N)
         self._kernels.backward_weight(dweight, d_t, ds.inv, x_t, xs.inv)
 
