@@ -114,8 +114,8 @@ class GPT2:
         self.grads_flat = xp.zeros(padded, dtype=ops.param_dtype)
         self.params = split_flat(self.params_flat, shapes)
         self.grads = split_flat(self.grads_flat, shapes)
-        # fp8=1: the blocks run on the backend's FP8 ops (llmpy/cuda/fp8_linear.py), whose matmuls
-        # of the four linear layers are FP8 and whose every other op is the backend's
+        # fp8=1: the blocks run on the backend's FP8 ops (llmpy/fp8_linear.py), whose matmuls of
+        # the four linear layers are FP8 and whose every other op is the backend's
         self.fp8 = ops.fp8_linears(cfg, self.params, B, T) if fp8 else None
         self.block_ops = self.fp8 or ops
         # with several processes and bucket_bytes, the gradients are reduced in buckets of at
@@ -365,9 +365,9 @@ class GPT2:
 
     def _fp8_calibrate(self, loss_scale):
         """With FP8, each cast's scale comes from its tensor's largest |x| in the passes before
-        (llmpy/fp8.py): before the first pass, one forward and backward of this batch records
-        them (against the targets buffer as it stands: only magnitudes count), its gradients
-        dropped."""
+        (llmpy/fp8.py): before the first pass, one forward and backward of this batch on the
+        backend's own products measures them (llmpy/fp8_linear.py; against the targets buffer
+        as it stands: only magnitudes count), its gradients dropped."""
         if self.fp8 is None or self.fp8.calibrated:
             return
         grads = self.grads_flat.copy()
