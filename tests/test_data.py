@@ -1,6 +1,8 @@
 import io
+import subprocess
 import sys
 import tarfile
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -10,6 +12,7 @@ from dev.data import shakespeare
 from llmpy.shards import write_datafile
 from llmpy import LlmpyError
 from llmpy.dataloader import DataLoader, open_shard, read_shard_header
+from tests.helpers import ROOT, child_env
 
 V = 50257       # GPT-2's vocabulary: the ids the tests' shards hold are below it
 
@@ -335,3 +338,34 @@ def test_shakespeare_script_writes_both_shards_once(tmp_path, monkeypatch, capsy
     capsys.readouterr()
     shakespeare.main()
     assert "already exist, skipping" in capsys.readouterr().out
+
+
+# --- dev/data/pycode.py: a corpus of .py files
+
+def test_pycode_writes_every_40th_file_to_val_and_the_rest_to_train(tmp_path):
+    from llmpy.tokenizer import EOT, get_tokenizer
+    src = tmp_path / "src"
+    for i in range(81):
+        (src / f"m{i // 10}").mkdir(parents=True, exist_ok=True)
+        (src / f"m{i // 10}" / f"f{i:03d}.py").write_text(f"x{i} = {i}\n")
+    (src / "m0" / "notes.txt").write_text("not python\n")
+    (src / "m0" / "latin1.py").write_bytes(b"s = '\xe9'\n")          # not UTF-8: skipped
+    r = subprocess.run([sys.executable, str(ROOT / "dev/data/pycode.py"), "--out", tmp_path / "out", src],
+                       capture_output=True, text=True, cwd=ROOT, env=child_env())
+    assert r.returncode == 0, r.stderr
+    enc = get_tokenizer()
+    files = sorted(str(p) for p in src.rglob("*.py"))
+    docs = [[] if p.endswith("latin1.py") else [EOT] + enc.encode_ordinary(Path(p).read_text()) for p in files]
+    val = [t for i, d in enumerate(docs) if i % 40 == 0 for t in d]
+    train = [t for i, d in enumerate(docs) if i % 40 for t in d]
+    assert list(np.fromfile(tmp_path / "out" / "pycode_val.bin", "<u2", offset=1024)) == val
+    assert list(np.fromfile(tmp_path / "out" / "pycode_train.bin", "<u2", offset=1024)) == train
+    assert len(files) == 82 and val.count(EOT) == 3 and train.count(EOT) == 78
+    assert r.stdout.strip().endswith("s)") and "82 files" in r.stdout
+
+
+def test_pycode_without_python_files_is_a_one_line_error(tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT / "dev/data/pycode.py"), "--out", tmp_path / "out", tmp_path],
+                       capture_output=True, text=True, cwd=ROOT, env=child_env())
+    assert r.returncode == 1 and r.stderr == f"error: no .py files under {tmp_path}\n"
+    assert not (tmp_path / "out").exists()
