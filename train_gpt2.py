@@ -211,6 +211,8 @@ def build_model(args, cfg, ops, params, B, comm):
             model.backward()
             optimizer.grad_norm()
             model.zero_grad()
+            if model.fp8:       # the trial batch's scales are not the run's
+                model.fp8.forget()
             ops.synchronize()
         return model, optimizer
     if args.B != "auto":

@@ -74,6 +74,12 @@ class Fp8Linears:
         self.e5m2.load_state(self._backend, state["e5m2"])
         self.calibrated = True
 
+    def forget(self):
+        """Back to no history: the next pass calibrates (after a trial pass that is not the run's)."""
+        self.e4m3.forget()
+        self.e5m2.forget()
+        self.calibrated = False
+
     def start_forward(self):
         """The scales from every tensor's history, this pass's casts of the weights (their largest
         |x| recorded for the next)."""
@@ -186,6 +192,12 @@ class _Scales:
 
     def update(self, fmt):
         self._kernels.update_scales(self.scale, self.inv, self.history, self.amax, fmt)
+
+    def forget(self):
+        self.scale.fill(1)
+        self.inv.fill(1)
+        self.amax.fill(0)
+        self.history.fill(0)
 
     ARRAYS = ("scale", "inv", "amax", "history")
 

@@ -200,3 +200,12 @@ def test_the_fp8_backward_ops_take_a_bias_gradient_as_the_contract_says(op):
         extra = (inp,) if op == "gelu_matmul_backward" else ()
         getattr(model.fp8, op)(dinp, dweight, dbias, dout, inp, weight, *extra)
         np.testing.assert_allclose(dbias, 1 + dout.sum(axis=0), rtol=1e-5, atol=1e-5)
+
+
+def test_b_auto_forgets_the_scales_of_its_trial_batch(tiny_run):
+    # -b auto's trial forward and backward (a batch of token 0) would otherwise be the calibrating
+    # pass, and its amax the first step's scales: the run must train as one given that B
+    flags = [*tiny_run, "-d", 64, "-x", 2, "-v", 0, "--fp8", 1, "--device", "cpu"]
+    auto, given = run(*flags, "-b", "auto"), run(*flags, "-b", 4)
+    assert "-b auto: chose B=4" in auto.stdout
+    assert losses(auto.stdout) == losses(given.stdout)
