@@ -85,9 +85,8 @@ class Fp8Linears:
         |x| recorded for the next)."""
         self.e4m3.update(fp8.E4M3)
         self.e5m2.update(fp8.E5M2)
-        n = len(self.weights)
         for i, (weight, q, q_t) in enumerate(self.weights):
-            s = self.e4m3.at(n + i)
+            s = self._weight_scale(i)
             self._kernels.cast_transpose(q, q_t, s.amax, weight, s.scale, fp8.E4M3)
 
     # ------------------------------------------------------------------------------------------
@@ -133,6 +132,10 @@ class Fp8Linears:
             self._cast_gradient(slot, dout)
         return None
 
+    def _weight_scale(self, slot):
+        """The slot's weight's E4M3 scale: after the inputs' (__init__'s layout)."""
+        return self.e4m3.at(len(self.weights) + slot)
+
     def _cast_input(self, slot, inp):
         """inp as E4M3 (N, C) into the scratch, and transposed into the slot's kept x_t."""
         C = self.weights[slot][0].shape[1]
@@ -156,7 +159,7 @@ class Fp8Linears:
         OC, C = weight.shape
         N = inp.size // C
         x, _ = self._cast_input(slot, inp)
-        xs, ws = self.e4m3.at(slot), self.e4m3.at(len(self.weights) + slot)
+        xs, ws = self.e4m3.at(slot), self._weight_scale(slot)
         self._kernels.forward(out.reshape(N, OC), x, xs.inv, w, ws.inv, bias=bias,
                               pre_gelu=None if pre_gelu is None else pre_gelu.reshape(N, OC))
 
@@ -166,7 +169,7 @@ class Fp8Linears:
         N = dout.size // OC
         if dbias is not None:
             self._backend.bias_backward(dbias, dout)
-        xs, ws, ds = self.e4m3.at(slot), self.e4m3.at(len(self.weights) + slot), self.e5m2.at(slot)
+        xs, ws, ds = self.e4m3.at(slot), self._weight_scale(slot), self.e5m2.at(slot)
         d, d_t = self._cast_gradient(slot, dout)
         self._kernels.backward_inp(dinp.reshape(N, C), d, ds.inv, w_t, ws.inv,
                                    pre_gelu=None if pre_gelu is None else pre_gelu.reshape(N, C))
@@ -181,11 +184,13 @@ class _Scales:
     16-byte aligned (a pointer 4 bytes into an array made cublasLtMatmul refuse the product)."""
 
     INV_STRIDE = 4
+    ARRAYS = ("scale", "inv", "amax", "history")
 
     def __init__(self, xp, kernels, n):
         self._kernels = kernels
-        self.scale, self.inv = xp.ones(n, xp.float32), xp.ones((n, self.INV_STRIDE), xp.float32)
-        self.amax, self.history = xp.zeros(n, xp.float32), xp.zeros((n, HISTORY), xp.float32)
+        self.scale, self.inv = xp.empty(n, xp.float32), xp.empty((n, self.INV_STRIDE), xp.float32)
+        self.amax, self.history = xp.empty(n, xp.float32), xp.empty((n, HISTORY), xp.float32)
+        self.forget()
 
     def at(self, i):
         return Scale(self.scale[i:i + 1], self.inv[i, :1], self.amax[i:i + 1])
@@ -198,8 +203,6 @@ class _Scales:
         self.inv.fill(1)
         self.amax.fill(0)
         self.history.fill(0)
-
-    ARRAYS = ("scale", "inv", "amax", "history")
 
     def state(self, backend):
         return {name: backend.to_host(getattr(self, name)).tolist() for name in self.ARRAYS}
