@@ -10,12 +10,9 @@
 #include "common.cuh"
 #include <cuda_fp8.h>
 
-#if !defined(TILE) || !defined(TILE_ROWS)
-#error "compile with -DTILE and -DTILE_ROWS (llmpy/launch_config.py's KNOBS['fp8'])"
+#if !defined(TILE_ROWS) || !defined(TILE_COLS) || !defined(TILE_THREADS)
+#error "compile with -DTILE_ROWS, -DTILE_COLS and -DTILE_THREADS (llmpy/launch_config.py's KNOBS['fp8'])"
 #endif
-static_assert(TILE == 32, "a tile's column is one warp");
-static_assert(TILE % TILE_ROWS == 0, "the block's rows step through the tile evenly");
-
 typedef unsigned char fp8;
 
 template <__nv_fp8_interpretation_t FORMAT>
@@ -66,27 +63,54 @@ extern "C" __global__ void cast_e5m2(fp8* out, float* amax, const bf16* inp, con
     cast<__NV_E5M2>(out, amax, inp, scale, N);
 }
 
-// out = fp8(inp * scale) and out_t = its transpose, one TILE x TILE tile a block of
-// (TILE, TILE_ROWS) threads: rows and cols multiples of TILE. Each byte is converted once; the
-// tile goes through shared memory so that both stores run along rows.
+// out = fp8(inp * scale) and out_t = its transpose, a TILE_ROWS x TILE_COLS tile a block of
+// TILE_THREADS threads; rows and cols multiples of 8 (the tiles at the edges are partial). The
+// bf16 comes in 16-byte loads along rows, 8 to a thread, each converted once and stored to out
+// as 8 bytes and to a shared tile; the transposed pass reads the tile down its columns, 8 rows to
+// a thread, and stores 8 bytes of an out_t row. Four lanes cover 32 bytes of one out_t row
+// (a whole sector) and a warp 8 such rows; with the tile's rows 68 bytes apart (17 words, odd)
+// those 32 lanes read 8 different banks or share a word: no bank conflicts.
+constexpr int VEC = x128::size;                       // bf16 a load, bytes a store
+constexpr int TILE_STRIDE = TILE_COLS + 4;            // bytes from one tile row to the next
+static_assert(TILE_COLS % VEC == 0 && TILE_THREADS % (TILE_COLS / VEC) == 0,
+              "the loads step through the tile's rows evenly");
+static_assert(TILE_ROWS % 32 == 0 && TILE_THREADS == 4 * TILE_COLS,
+              "the transposed stores: 4 lanes a column, 32 rows at a time");
+static_assert(TILE_STRIDE % 8 == 4, "an odd number of words between tile rows");
+
 template <__nv_fp8_interpretation_t FORMAT>
 __device__ void cast_transpose(fp8* out, fp8* out_t, float* amax, const bf16* inp,
                                const float* scale, int rows, int cols) {
-    __shared__ fp8 tile[TILE][TILE + 4];        // +4: a column's bytes fall in different banks
-    int c0 = blockIdx.x * TILE, r0 = blockIdx.y * TILE;
+    __shared__ alignas(4) fp8 tile[TILE_ROWS][TILE_STRIDE];
+    int r0 = blockIdx.y * TILE_ROWS, c0 = blockIdx.x * TILE_COLS, t = threadIdx.x;
     float s = *scale;
     unsigned int largest = 0;
-    for (int r = threadIdx.y; r < TILE; r += TILE_ROWS) {
-        size_t at = (size_t)(r0 + r) * cols + c0 + threadIdx.x;
-        float v = to_float(inp[at]);
-        largest = max(largest, abs_bits(v));
-        fp8 q = to_fp8<FORMAT>(v * s);
-        out[at] = q;
-        tile[r][threadIdx.x] = q;
+    constexpr int VECS = TILE_COLS / VEC;             // loads across a tile row
+    int v = t % VECS, col = c0 + v * VEC;
+    for (int r = t / VECS; r < TILE_ROWS; r += TILE_THREADS / VECS) {
+        int row = r0 + r;
+        if (row >= rows || col >= cols) continue;
+        size_t at = (size_t)row * cols + col;
+        x128 x = load128cs(inp + at);
+        union { fp8 b[VEC]; uint2 packed; } q;
+        for (int k = 0; k < VEC; k++) {
+            float f = to_float(x[k]);
+            largest = max(largest, abs_bits(f));
+            q.b[k] = to_fp8<FORMAT>(f * s);
+        }
+        *reinterpret_cast<uint2*>(out + at) = q.packed;
+        unsigned int* dst = reinterpret_cast<unsigned int*>(&tile[r][v * VEC]);
+        dst[0] = q.packed.x;
+        dst[1] = q.packed.y;
     }
     __syncthreads();
-    for (int c = threadIdx.y; c < TILE; c += TILE_ROWS)
-        out_t[(size_t)(c0 + c) * rows + r0 + threadIdx.x] = tile[threadIdx.x][c];
+    int c = t / 4;                                    // this thread's column, and 8 rows of each 32
+    for (int r = (t % 4) * VEC; r < TILE_ROWS && c0 + c < cols; r += 32) {
+        if (r0 + r >= rows) break;
+        union { fp8 b[VEC]; uint2 packed; } q;
+        for (int k = 0; k < VEC; k++) q.b[k] = tile[r + k][c];
+        *reinterpret_cast<uint2*>(out_t + (size_t)(c0 + c) * rows + r0 + r) = q.packed;
+    }
     record_amax(amax, largest);
 }
 extern "C" __global__ void cast_transpose_e4m3(fp8* out, fp8* out_t, float* amax, const bf16* inp,

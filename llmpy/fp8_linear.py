@@ -20,11 +20,11 @@ to zero in E5M2, and an FP8 pass at those scales would measure the gradients it 
 first step's gradient norm half the bf16 one, on an H100).
 
 Rows not a multiple of 32 (a sampling context) run the backend's own matmuls: cuBLASLt's FP8
-wants sizes that are multiples of 16, and the cast-transpose tiles of 32 rows (the CPU keeps the
-same rule). The bias gradients, the GELU epilogues and the master weights are as without FP8.
+wants sizes that are multiples of 16, and 32 keeps each transposed row on whole sectors
+(llmpy/cuda/fp8.py's ROW_MULTIPLE; the CPU keeps the same rule). The bias gradients, the GELU epilogues and the master weights are as without FP8.
 
 `kernels` is the backend's FP8 module: cast, cast_transpose, update_scales, forward,
-backward_inp, backward_weight, TILE, and BYTE, the dtype FP8 values are stored in."""
+backward_inp, backward_weight, ROW_MULTIPLE, and BYTE, the dtype FP8 values are stored in."""
 from collections import namedtuple
 
 import numpy as np
@@ -120,10 +120,10 @@ class Fp8Linears:
 
     def _slot(self, inp, weight, dout=None):
         """The product's slot where it runs in FP8, None where the backend runs it: rows not a
-        multiple of TILE, a weight not one of the blocks' four, and the calibrating pass, whose
+        multiple of ROW_MULTIPLE, a weight not one of the blocks' four, and the calibrating pass, whose
         casts only measure the operand this product casts (the input forward, dout backward)."""
         rows = inp.size // weight.shape[1]
-        slot = None if rows % self._kernels.TILE else self.slots.get(self._kernels.address(weight))
+        slot = None if rows % self._kernels.ROW_MULTIPLE else self.slots.get(self._kernels.address(weight))
         if slot is None or self.calibrated:
             return slot
         if dout is None:

@@ -20,8 +20,8 @@ KNOBS = {
     # the wgmma attention: K/V stages of the forward, Q/dO stages of the dK/dV kernel, warpgroups
     # (query tiles) a block and stages of the dQ kernel
     "flash_attention_wgmma": {"FWD_STAGES": 3, "BWD_STAGES": 3, "DQ_WGS": 2, "DQ_STAGES": 4},
-    # the FP8 cast-transpose: a TILE x TILE tile a block of (TILE, TILE_ROWS) threads
-    "fp8": {"TILE": 32, "TILE_ROWS": 8},
+    # the FP8 cast-transpose: a TILE_ROWS x TILE_COLS tile a block of TILE_THREADS threads
+    "fp8": {"TILE_ROWS": 128, "TILE_COLS": 64, "TILE_THREADS": 256},
 }
 
 

@@ -19,7 +19,10 @@ from llmpy.cuda.runtime import ceil_div, launch
 from llmpy.launch_config import KNOBS
 
 CAST_BLOCK = 512
-TILE, TILE_ROWS = KNOBS["fp8"]["TILE"], KNOBS["fp8"]["TILE_ROWS"]
+# the FP8 path takes rows in multiples of this: cuBLASLt's FP8 products take sizes in multiples of
+# 16, and 32 starts each row of a transposed copy (rows bytes long) on a 32-byte sector
+ROW_MULTIPLE = 32
+TILE = KNOBS["fp8"]
 CUDA_TYPES = {fp8.E4M3: CUDA_R_8F_E4M3, fp8.E5M2: CUDA_R_8F_E5M2}
 BYTE = np.uint8             # an FP8 value as stored: its byte
 
@@ -38,9 +41,10 @@ def cast(out, amax, inp, scale, fmt):
 def cast_transpose(out, out_t, amax, inp, scale, fmt):
     """As cast, and out_t = the transpose of out: inp (rows, cols), out_t (cols, rows)."""
     rows, cols = inp.shape[0], inp.size // inp.shape[0]
-    assert rows % TILE == 0 and cols % TILE == 0, f"rows and columns multiples of {TILE}"
-    launch("fp8", f"cast_transpose_{fmt.name}", (cols // TILE, rows // TILE), (TILE, TILE_ROWS),
-           out, out_t, amax, inp, scale, rows, cols)
+    assert rows % 8 == 0 and cols % 8 == 0, "rows and columns multiples of 8 (8-byte stores)"
+    launch("fp8", f"cast_transpose_{fmt.name}",
+           (ceil_div(cols, TILE["TILE_COLS"]), ceil_div(rows, TILE["TILE_ROWS"])),
+           TILE["TILE_THREADS"], out, out_t, amax, inp, scale, rows, cols)
 
 
 def update_scales(scale, scale_inv, history, amax, fmt, margin=0):

@@ -43,11 +43,14 @@ def test_cast_stores_the_rounded_scaled_values_and_records_the_largest(fmt):
 
 
 @FORMATS
-def test_cast_transpose_writes_both_layouts(fmt):
+@pytest.mark.parametrize("rows, cols", [(128, 96), (8, 8), (296, 200), (1024, 768)])
+def test_cast_transpose_writes_both_layouts(fmt, rows, cols):
+    """Whole tiles, tiles cut short in either dimension (kernels/fp8.cu's are 128 x 64), and a
+    tensor smaller than one tile."""
     rng = np.random.default_rng(1)
-    x = wide_range(rng, 128, 96)
+    x = wide_range(rng, rows, cols)
     scale = np.float32(fmt.max / np.abs(x).max())
-    out, out_t, amax = poisoned_bytes(128, 96), poisoned_bytes(96, 128), device_scalar(0.0)
+    out, out_t, amax = poisoned_bytes(rows, cols), poisoned_bytes(cols, rows), device_scalar(0.0)
     cuda_fp8.cast_transpose(out, out_t, amax, gpu(x), device_scalar(scale), fmt)
     expected = fp8.quantize(fmt, x, scale)
     np.testing.assert_array_equal(fp8.decode(fmt, cp.asnumpy(out)), expected)
