@@ -70,6 +70,11 @@ extern "C" __global__ void cast_e5m2(fp8* out, float* amax, const bf16* inp, con
 // a thread, and stores 8 bytes of an out_t row. Four lanes cover 32 bytes of one out_t row
 // (a whole sector) and a warp 8 such rows; with the tile's rows 68 bytes apart (17 words, odd)
 // those 32 lanes read 8 different banks or share a word: no bank conflicts.
+// With partial (an output gradient whose linear has a bias), the block also sums its tile's
+// columns (unscaled, fp32) into partial[blockIdx.y][cols], each in a fixed order: a thread's rows,
+// then the 4 lanes of a warp that share its columns, then the warps in order. matmul.cu's
+// bias_backward_finish adds the row blocks' sums into dbias, so the bias gradient takes no pass
+// of its own over the tensor.
 constexpr int VEC = x128::size;                       // bf16 a load, bytes a store
 constexpr int TILE_STRIDE = TILE_COLS + 4;            // bytes from one tile row to the next
 static_assert(TILE_COLS % VEC == 0 && TILE_THREADS % (TILE_COLS / VEC) == 0,
@@ -79,14 +84,16 @@ static_assert(TILE_ROWS % 32 == 0 && TILE_THREADS == 4 * TILE_COLS,
 static_assert(TILE_STRIDE % 8 == 4, "an odd number of words between tile rows");
 
 template <__nv_fp8_interpretation_t FORMAT>
-__device__ void cast_transpose(fp8* out, fp8* out_t, float* amax, const bf16* inp,
+__device__ void cast_transpose(fp8* out, fp8* out_t, float* amax, float* partial, const bf16* inp,
                                const float* scale, int rows, int cols) {
     __shared__ alignas(4) fp8 tile[TILE_ROWS][TILE_STRIDE];
+    __shared__ float warp_sums[TILE_THREADS / 32][TILE_COLS];
     int r0 = blockIdx.y * TILE_ROWS, c0 = blockIdx.x * TILE_COLS, t = threadIdx.x;
     float s = *scale;
     unsigned int largest = 0;
     constexpr int VECS = TILE_COLS / VEC;             // loads across a tile row
     int v = t % VECS, col = c0 + v * VEC;
+    float sums[VEC] = {};
     for (int r = t / VECS; r < TILE_ROWS; r += TILE_THREADS / VECS) {
         int row = r0 + r;
         if (row >= rows || col >= cols) continue;
@@ -97,13 +104,28 @@ __device__ void cast_transpose(fp8* out, fp8* out_t, float* amax, const bf16* in
             float f = to_float(x[k]);
             largest = max(largest, abs_bits(f));
             q.b[k] = to_fp8<FORMAT>(f * s);
+            sums[k] += f;
         }
         *reinterpret_cast<uint2*>(out + at) = q.packed;
         unsigned int* dst = reinterpret_cast<unsigned int*>(&tile[r][v * VEC]);
         dst[0] = q.packed.x;
         dst[1] = q.packed.y;
     }
+    static_assert(VECS == 8, "a warp's lanes v, v + 8, v + 16, v + 24 share columns");
+    if (partial) {
+        for (int k = 0; k < VEC; k++) {
+            sums[k] += __shfl_xor_sync(0xffffffff, sums[k], 8);
+            sums[k] += __shfl_xor_sync(0xffffffff, sums[k], 16);
+        }
+        if (t % 32 < VECS)
+            for (int k = 0; k < VEC; k++) warp_sums[t / 32][v * VEC + k] = sums[k];
+    }
     __syncthreads();
+    if (partial && t < TILE_COLS && c0 + t < cols) {
+        float total = 0.0f;
+        for (int w = 0; w < TILE_THREADS / 32; w++) total += warp_sums[w][t];
+        partial[(size_t)blockIdx.y * cols + c0 + t] = total;
+    }
     int c = t / 4;                                    // this thread's column, and 8 rows of each 32
     for (int r = (t % 4) * VEC; r < TILE_ROWS && c0 + c < cols; r += 32) {
         if (r0 + r >= rows) break;
@@ -113,13 +135,13 @@ __device__ void cast_transpose(fp8* out, fp8* out_t, float* amax, const bf16* in
     }
     record_amax(amax, largest);
 }
-extern "C" __global__ void cast_transpose_e4m3(fp8* out, fp8* out_t, float* amax, const bf16* inp,
-                                               const float* scale, int rows, int cols) {
-    cast_transpose<__NV_E4M3>(out, out_t, amax, inp, scale, rows, cols);
+extern "C" __global__ void cast_transpose_e4m3(fp8* out, fp8* out_t, float* amax, float* partial,
+                                               const bf16* inp, const float* scale, int rows, int cols) {
+    cast_transpose<__NV_E4M3>(out, out_t, amax, partial, inp, scale, rows, cols);
 }
-extern "C" __global__ void cast_transpose_e5m2(fp8* out, fp8* out_t, float* amax, const bf16* inp,
-                                               const float* scale, int rows, int cols) {
-    cast_transpose<__NV_E5M2>(out, out_t, amax, inp, scale, rows, cols);
+extern "C" __global__ void cast_transpose_e5m2(fp8* out, fp8* out_t, float* amax, float* partial,
+                                               const bf16* inp, const float* scale, int rows, int cols) {
+    cast_transpose<__NV_E5M2>(out, out_t, amax, partial, inp, scale, rows, cols);
 }
 
 // After a step, for each of `tensors` tensors (one thread each): push this step's largest |x|

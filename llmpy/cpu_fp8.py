@@ -21,10 +21,12 @@ def cast(out, amax, inp, scale, fmt):
     amax[0] = max(amax[0], np.abs(inp).max())
 
 
-def cast_transpose(out, out_t, amax, inp, scale, fmt):
-    """As cast, and out_t = the transpose of out (inp 2-D)."""
+def cast_transpose(out, out_t, amax, inp, scale, fmt, dbias=None):
+    """As cast, and out_t = the transpose of out (inp 2-D); with dbias, dbias += inp's column sums."""
     cast(out, amax, inp, scale, fmt)
     out_t[...] = out.T
+    if dbias is not None:
+        cpu.bias_backward(dbias, inp)
 
 
 def update_scales(scale, scale_inv, history, amax, fmt, margin=0):

@@ -21,7 +21,9 @@ first step's gradient norm half the bf16 one, on an H100).
 
 Rows not a multiple of 32 (a sampling context) run the backend's own matmuls: cuBLASLt's FP8
 wants sizes that are multiples of 16, and 32 keeps each transposed row on whole sectors
-(llmpy/cuda/fp8.py's ROW_MULTIPLE; the CPU keeps the same rule). The bias gradients, the GELU epilogues and the master weights are as without FP8.
+(llmpy/cuda/fp8.py's ROW_MULTIPLE; the CPU keeps the same rule). The GELU epilogues and the
+master weights are as without FP8; fc's bias gradient (the one bias the model's backward asks a
+linear for) is summed by the cast of its output gradient, which reads that tensor anyway.
 
 `kernels` is the backend's FP8 module: cast, cast_transpose, update_scales, forward,
 backward_inp, backward_weight, ROW_MULTIPLE, and BYTE, the dtype FP8 values are stored in."""
@@ -145,13 +147,15 @@ class Fp8Linears:
         self._kernels.cast_transpose(x, x_t, s.amax, inp.reshape(N, C), s.scale, fp8.E4M3)
         return x, x_t
 
-    def _cast_gradient(self, slot, dout):
-        """dout as E5M2 (N, OC) and transposed, into the scratch."""
+    def _cast_gradient(self, slot, dout, dbias=None):
+        """dout as E5M2 (N, OC) and transposed, into the scratch; with dbias, the bias gradient
+        summed by the same pass."""
         OC = self.weights[slot][0].shape[0]
         N = dout.size // OC
         d, d_t = self.d[:N * OC].reshape(N, OC), self.d_t[:N * OC].reshape(OC, N)
         s = self.e5m2.at(slot)
-        self._kernels.cast_transpose(d, d_t, s.amax, dout.reshape(N, OC), s.scale, fp8.E5M2)
+        self._kernels.cast_transpose(d, d_t, s.amax, dout.reshape(N, OC), s.scale, fp8.E5M2,
+                                     dbias=dbias)
         return d, d_t
 
     def _forward(self, slot, out, inp, bias, pre_gelu):
@@ -167,10 +171,8 @@ class Fp8Linears:
         weight, _, w_t = self.weights[slot]
         OC, C = weight.shape
         N = dout.size // OC
-        if dbias is not None:
-            self._backend.bias_backward(dbias, dout)
         xs, ws, ds = self.e4m3.at(slot), self._weight_scale(slot), self.e5m2.at(slot)
-        d, d_t = self._cast_gradient(slot, dout)
+        d, d_t = self._cast_gradient(slot, dout, dbias)
         self._kernels.backward_inp(dinp.reshape(N, C), d, ds.inv, w_t, ws.inv,
                                    pre_gelu=None if pre_gelu is None else pre_gelu.reshape(N, C))
         x_t = self.x_t[slot][:N * C].reshape(C, N)

@@ -15,7 +15,7 @@ import numpy as np
 from llmpy import fp8
 from llmpy.cuda import cublaslt, matmul
 from llmpy.cuda.cublaslt import CUDA_R_8F_E4M3, CUDA_R_8F_E5M2, OP_N, OP_T
-from llmpy.cuda.runtime import ceil_div, launch
+from llmpy.cuda.runtime import ceil_div, launch, workspace
 from llmpy.launch_config import KNOBS
 
 CAST_BLOCK = 512
@@ -38,13 +38,18 @@ def cast(out, amax, inp, scale, fmt):
            out, amax, inp, scale, inp.size)
 
 
-def cast_transpose(out, out_t, amax, inp, scale, fmt):
-    """As cast, and out_t = the transpose of out: inp (rows, cols), out_t (cols, rows)."""
+def cast_transpose(out, out_t, amax, inp, scale, fmt, dbias=None):
+    """As cast, and out_t = the transpose of out: inp (rows, cols), out_t (cols, rows). With
+    dbias (cols), also dbias += the column sums of inp (inp the output gradient of a linear with a
+    bias): each tile's sums as the cast reads it, then the row blocks' in order."""
     rows, cols = inp.shape[0], inp.size // inp.shape[0]
     assert rows % 8 == 0 and cols % 8 == 0, "rows and columns multiples of 8 (8-byte stores)"
-    launch("fp8", f"cast_transpose_{fmt.name}",
-           (ceil_div(cols, TILE["TILE_COLS"]), ceil_div(rows, TILE["TILE_ROWS"])),
-           TILE["TILE_THREADS"], out, out_t, amax, inp, scale, rows, cols)
+    row_blocks = ceil_div(rows, TILE["TILE_ROWS"])
+    partial = None if dbias is None else workspace("fp8_dbias_partial", row_blocks * cols, np.float32)
+    launch("fp8", f"cast_transpose_{fmt.name}", (ceil_div(cols, TILE["TILE_COLS"]), row_blocks),
+           TILE["TILE_THREADS"], out, out_t, amax, partial, inp, scale, rows, cols)
+    if dbias is not None:
+        matmul.bias_backward_finish(dbias, partial, row_blocks)
 
 
 def update_scales(scale, scale_inv, history, amax, fmt, margin=0):

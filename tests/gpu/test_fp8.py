@@ -58,6 +58,21 @@ def test_cast_transpose_writes_both_layouts(fmt, rows, cols):
     assert host(amax)[0] == np.abs(x).max()
 
 
+@pytest.mark.parametrize("rows, cols", [(296, 200), (1024, 768)])
+def test_cast_transpose_adds_the_column_sums_into_dbias(rows, cols):
+    """An output gradient's cast also sums its linear's bias gradient: dbias += the column sums
+    of the unscaled input, in fp32 and rounded to bf16 once, as matmul's bias_backward does."""
+    rng = np.random.default_rng(2)
+    x, start = randn(rng, rows, cols), randn(rng, cols)
+    dbias = gpu(start)
+    out, out_t, amax = poisoned_bytes(rows, cols), poisoned_bytes(cols, rows), device_scalar(0.0)
+    cuda_fp8.cast_transpose(out, out_t, amax, gpu(x), device_scalar(1000.0), fp8.E5M2, dbias=dbias)
+    expected = start + x.astype(np.float64).sum(axis=0)
+    np.testing.assert_allclose(host(dbias), expected, rtol=1e-2, atol=1e-3 * np.abs(expected).max())
+    np.testing.assert_array_equal(fp8.decode(fp8.E5M2, cp.asnumpy(out_t)),
+                                  fp8.quantize(fp8.E5M2, x, np.float32(1000.0)).T)
+
+
 def test_amax_of_a_tensor_holding_nan_is_nan():
     x = np.ones((4, 64), np.float32)
     x[2, 5] = np.nan
