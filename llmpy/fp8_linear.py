@@ -21,9 +21,10 @@ first step's gradient norm half the bf16 one, on an H100).
 
 Rows not a multiple of 32 (a sampling context) run the backend's own matmuls: cuBLASLt's FP8
 wants sizes that are multiples of 16, and 32 keeps each transposed row on whole sectors
-(llmpy/cuda/fp8.py's ROW_MULTIPLE; the CPU keeps the same rule). The GELU epilogues and the
-master weights are as without FP8; fc's bias gradient (the one bias the model's backward asks a
-linear for) is summed by the cast of its output gradient, which reads that tensor anyway.
+(llmpy/cuda/fp8.py's ROW_MULTIPLE; the CPU keeps the same rule). The forward's GELU epilogue and
+the master weights are as without FP8, the backward's dGELU follows the FP8 product, and fc's bias
+gradient (the one bias the model's backward asks a linear for) is summed by the cast of its
+output gradient, which reads that tensor anyway.
 
 `kernels` is the backend's FP8 module: cast, cast_transpose, update_scales, forward,
 backward_inp, backward_weight, ROW_MULTIPLE, and BYTE, the dtype FP8 values are stored in."""

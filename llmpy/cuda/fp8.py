@@ -13,7 +13,7 @@ is D (m, n) = A^T B with A and B the row-major copies above read as column-major
 import numpy as np
 
 from llmpy import fp8
-from llmpy.cuda import cublaslt, matmul
+from llmpy.cuda import cublaslt, elementwise, matmul
 from llmpy.cuda.cublaslt import CUDA_R_8F_E4M3, CUDA_R_8F_E5M2, OP_N, OP_T
 from llmpy.cuda.runtime import ceil_div, launch, workspace
 from llmpy.launch_config import KNOBS
@@ -81,11 +81,13 @@ def forward(out, inp, inp_inv, weight, weight_inv, fast_accum=True, bias=None, p
 
 def backward_inp(dinp, dout, dout_inv, weight_t, weight_inv, pre_gelu=None):
     """dinp (N, C) bf16 = dout (N, OC) E5M2 . weight_t (C, OC) E4M3 over OC; with pre_gelu (laid
-    out as dinp), times gelu'(pre_gelu) in the epilogue (the fcproj backward's)."""
+    out as dinp), then times gelu'(pre_gelu) (the fcproj backward's) by elementwise.gelu_backward
+    in place: cuBLASLt runs the DGELU epilogue of an FP8 product as a kernel of its own, a pass
+    over dinp three times slower than ours (docs/performance.md, "FP8 in the model")."""
     (N, OC), C = dout.shape, weight_t.shape[0]
-    epilogue = cublaslt.EPILOGUE_DEFAULT if pre_gelu is None else cublaslt.EPILOGUE_DGELU
-    _product(dinp, C, N, OC, weight_t, fp8.E4M3, weight_inv, dout, fp8.E5M2, dout_inv,
-             epilogue=epilogue, aux=pre_gelu)
+    _product(dinp, C, N, OC, weight_t, fp8.E4M3, weight_inv, dout, fp8.E5M2, dout_inv)
+    if pre_gelu is not None:
+        elementwise.gelu_backward(dinp, pre_gelu, dinp)
 
 
 def backward_weight(dweight, dout_t, dout_inv, inp_t, inp_inv):

@@ -13,7 +13,7 @@ import cupy as cp
 import numpy as np
 import pytest
 
-from llmpy import fp8
+from llmpy import cpu, fp8
 from llmpy.cuda import fp8 as cuda_fp8
 from llmpy.testing.bf16 import bf16, gpu, host, poisoned, randn
 from llmpy.testing.fp8 import Operand, device_scalar, poisoned_bytes
@@ -127,3 +127,20 @@ def test_the_three_products_of_a_linear_layer_match_the_reference():
     dweight = gpu(prefill)
     cuda_fp8.backward_weight(dweight, dout.q_t, dout.inv, inp.q_t, inp.inv)
     assert_product(host(dweight) - prefill, dout.values.T, dout, inp.values, inp)
+
+
+@needs_fp8_tensor_cores
+def test_the_backward_through_gelu_multiplies_the_product_by_gelus_derivative():
+    """fcproj's dinp: the FP8 product of dout and W, times gelu'(pre_gelu) (llmpy/cpu.py's
+    gelu_backward as the reference), with the product's rounding to bf16 before it."""
+    rng = np.random.default_rng(3)
+    N, C, OC = 256, 320, 192
+    w = Operand(randn(rng, OC, C, scale=0.02), fp8.E4M3)
+    dout = Operand(randn(rng, N, OC, scale=1e-4), fp8.E5M2)
+    pre_gelu = randn(rng, N, C, scale=2.0)
+    dinp = poisoned(N, C)
+    cuda_fp8.backward_inp(dinp, dout.q, dout.inv, w.q_t, w.inv, pre_gelu=gpu(pre_gelu))
+    product = fp8.scaled_matmul(dout.values, dout.scale_value, dout.fmt, w.values, w.scale_value, w.fmt)
+    expected = np.empty_like(pre_gelu)
+    cpu.gelu_backward(expected, pre_gelu, product.astype(np.float32))
+    assert np.abs(host(dinp) - expected).max() <= 2e-2 * np.abs(expected).max()
