@@ -110,6 +110,22 @@ def test_a_pass_casts_with_the_scales_of_the_passes_before():
     np.testing.assert_allclose(qkv, expected, rtol=1e-5, atol=1e-5)
 
 
+def test_a_weight_that_was_always_zero_keeps_finite_scales_and_trains():
+    """Projections that start at zero (as some inits start them) record an amax of 0, so their
+    scales stay the ones they started with: those must be finite, or 0 times them is NaN."""
+    params = random_params(TINY, seed=47)
+    shaped = split_flat(params, param_shapes(TINY))
+    shaped["attprojw"][...] = 0
+    shaped["fcprojw"][...] = 0
+    inputs, targets = random_batch(TINY, B, T, seed=48)
+    model = GPT2(TINY, cpu, B, T, params=params, fp8=1)
+    for _ in range(2):
+        model.zero_grad()
+        model.forward_backward(inputs, targets)
+        assert np.isfinite(model.mean_loss())
+        assert np.isfinite(model.grads_flat).all()
+
+
 def test_rows_not_a_multiple_of_32_run_the_backends_matmuls():
     params = random_params(TINY, seed=49)
     context = [3, 1, 4, 1, 5]
