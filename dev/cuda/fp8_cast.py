@@ -74,7 +74,7 @@ def main():
         for name, fn in timed.items():
             ms = median_ms(fn)
             step[name] += LAYERS * count * ms
-            rows.append((f"{N}x{cols}", name, f"{ms:.4f}", f"{4 * N * cols / ms / 1e9:.0f}"))
+            rows.append((f"{N}x{cols}", name, f"{ms:.4f}", f"{4 * N * cols / ms / 1e6:.0f}"))
     print(f"\none cast of each width (GB/s counts 4 bytes an element; copy: the bf16 tensor)")
     print_table(rows, ["shape", "version", "ms", "GB/s"])
     print(f"\na step's casts at d12 B=64 ({LAYERS} layers)")
