@@ -1,31 +1,11 @@
 // dev/cuda/fp8_cast.py's version 1: kernels/fp8.cu's cast-transpose as it ran in the model first
 // (df1e217), frozen. One 32 x 32 tile a block of (32, 8) threads; each thread converts one bf16
 // a row (2-byte loads, 1-byte stores), the tile goes through shared memory so that the
-// transposed stores run along rows too. Rows and cols multiples of 32. On an H100 the model's
-// casts with it took ~40 ms of a d12 B=64 step: well under the copy bandwidth.
-#include "common.cuh"
-#include <cuda_fp8.h>
+// transposed stores run along rows too. Rows and cols multiples of 32. Well under the copy
+// bandwidth (docs/performance.md, "FP8 in the model").
+#include "fp8.cuh"
 
 constexpr int TILE = 32, TILE_ROWS = 8;
-typedef unsigned char fp8;
-
-template <__nv_fp8_interpretation_t FORMAT>
-__device__ __forceinline__ fp8 to_fp8(float x) {
-    return __nv_cvt_float_to_fp8(x, __NV_SATFINITE, FORMAT);
-}
-
-__device__ __forceinline__ void record_amax(float* amax, unsigned int bits) {
-    __shared__ unsigned int partial[32];
-    int thread = threadIdx.y * blockDim.x + threadIdx.x;
-    int lane = thread % 32, warp = thread / 32, warps = blockDim.x * blockDim.y / 32;
-    bits = __reduce_max_sync(0xffffffff, bits);
-    if (lane == 0) partial[warp] = bits;
-    __syncthreads();
-    if (warp == 0) {
-        bits = __reduce_max_sync(0xffffffff, lane < warps ? partial[lane] : 0u);
-        if (lane == 0) atomicMax(reinterpret_cast<unsigned int*>(amax), bits);
-    }
-}
 
 template <__nv_fp8_interpretation_t FORMAT>
 __device__ void cast_transpose(fp8* out, fp8* out_t, float* amax, const bf16* inp,
@@ -37,7 +17,7 @@ __device__ void cast_transpose(fp8* out, fp8* out_t, float* amax, const bf16* in
     for (int r = threadIdx.y; r < TILE; r += TILE_ROWS) {
         size_t at = (size_t)(r0 + r) * cols + c0 + threadIdx.x;
         float v = to_float(inp[at]);
-        largest = max(largest, __float_as_uint(v) & 0x7fffffffu);
+        largest = max(largest, abs_bits(v));
         fp8 q = to_fp8<FORMAT>(v * s);
         out[at] = q;
         tile[r][threadIdx.x] = q;
