@@ -25,7 +25,9 @@
 #   bench      dev/bench.py at B=64 (with PyTorch) and B=8
 #   sizes      d24 (350M) at B=32 and d36 (774M) at B=16 beside PyTorch compile, with the GPU's
 #              timeline; d48 (1.5B) at B=32 with -r 1: tokens/s and MFU
-#   fp8        dev/cuda/fp8.py: the FP8 products of d12's matmuls checked and timed against bf16
+#   fp8        the FP8 GPU tests, dev/cuda/fp8_cast.py (the cast-transpose against a bf16 copy) and
+#              dev/cuda/fp8.py (the FP8 products of d12's matmuls checked and timed against bf16);
+#              `bench` runs --fp8 1 beside bf16 on FP8 GPUs
 # Needs the Shakespeare shards and the tokenizer cache in dev/data (carry them).
 set -u
 OUT=${OUT:-gpu_round_out}
@@ -179,6 +181,10 @@ for s in $sections; do
     timeout 240 python3 train_gpt2.py -e d48 -b 32 -t 1024 -r 1 -x 12 -v 0 -s 0 >> "$OUT/sizes.log" 2>&1
     note "train d48 B=32 -r 1 (rc $?): $(grep -E '^step +12/' "$OUT/sizes.log")" ;;
   fp8)
+    timeout 150 python3 -m pytest -q tests/gpu/test_fp8.py tests/gpu/test_fp8_model.py > "$OUT/fp8_tests.log" 2>&1
+    note "FP8 GPU tests (rc $?): $(grep -E 'passed|failed' "$OUT/fp8_tests.log" | tail -1)"
+    timeout 60 python3 dev/cuda/fp8_cast.py > "$OUT/fp8_cast.log" 2>&1
+    note "dev/cuda/fp8_cast.py (rc $?): $(grep -c FAIL "$OUT/fp8_cast.log") checks failed; a step's casts (ms): $(tail -3 "$OUT/fp8_cast.log" | tr -s ' \n' ' ')"
     timeout 200 python3 dev/cuda/fp8.py > "$OUT/fp8.log" 2>&1
     note "dev/cuda/fp8.py (rc $?): $(grep -c FAIL "$OUT/fp8.log") checks failed" ;;
   bench)
