@@ -123,8 +123,9 @@ class Fp8Linears:
 
     def _slot(self, inp, weight, dout=None):
         """The product's slot where it runs in FP8, None where the backend runs it: rows not a
-        multiple of ROW_MULTIPLE, a weight not one of the blocks' four, and the calibrating pass, whose
-        casts only measure the operand this product casts (the input forward, dout backward)."""
+        multiple of ROW_MULTIPLE, a weight not one of the blocks' four, and the calibrating pass,
+        whose casts only measure the operand this product casts (the input forward, dout
+        backward)."""
         rows = inp.size // weight.shape[1]
         slot = None if rows % self._kernels.ROW_MULTIPLE else self.slots.get(self._kernels.address(weight))
         if slot is None or self.calibrated:
