@@ -12,6 +12,7 @@
 #if !defined(TILE_ROWS) || !defined(TILE_COLS) || !defined(TILE_THREADS)
 #error "compile with -DTILE_ROWS, -DTILE_COLS and -DTILE_THREADS (llmpy/launch_config.py's KNOBS['fp8'])"
 #endif
+
 // out[i] = fp8(inp[i] * scale), 8 elements a thread (one 128-bit load, one 64-bit store)
 template <__nv_fp8_interpretation_t FORMAT>
 __device__ void cast(fp8* out, float* amax, const bf16* inp, const float* scale, int N) {
