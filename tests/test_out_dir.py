@@ -5,11 +5,15 @@ import os
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import pytest
 
+import train_gpt2
+from llmpy import LlmpyError, cpu, outdir
 from llmpy.checkpoint import write_model
 from llmpy.config import GPT2Config
+from llmpy.distributed import Comm
 from tests.test_gpt2 import TINY, random_params
 from tests.test_train import ROOT, assert_one_line_error, losses, run
 
@@ -43,6 +47,57 @@ def test_pruning_deletes_only_exact_checkpoint_names(tiny_run, tmp_path):
     run(*tiny_run, "-x", 4, "-v", 0, "-o", out, "-n", 2, "-nk", 1)
     assert not (out / "model_00000002.bin").exists() and (out / "DONE_00000004").exists()
     assert all((out / name).read_text() == "a user's file" for name in users)
+
+
+def test_pruning_says_each_checkpoint_it_deletes_with_the_flags_that_deleted_it(tiny_run, tmp_path):
+    def deleted(*flags):
+        r = run(*tiny_run, "-v", 0, "-n", 1, "-nk", 1, *flags)
+        return [line for line in r.stdout.splitlines() if line.startswith("checkpoint deleted")]
+    # the newest one kept, and with -nm 2 every even step
+    assert deleted("-x", 4, "-o", tmp_path / "major", "-nm", 2) == ["checkpoint deleted: step 1 (-nk 1 -nm 2)",
+                                                                    "checkpoint deleted: step 3 (-nk 1 -nm 2)"]
+    assert deleted("-x", 3, "-o", tmp_path / "newest") == ["checkpoint deleted: step 1 (-nk 1)",
+                                                          "checkpoint deleted: step 2 (-nk 1)"]
+
+
+def claim(out, rank=0, *flags):
+    """claim_out_dir for -o out as process `rank`: (the lock file or None, the lines it said)."""
+    said = []
+    lock = train_gpt2.claim_out_dir(train_gpt2.parse_args(["-o", str(out), *flags]),
+                                    SimpleNamespace(rank=rank, say=said.append))
+    if lock:
+        lock.close()
+    return lock, said
+
+
+def test_a_resumed_run_removes_the_temp_files_a_crash_left_of_complete_checkpoints_saying_so(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ["DONE_00000002", "model_00000002.bin", "state_00000002_00000.bin", "model_00000002.bin.tmp",
+                 "model_00000004.bin.tmp"]:                  # checkpoint 4 is not complete: its temp stays
+        (out / name).write_bytes(b"x")
+    lock, said = claim(out, 0, "-y", "1")
+    assert lock is not None
+    assert said == ["removed model_00000002.bin.tmp: left by a crash while its checkpoint was written again"]
+    assert not (out / "model_00000002.bin.tmp").exists() and (out / "model_00000004.bin.tmp").exists()
+
+
+def test_only_rank_0_locks_and_checks_the_folder_the_others_only_make_it(tmp_path):
+    out = tmp_path / "out"
+    assert claim(out, 1) == (None, []) and os.listdir(out) == []
+    (out / "main.log").write_text("another run's")             # a fresh run's folder is rank 0's to check
+    assert claim(out, 1) == (None, [])
+    with pytest.raises(LlmpyError, match="main.log"):
+        claim(out, 0)
+
+
+def test_a_folder_that_cannot_be_locked_is_written_unlocked_saying_so(tmp_path, monkeypatch):
+    def no_locks(f, how):
+        raise OSError(37, "No locks available")
+    monkeypatch.setattr(outdir.fcntl, "flock", no_locks)
+    out = tmp_path / "out"
+    assert claim(out) == (None, [f"-o {out}: cannot lock {out / '.llmpy.lock'} (No locks available): nothing "
+                                 "stops a second run from writing here"])
 
 
 def test_a_second_run_into_a_locked_folder_is_refused_naming_the_holder(tiny_run, tmp_path):
@@ -90,6 +145,15 @@ def test_resuming_with_another_model_is_an_error_naming_both(tiny_run, tmp_path)
     assert_one_line_error(r, f"-e {tmp_path / 'wider.bin'}", "C=64", f"C={TINY.channels}")
 
 
+def test_resuming_with_a_descriptor_for_e_checks_it_against_the_checkpoint_s_model():
+    args = train_gpt2.parse_args(["-e", "d6", "-o", "out", "-y", "1"])
+    train_gpt2.check_resumed_model(args, GPT2Config(num_layers=6, channels=384, num_heads=6))     # d6's shape
+    with pytest.raises(LlmpyError) as error:
+        train_gpt2.check_resumed_model(args, GPT2Config(num_layers=12, channels=768, num_heads=12))
+    assert "-y 1: the checkpoint in out holds a " in str(error.value)
+    assert all(word in str(error.value) for word in ("C=768", "-e d6", "C=384"))
+
+
 def test_resuming_with_another_schedule_says_which_flags_changed(tiny_run, tmp_path):
     run(*tiny_run, "-x", 2, "-v", 0, "-l", 1e-3, "-o", tmp_path / "out", "-n", 2)
     r = run(*tiny_run, "-x", 4, "-v", 0, "-l", 2e-3, "-o", tmp_path / "out", "-y", 1)
@@ -116,6 +180,16 @@ def test_an_unreadable_newest_checkpoint_falls_back_to_the_previous_one(tiny_run
     assert f"-y 1: checkpoint 4: {newest}: file is " in r.stdout and "; falling back to checkpoint 2\n" in r.stdout
     assert "resumed from step 2" in r.stdout
     assert losses(r.stdout) == {k: full[k] for k in (3, 4)}
+
+
+def test_a_fresh_run_reads_no_checkpoint_and_says_nothing_of_resuming(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "DONE_00000002").write_bytes(b"")           # a complete checkpoint's marker: only -y 1 reads it
+    assert train_gpt2.load_checkpoint(train_gpt2.parse_args(["-o", str(out)]), Comm(cpu)) == (None, None, None, None)
+    monkeypatch.chdir(out)                              # nor, without -o, the working folder's
+    assert train_gpt2.load_checkpoint(train_gpt2.parse_args([]), Comm(cpu)) == (None, None, None, None)
+    assert capsys.readouterr().out == ""
 
 
 def test_no_readable_checkpoint_is_a_one_line_error(tiny_run, tmp_path):
