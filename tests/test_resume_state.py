@@ -202,3 +202,34 @@ def test_a_resumed_run_names_every_schedule_flag_it_changed_with_the_checkpoints
     train_gpt2.say_schedule_changes(comm, {"schedule": train_gpt2.schedule(now, 200)},
                                     train_gpt2.schedule(now, 200), 50)
     assert capsys.readouterr().out == ""
+
+
+def test_a_checkpoint_from_before_the_schedule_was_kept_resumes_saying_nothing_of_it(capsys):
+    now = train_gpt2.parse_args(["-k", "wsd", "-l", "2e-3"])
+    train_gpt2.say_schedule_changes(Comm(cpu), {"T": 16}, train_gpt2.schedule(now, 200), 50)
+    assert capsys.readouterr().out == ""
+
+
+def resume_batch_error(extra, flags, world):
+    """check_resumed_batch's one line for a checkpoint's extra state, or None where it resumes."""
+    try:
+        train_gpt2.check_resumed_batch(extra, train_gpt2.parse_args(["-t", "16", *flags]), 64, world)
+    except LlmpyError as e:
+        return str(e)
+    return None
+
+
+def test_resuming_with_another_number_of_processes_or_z_is_an_error_giving_both():
+    assert resume_batch_error({"world": 2, "zero": 1, "T": 16, "total_batch": 64}, ["-z", "0"], 1) == (
+        "-y 1: the checkpoint was written by 2 process(es) with -z 1; resume it with as many and the same -z "
+        "(this run: 1, -z 0)")
+    assert resume_batch_error({"world": 2, "zero": 0, "T": 16, "total_batch": 64}, ["-z", "0"], 1) is not None
+    assert resume_batch_error({"world": 1, "zero": 1, "T": 16, "total_batch": 64}, ["-z", "0"], 1) is not None
+    assert resume_batch_error({"world": 2, "zero": 1, "T": 16, "total_batch": 64}, ["-z", "1"], 2) is None
+
+
+def test_a_checkpoint_from_before_processes_z_and_the_total_batch_were_kept_is_one_process_without_zero():
+    assert resume_batch_error({"T": 16}, ["-z", "0"], 1) is None
+    assert resume_batch_error({"T": 16}, ["-z", "1"], 2) == (
+        "-y 1: the checkpoint was written by 1 process(es) with -z 0; resume it with as many and the same -z "
+        "(this run: 2, -z 1)")
