@@ -3,6 +3,8 @@ shape and parameter count, each buffer's memory, the batch and its data, and wha
 costs on disk. Every number is worked out here from the model's shape and the flags."""
 import contextlib
 import io
+import os
+from types import SimpleNamespace
 
 import pytest
 
@@ -83,3 +85,45 @@ def test_the_out_dir_line_gives_what_each_checkpoint_costs_on_disk(wide_run, tmp
     # the model file in fp32, and AdamW's m and v
     assert line(lines, "writing ") == (f"writing {out / 'main.log'} | a checkpoint every 5 steps: "
                                        f"{n * 4 / 1e6:.0f} MB model + {n * 8 / 1e6:.0f} MB state, keeping the newest 2")
+
+
+def test_the_out_dir_line_without_n_is_main_log_alone_and_without_nk_keeps_all(tiny_run, tmp_path):
+    out = tmp_path / "out"
+    assert line(start_lines(*tiny_run, "-x", 1, "-v", 0, "-o", out), "writing ") == f"writing {out / 'main.log'}"
+    n = gpt2_parameters(TINY)
+    lines = start_lines(*tiny_run, "-x", 1, "-v", 0, "-o", tmp_path / "out1", "-n", 1)
+    assert line(lines, "writing ") == (f"writing {tmp_path / 'out1' / 'main.log'} | a checkpoint every 1 steps: "
+                                       f"{n * 4 / 1e6:.0f} MB model + {n * 8 / 1e6:.0f} MB state, keeping all (-nk)")
+
+
+def test_master_weights_are_a_buffer_and_part_of_every_process_s_checkpoint_state():
+    # a GPU's bf16 run: 2-byte weights and gradients (its model file is bf16 too), fp32 AdamW m and v and
+    # master weights
+    n = 500_000
+    model = SimpleNamespace(params_flat=SimpleNamespace(nbytes=2 * n), grads_flat=SimpleNamespace(nbytes=2 * n),
+                            acts_bytes=SimpleNamespace(nbytes=12_345))
+    optimizer = SimpleNamespace(m=SimpleNamespace(nbytes=4 * n), v=SimpleNamespace(nbytes=4 * n),
+                                master=SimpleNamespace(nbytes=4 * n))
+    assert train_gpt2.memory_report(model, optimizer) == {
+        "parameters": 1_000_000, "gradients": 1_000_000, "AdamW m, v": 4_000_000, "activations": 12_345,
+        "master weights": 2_000_000}
+    args = SimpleNamespace(out_dir="out", checkpoint_every=5, checkpoints_keep=3)
+    # each of 2 processes' state file: m, v and master weights, 6 MB
+    assert train_gpt2.where_it_writes(args, model, optimizer, 2) == (
+        f"writing {os.path.join('out', 'main.log')} | a checkpoint every 5 steps: 1 MB model + 12 MB state, "
+        "keeping the newest 3")
+
+
+# the val file's 1,000 tokens hold 31 batches of 2 x 16 (1,000 // 32)
+@pytest.mark.parametrize("flags, batches", [(["-v", 0], 0), (["-v", 1, "-m", -1], 31), (["-v", 1, "-m", 50], 31)])
+def test_the_batch_line_has_no_val_batches_without_val_loss_and_at_most_what_the_val_file_holds(tiny_run, flags,
+                                                                                               batches):
+    lines = start_lines(*tiny_run, "-x", 2, *flags)
+    assert line(lines, "batch:").endswith(f"| 2 steps | val {batches} batches")
+
+
+def test_each_of_two_processes_reads_its_share_so_the_val_file_holds_half_the_batches(tiny_run):
+    args = train_gpt2.parse_args([*map(str, tiny_run), "-m", "-1"])
+    train, val, batches = train_gpt2.data_loaders(args, TINY, 2, SimpleNamespace(rank=1, world=2))
+    assert (train.rank, train.world, val.rank, val.world) == (1, 2, 1, 2)
+    assert batches == 1000 // (2 * 16 * 2)
