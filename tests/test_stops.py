@@ -175,3 +175,15 @@ def test_kill_9_in_the_middle_of_a_checkpoint_write_resumes_like_a_run_that_neve
 def test_a_bad_fault_switch_is_a_one_line_error(tiny_run, tmp_path):
     r = wait(start(tiny_run, tmp_path, "-x", 1, fault="stall:step=x"), 60, "a bad LLMPY_FAULT")
     assert_one_line_error(r, "LLMPY_FAULT=stall:step=x")
+
+
+def test_the_resume_hint_names_the_newest_complete_checkpoint_or_says_there_is_none(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "model_00000008.bin").write_bytes(b"")       # no DONE marker: incomplete
+    assert train_gpt2.resume_hint(str(out)) == "no complete checkpoint to resume from"
+    for step in (2, 4, 6):
+        (out / f"DONE_{step:08d}").write_bytes(b"")
+    assert train_gpt2.resume_hint(str(out)) == f"resume from step 6 with -y 1 -o {out}"
+    monkeypatch.chdir(out)                              # without -o, the working folder's checkpoints are not its
+    assert train_gpt2.resume_hint(None) == "no complete checkpoint to resume from (no -o)"

@@ -467,12 +467,13 @@ def test_sampling_a_model_without_the_endoftext_token_is_an_error(tiny_run):
 
 
 def test_hellaswag_without_its_eval_file_is_an_error(tiny_run, tmp_path):
-    assert_one_line_error(run(*tiny_run, "-h", 1, "--hellaswag", tmp_path / "none.bin", check=False),
-                          "none.bin", "dev/data/hellaswag.py")
+    r = run(*tiny_run, "-h", 1, "--hellaswag", tmp_path / "none.bin", check=False)
+    assert_one_line_error(r, "none.bin", "dev/data/hellaswag.py")
+    assert r.stderr.strip().endswith("or name one with --hellaswag")
 
 
-def test_hellaswag_examples_longer_than_t_are_an_error(chooser_run):
-    assert_one_line_error(run(*chooser_run, "-h", 1, "-t", 8, "-s", 0, check=False), "-t 8")
+def test_hellaswag_examples_longer_than_t_are_an_error_naming_the_eval_file(chooser_run):
+    assert_one_line_error(run(*chooser_run, "-h", 1, "-t", 8, "-s", 0, check=False), f"{chooser_run[-1]}: ", "-t 8")
 
 
 def test_resuming_with_another_sequence_length_is_an_error(tiny_run, tmp_path):
