@@ -81,6 +81,15 @@ def test_the_calibrating_pass_measures_the_tensors_of_the_model_without_fp8():
     assert np.all(model.fp8.e5m2.history[:, 0] > 0), "every output gradient measured"
 
 
+def test_the_calibrating_pass_measures_the_gradients_the_first_fp8_pass_sees():
+    """The calibrating pass runs the backward from the loss (its classifier writes the logits'
+    gradient), so each output gradient's largest |x| is the one the first FP8 pass measures
+    after it, to within FP8's rounding of the products upstream."""
+    model, *_ = fp8_model(seed=49)
+    calibration, first_pass = model.fp8.e5m2.history[:, 0], model.fp8.e5m2.amax
+    np.testing.assert_allclose(first_pass, calibration, rtol=0.25)
+
+
 def test_each_cast_records_its_tensors_largest_value_and_scales_follow_the_history():
     model, *_ = fp8_model(seed=46)
     e4m3, e5m2 = model.fp8.e4m3, model.fp8.e5m2
