@@ -114,6 +114,20 @@ def test_master_weights_are_a_buffer_and_part_of_every_process_s_checkpoint_stat
         "keeping the newest 3")
 
 
+def test_a_checkpoints_megabytes_are_its_exact_bytes_rounded():
+    """The out line's MB are the byte counts / 10^6 rounded to whole MB (half to even), with
+    nothing added: 1,500,000 bytes of model show 2 MB, 3,499,999 bytes of state (no master
+    weights, one process) 3 MB, the same state with a byte more 4 MB."""
+    model = SimpleNamespace(params_flat=SimpleNamespace(nbytes=1_500_000), grads_flat=SimpleNamespace(nbytes=0),
+                            acts_bytes=SimpleNamespace(nbytes=0))
+    args = SimpleNamespace(out_dir="out", checkpoint_every=1, checkpoints_keep=0)
+    for m_and_v, megabytes in [(3_499_999, 3), (3_500_000, 4)]:
+        optimizer = SimpleNamespace(m=SimpleNamespace(nbytes=m_and_v // 2), master=None,
+                                    v=SimpleNamespace(nbytes=m_and_v - m_and_v // 2))
+        assert train_gpt2.where_it_writes(args, model, optimizer, 1).endswith(
+            f"2 MB model + {megabytes} MB state, keeping all (-nk)")
+
+
 # the val file's 1,000 tokens hold 31 batches of 2 x 16 (1,000 // 32)
 @pytest.mark.parametrize("flags, batches", [(["-v", 0], 0), (["-v", 1, "-m", -1], 31), (["-v", 1, "-m", 50], 31)])
 def test_the_batch_line_has_no_val_batches_without_val_loss_and_at_most_what_the_val_file_holds(tiny_run, flags,
