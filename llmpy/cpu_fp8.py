@@ -8,7 +8,6 @@ import numpy as np
 from llmpy import cpu, fp8
 
 BYTE = np.float32
-ROW_MULTIPLE = 32           # rows in multiples of this run in FP8: the GPU's rule
 
 
 def address(a):

@@ -19,15 +19,14 @@ measure each tensor: with no history yet every scale would be 1, which flushes g
 to zero in E5M2, and an FP8 pass at those scales would measure the gradients it had flushed (a
 first step's gradient norm half the bf16 one, on an H100).
 
-Rows not a multiple of 32 (a sampling context) run the backend's own matmuls: cuBLASLt's FP8
-wants sizes that are multiples of 16, and 32 keeps each transposed row on whole sectors
-(llmpy/cuda/fp8.py's ROW_MULTIPLE; the CPU keeps the same rule). The forward's GELU epilogue and
-the master weights are as without FP8, the backward's dGELU follows the FP8 product, and fc's bias
-gradient (the one bias the model's backward asks a linear for) is summed by the cast of its
-output gradient, which reads that tensor anyway.
+Rows not a multiple of ROW_MULTIPLE (a sampling context) run the backend's own matmuls, on the
+CPU as on the GPU. The forward's GELU epilogue and the master weights are as without FP8, the
+backward's dGELU follows the FP8 product, and fc's bias gradient (the one bias the model's
+backward asks a linear for) is summed by the cast of its output gradient, which reads that
+tensor anyway.
 
 `kernels` is the backend's FP8 module: cast, cast_transpose, update_scales, forward,
-backward_inp, backward_weight, ROW_MULTIPLE, and BYTE, the dtype FP8 values are stored in."""
+backward_inp, backward_weight, and BYTE, the dtype FP8 values are stored in."""
 from collections import namedtuple
 
 import numpy as np
@@ -35,6 +34,9 @@ import numpy as np
 from llmpy import fp8
 
 HISTORY = 16                # passes of largest |x| kept per tensor (Transformer Engine's recipe)
+# rows in multiples of this run in FP8: cuBLASLt's FP8 products take sizes in multiples of 16, and
+# 32 starts each row of a transposed copy (rows bytes long) on a 32-byte sector
+ROW_MULTIPLE = 32
 LINEARS = ("qkvw", "attprojw", "fcw", "fcprojw")
 Scale = namedtuple("Scale", "scale inv amax")      # one tensor's, each a 1-element device view
 
@@ -127,7 +129,7 @@ class Fp8Linears:
         whose casts only measure the operand this product casts (the input forward, dout
         backward)."""
         rows = inp.size // weight.shape[1]
-        slot = None if rows % self._kernels.ROW_MULTIPLE else self.slots.get(self._kernels.address(weight))
+        slot = None if rows % ROW_MULTIPLE else self.slots.get(self._kernels.address(weight))
         if slot is None or self.calibrated:
             return slot
         if dout is None:

@@ -19,9 +19,6 @@ from llmpy.cuda.runtime import ceil_div, launch, workspace
 from llmpy.launch_config import KNOBS
 
 CAST_BLOCK = 512
-# the FP8 path takes rows in multiples of this: cuBLASLt's FP8 products take sizes in multiples of
-# 16, and 32 starts each row of a transposed copy (rows bytes long) on a 32-byte sector
-ROW_MULTIPLE = 32
 TILE = KNOBS["fp8"]
 CUDA_TYPES = {fp8.E4M3: CUDA_R_8F_E4M3, fp8.E5M2: CUDA_R_8F_E5M2}
 BYTE = np.uint8             # an FP8 value as stored: its byte
