@@ -5,12 +5,19 @@ import cupy as cp
 import numpy as np
 
 from llmpy.cuda import fp8 as cuda_fp8
-from llmpy.testing.bf16 import gpu
+from llmpy.testing.bf16 import bf16, gpu
 
 
 def device_scalar(value):
     """One fp32 on the GPU: a scale, its inverse, an amax."""
     return cp.asarray(np.float32(value)[None])
+
+
+def wide_range(rng, rows, cols):
+    """bf16 values (as fp32, on the host) over many binades, so that a scale sends some past the
+    format's largest value (saturation) and some into its subnormals."""
+    x = rng.standard_normal((rows, cols)) * np.exp2(rng.uniform(-12, 4, (rows, cols)))
+    return x.astype(bf16).astype(np.float32)
 
 
 def poisoned_bytes(*shape):

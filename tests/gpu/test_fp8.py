@@ -15,19 +15,12 @@ import pytest
 
 from llmpy import cpu, fp8
 from llmpy.cuda import fp8 as cuda_fp8
-from llmpy.testing.bf16 import bf16, gpu, host, poisoned, randn
-from llmpy.testing.fp8 import Operand, device_scalar, poisoned_bytes
+from llmpy.testing.bf16 import gpu, host, poisoned, randn
+from llmpy.testing.fp8 import Operand, device_scalar, poisoned_bytes, wide_range
 
 FORMATS = pytest.mark.parametrize("fmt", [fp8.E4M3, fp8.E5M2], ids=lambda f: f.name)
 needs_fp8_tensor_cores = pytest.mark.skipif(
     int(cp.cuda.Device().compute_capability) < 89, reason="cuBLASLt's FP8 needs Ada or Hopper")
-
-
-def wide_range(rng, rows, cols):
-    """bf16 values over many binades, so that a scale sends some past the format's largest value
-    (saturation) and some into its subnormals."""
-    x = rng.standard_normal((rows, cols)) * np.exp2(rng.uniform(-12, 4, (rows, cols)))
-    return x.astype(bf16).astype(np.float32)
 
 
 @FORMATS
