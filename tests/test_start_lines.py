@@ -96,14 +96,19 @@ def test_the_out_dir_line_without_n_is_main_log_alone_and_without_nk_keeps_all(t
                                        f"{n * 4 / 1e6:.0f} MB model + {n * 8 / 1e6:.0f} MB state, keeping all (-nk)")
 
 
+def sized_run(params, grads, acts, m, v, master=None):
+    """A model and its optimizer as memory_report reads them: each buffer only its bytes."""
+    def sized(nbytes):
+        return None if nbytes is None else SimpleNamespace(nbytes=nbytes)
+    return (SimpleNamespace(params_flat=sized(params), grads_flat=sized(grads), acts_bytes=sized(acts)),
+            SimpleNamespace(m=sized(m), v=sized(v), master=sized(master)))
+
+
 def test_master_weights_are_a_buffer_and_part_of_every_process_s_checkpoint_state():
     # a GPU's bf16 run: 2-byte weights and gradients (its model file is bf16 too), fp32 AdamW m and v and
     # master weights
     n = 500_000
-    model = SimpleNamespace(params_flat=SimpleNamespace(nbytes=2 * n), grads_flat=SimpleNamespace(nbytes=2 * n),
-                            acts_bytes=SimpleNamespace(nbytes=12_345))
-    optimizer = SimpleNamespace(m=SimpleNamespace(nbytes=4 * n), v=SimpleNamespace(nbytes=4 * n),
-                                master=SimpleNamespace(nbytes=4 * n))
+    model, optimizer = sized_run(params=2 * n, grads=2 * n, acts=12_345, m=4 * n, v=4 * n, master=4 * n)
     assert train_gpt2.memory_report(model, optimizer) == {
         "parameters": 1_000_000, "gradients": 1_000_000, "AdamW m, v": 4_000_000, "activations": 12_345,
         "master weights": 2_000_000}
@@ -118,12 +123,9 @@ def test_a_checkpoints_megabytes_are_its_exact_bytes_rounded():
     """The out line's MB are the byte counts / 10^6 rounded to whole MB (half to even), with
     nothing added: 1,500,000 bytes of model show 2 MB, 3,499,999 bytes of state (no master
     weights, one process) 3 MB, the same state with a byte more 4 MB."""
-    model = SimpleNamespace(params_flat=SimpleNamespace(nbytes=1_500_000), grads_flat=SimpleNamespace(nbytes=0),
-                            acts_bytes=SimpleNamespace(nbytes=0))
     args = SimpleNamespace(out_dir="out", checkpoint_every=1, checkpoints_keep=0)
     for m_and_v, megabytes in [(3_499_999, 3), (3_500_000, 4)]:
-        optimizer = SimpleNamespace(m=SimpleNamespace(nbytes=m_and_v // 2), master=None,
-                                    v=SimpleNamespace(nbytes=m_and_v - m_and_v // 2))
+        model, optimizer = sized_run(params=1_500_000, grads=0, acts=0, m=m_and_v // 2, v=m_and_v - m_and_v // 2)
         assert train_gpt2.where_it_writes(args, model, optimizer, 1).endswith(
             f"2 MB model + {megabytes} MB state, keeping all (-nk)")
 
