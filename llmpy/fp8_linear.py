@@ -143,13 +143,13 @@ class Fp8Linears:
         return self.e4m3.at(len(self.weights) + slot)
 
     def _cast_input(self, slot, inp):
-        """inp as E4M3 (N, C) into the scratch, and transposed into the slot's kept x_t."""
+        """inp as E4M3 (N, C) into the scratch, returned, and transposed into the slot's kept x_t."""
         C = self.weights[slot][0].shape[1]
         N = inp.size // C
         x, x_t = self.x[:N * C].reshape(N, C), self.x_t[slot][:N * C].reshape(C, N)
         s = self.e4m3.at(slot)
         self._kernels.cast_transpose(x, x_t, s.amax, inp.reshape(N, C), s.scale, fp8.E4M3)
-        return x, x_t
+        return x
 
     def _cast_gradient(self, slot, dout, dbias=None):
         """dout as E5M2 (N, OC) and transposed, into the scratch; with dbias, the bias gradient
@@ -166,7 +166,7 @@ class Fp8Linears:
         weight, w, _ = self.weights[slot]
         OC, C = weight.shape
         N = inp.size // C
-        x, _ = self._cast_input(slot, inp)
+        x = self._cast_input(slot, inp)
         xs, ws = self.e4m3.at(slot), self._weight_scale(slot)
         self._kernels.forward(out.reshape(N, OC), x, xs.inv, w, ws.inv, bias=bias,
                               pre_gelu=None if pre_gelu is None else pre_gelu.reshape(N, OC))
